@@ -1,0 +1,38 @@
+# Chores only: the stage order lives in dvc.yaml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test lint bench constraints clean-scratch
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+lint: $(STAMP)
+	ruff check src stages flows tests benchmarks
+	ruff format --check src stages flows tests benchmarks
+	mypy
+
+test: lint
+	pytest
+
+bench: $(STAMP)
+	python benchmarks/overhead.py
+
+# Re-pin every install to what is in the venv now (run after changing pyproject.toml).
+constraints: $(STAMP)
+	@{ sed -n '1,2p' constraints.txt; pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort; } > constraints.tmp
+	@mv constraints.tmp constraints.txt
+
+clean-scratch:
+	rm -rf .hpopipe

@@ -1,0 +1,69 @@
+"""The ``hpopipe`` command: predictions from a saved model, and looks at params and studies.
+
+The pipeline itself runs through ``dvc repro``; this command covers what a
+user does around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpopipe import artifacts
+from hpopipe.entry import run
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from hpopipe.data import read_table
+    from hpopipe.refit import load_model, predict_frame
+
+    model, bundle = load_model(args.model)
+    frame = read_table(args.input, field="--input")
+    out = predict_frame(model, bundle, frame, str(args.input))
+    artifacts.write_frame(args.output, out)
+    print(f"wrote {len(out)} predictions to {args.output}")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from hpopipe.config import load_params
+
+    params = load_params(args.params)
+    print(f"{args.params}: ok ({len(params.search_space)} tuned parameters, {params.hpo.n_trials} trials)")
+
+
+def _studies(args: argparse.Namespace) -> None:
+    from hpopipe.study import list_studies
+
+    rows = list_studies(args.storage)
+    if not rows:
+        print(f"no studies in {args.storage}")
+        return
+    print(f"{'study':<24} {'trials':>6} {'complete':>8} {'best':>10}")
+    for row in rows:
+        best = "-" if row["best"] is None else f"{row['best']:.4f}"
+        print(f"{row['name']:<24} {row['trials']:>6} {row['complete']:>8} {best:>10}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All sub-commands and their options."""
+    parser = argparse.ArgumentParser(prog="hpopipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="apply models/model.pt to new rows")
+    p.add_argument("--model", type=Path, default=artifacts.MODEL)
+    p.add_argument("--input", type=Path, required=True, help="CSV or Parquet with the training columns")
+    p.add_argument("--output", type=Path, required=True, help="CSV or Parquet to write")
+    p.set_defaults(func=_predict)
+    v = sub.add_parser("validate", help="check params.yaml without running anything")
+    v.add_argument("--params", type=Path, default=Path("params.yaml"))
+    v.set_defaults(func=_validate)
+    s = sub.add_parser("studies", help="list the studies in the sweep storage")
+    s.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    s.set_defaults(func=_studies)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    run(lambda: args.func(args))

@@ -1,0 +1,79 @@
+"""k-fold cross-validation of the best sweep candidates.
+
+Each fold trains with the same :func:`hpopipe.train.fit` as the sweep; early
+stopping uses a validation slice of the fold's training rows, so the held-out
+fold only ever scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from hpopipe import metrics
+from hpopipe.config import MAXIMIZED_METRICS, Params
+from hpopipe.study import derive_seed, split_validation
+from hpopipe.tracking import NullTracker
+from hpopipe.train import Task, as_tensor, fit, predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds for classification, plain shuffled folds for regression."""
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if task.kind == "classification" else KFold(
+        k, shuffle=True, random_state=seed
+    )
+    return list(splitter.split(x, y))
+
+
+def evaluate_candidate(
+    params: Params, candidate: dict[str, Any], x: np.ndarray, y: np.ndarray, task: Task
+) -> list[dict[str, Any]]:
+    """Score one candidate on every fold: rows of (trial, fold, score, best_epoch)."""
+    rows = []
+    device = resolve_device(params.train.device)
+    for fold, (train_idx, test_idx) in enumerate(folds(x, y, task, params.cv.folds, params.seed)):
+        seed = derive_seed(params.seed, "cv", candidate["number"], fold)
+        inner = split_validation(x[train_idx], y[train_idx], task, params.data.val_size, seed)
+        result = fit(params.model, candidate["params"], params.train, task, inner.fit, inner.val, seed=seed)
+        x_test = as_tensor(x[test_idx], device)
+        output = predict(result.model, x_test, task, result.y_scale)
+        value = metrics.score(task.metric, y[test_idx], output, task.n_classes)
+        rows.append({"trial": candidate["number"], "fold": fold, "score": value, "best_epoch": result.best_epoch})
+    return rows
+
+
+def cross_validate(
+    params: Params, ranked: list[dict[str, Any]], x: np.ndarray, y: np.ndarray, task: Task, tracker: NullTracker
+) -> pd.DataFrame:
+    """Evaluate the ``cv.top_k`` best trials; one row per (trial, fold)."""
+    candidates = ranked[: params.cv.top_k]
+    rows: list[dict[str, Any]] = []
+    for candidate in candidates:
+        with tracker.run(f"cv-trial-{candidate['number']}", params=candidate["params"], nested=True):
+            fold_rows = evaluate_candidate(params, candidate, x, y, task)
+            scores = [r["score"] for r in fold_rows]
+            tracker.log_metrics({"cv_mean": statistics.fmean(scores), "cv_std": statistics.pstdev(scores)})
+        log.info("trial %d: %s %.4f ± %.4f", candidate["number"], task.metric, statistics.fmean(scores), statistics.pstdev(scores))
+        rows += fold_rows
+    return pd.DataFrame(rows, columns=["trial", "fold", "score", "best_epoch"])
+
+
+def summarise(results: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """metrics/cv.json: mean and std per candidate, and the best candidate by mean."""
+    per_trial = {}
+    for trial, group in results.groupby("trial", sort=False):
+        per_trial[str(trial)] = {
+            "mean": float(group["score"].mean()),
+            "std": float(group["score"].std(ddof=0)),
+            "best_epoch_mean": float(group["best_epoch"].mean()),
+        }
+    sign = 1.0 if metric in MAXIMIZED_METRICS else -1.0
+    best = max(per_trial, key=lambda t: (sign * per_trial[t]["mean"], -int(t)))
+    return {"metric": metric, "folds": int(results["fold"].nunique()), "best_trial": int(best), "trials": per_trial}

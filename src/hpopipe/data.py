@@ -1,0 +1,250 @@
+"""Load a user's table, validate it, split it and turn it into model-ready numbers.
+
+The transform is fitted on the training split only and written out as a plain
+JSON schema, so that ``predict`` can apply exactly the same steps to new rows
+without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from hpopipe.config import DataConfig, check_metric_fits_task
+from hpopipe.errors import HpopipeError
+
+log = logging.getLogger(__name__)
+
+TARGET = "__target__"
+MISSING = "__missing__"
+OTHER = "__other__"
+# An integer target with at most this many distinct values is read as classes.
+MAX_AUTO_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The two splits (features + encoded target) and the fitted schema."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    schema: dict[str, Any]
+
+
+def read_table(path: Path, field: str = "data.path") -> pd.DataFrame:
+    """Read a CSV or Parquet file, turning every failure into a one-line error naming ``field``."""
+    if not path.exists():
+        raise HpopipeError(f"{field}: {path}: file not found")
+    if path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
+        raise HpopipeError(f"{field}: {path}: must be a .csv or .parquet file")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path)
+        else:
+            df = pd.read_parquet(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HpopipeError(f"{field}: {path}: cannot read table ({first})") from None
+    if df.empty or df.shape[1] == 0:
+        raise HpopipeError(f"{field}: {path}: the table is empty")
+    return df
+
+
+def _drop_index_columns(df: pd.DataFrame) -> pd.DataFrame:
+    # pandas names a header-less column 'Unnamed: N'; it is almost always an exported row index.
+    unnamed = [c for c in df.columns if str(c).strip() == "" or str(c).startswith("Unnamed: ")]
+    if unnamed:
+        log.info("dropping %d column(s) with an empty header: %s", len(unnamed), unnamed)
+    return df.drop(columns=unnamed)
+
+
+def infer_task(y: pd.Series) -> str:
+    """Classes for text, booleans and small sets of integers; otherwise regression."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    values = y.to_numpy(dtype=float)
+    if np.all(np.mod(values, 1) == 0) and y.nunique() <= MAX_AUTO_CLASSES:
+        return "classification"
+    return "regression"
+
+
+def _clean(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    df = _drop_index_columns(df)
+    if cfg.target not in df.columns:
+        raise HpopipeError(f"data.target: column {cfg.target!r} is not in {cfg.path}")
+    missing_drops = [c for c in cfg.drop_columns if c not in df.columns]
+    if missing_drops:
+        raise HpopipeError(f"data.drop_columns: {missing_drops} not in {cfg.path}")
+    if cfg.target in cfg.drop_columns:
+        raise HpopipeError("data.drop_columns: cannot drop the target column")
+    df = df.drop(columns=list(cfg.drop_columns))
+    n_missing = int(df[cfg.target].isna().sum())
+    if n_missing:
+        log.info("dropped %d row(s) with a missing target", n_missing)
+        df = df[df[cfg.target].notna()].reset_index(drop=True)
+    if df.empty:
+        raise HpopipeError(f"data.target: every value of {cfg.target!r} is missing")
+    if df.shape[1] < 2:
+        raise HpopipeError(f"data.path: {cfg.path}: no feature columns besides the target")
+    return df
+
+
+def _check_target(y: pd.Series, task: str, cfg: DataConfig) -> None:
+    if y.nunique() < 2:
+        raise HpopipeError(f"data.target: {cfg.target!r} is constant ({y.iloc[0]!r})")
+    if task == "regression" and not pd.api.types.is_numeric_dtype(y):
+        raise HpopipeError(f"data.target: {cfg.target!r} is not numeric, so it cannot be regressed")
+    if task == "classification":
+        counts = y.value_counts()
+        # Stratification and k-fold CV both need every class in every split.
+        if counts.min() < 2:
+            raise HpopipeError(
+                f"data.target: class {counts.idxmin()!r} has {counts.min()} row(s); "
+                "at least 2 are needed to stratify the split"
+            )
+
+
+def _split(df: pd.DataFrame, task: str, cfg: DataConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    stratify = df[cfg.target] if task == "classification" else None
+    try:
+        train, test = train_test_split(df, test_size=cfg.test_size, random_state=seed, stratify=stratify)
+    except ValueError as err:
+        raise HpopipeError(f"data.test_size: cannot split {len(df)} rows ({err})") from None
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _fit_numeric(col: pd.Series) -> dict[str, Any]:
+    values = pd.to_numeric(col, errors="coerce")
+    fill = float(values.median()) if values.notna().any() else 0.0
+    filled = values.fillna(fill)
+    std = float(filled.std(ddof=0))
+    return {
+        "fill": fill,
+        "mean": float(filled.mean()),
+        "std": std if std > 0 else 1.0,
+        "indicator": bool(values.isna().any()),
+    }
+
+
+def _fit_categorical(col: pd.Series, max_categories: int) -> dict[str, Any]:
+    counts = col.astype("string").fillna(MISSING).value_counts(sort=True)
+    # Ties broken by name so the encoding does not depend on row order.
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = [str(k) for k, _ in ranked[: max_categories - 1]] if len(ranked) > max_categories else [
+        str(k) for k, _ in ranked
+    ]
+    return {"categories": sorted(kept), "other": len(ranked) > max_categories}
+
+
+def fit_schema(train: pd.DataFrame, task: str, cfg: DataConfig) -> dict[str, Any]:
+    """Learn the feature transform from the training split only."""
+    features = [c for c in train.columns if c != cfg.target]
+    numeric, categorical = {}, {}
+    for name in features:
+        col = train[name]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            categorical[str(name)] = _fit_categorical(col, cfg.max_categories)
+        else:
+            numeric[str(name)] = _fit_numeric(col)
+    y = train[cfg.target]
+    classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v)) if task == "classification" else []
+    schema: dict[str, Any] = {
+        "version": 1,
+        "target": cfg.target,
+        "task": task,
+        "classes": [_jsonable(c) for c in classes],
+        "input_columns": [str(c) for c in features],
+        "numeric": numeric,
+        "categorical": categorical,
+    }
+    schema["feature_columns"] = feature_names(schema)
+    return schema
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def feature_names(schema: dict[str, Any]) -> list[str]:
+    """Output column order of :func:`transform`."""
+    names: list[str] = []
+    for name, spec in schema["numeric"].items():
+        names.append(name)
+        if spec["indicator"]:
+            names.append(f"{name}__missing")
+    for name, spec in schema["categorical"].items():
+        names += [f"{name}={c}" for c in spec["categories"]]
+        if spec["other"]:
+            names.append(f"{name}={OTHER}")
+    return names
+
+
+def transform(df: pd.DataFrame, schema: dict[str, Any], source: str = "input") -> pd.DataFrame:
+    """Apply a fitted schema to rows; refuses missing or unexpected columns."""
+    expected = schema["input_columns"]
+    missing = [c for c in expected if c not in df.columns]
+    extra = [c for c in df.columns if c not in expected and c != schema["target"]]
+    if missing:
+        raise HpopipeError(f"{source}: missing column(s) {missing}")
+    if extra:
+        raise HpopipeError(f"{source}: unexpected column(s) {extra}")
+    out: dict[str, np.ndarray] = {}
+    for name, spec in schema["numeric"].items():
+        values = pd.to_numeric(df[name], errors="coerce")
+        out[name] = ((values.fillna(spec["fill"]) - spec["mean"]) / spec["std"]).to_numpy(np.float32)
+        if spec["indicator"]:
+            out[f"{name}__missing"] = values.isna().to_numpy(np.float32)
+    for name, spec in schema["categorical"].items():
+        col = df[name].astype("string").fillna(MISSING)
+        known = set(spec["categories"])
+        for cat in spec["categories"]:
+            out[f"{name}={cat}"] = (col == cat).to_numpy(np.float32)
+        if spec["other"]:
+            out[f"{name}={OTHER}"] = (~col.isin(known)).to_numpy(np.float32)
+    return pd.DataFrame(out, columns=schema["feature_columns"], index=df.index)
+
+
+def encode_target(y: pd.Series, schema: dict[str, Any]) -> np.ndarray:
+    """Class index for classification, float value for regression."""
+    if schema["task"] == "regression":
+        return y.to_numpy(dtype=np.float32)
+    index = {c: i for i, c in enumerate(schema["classes"])}
+    return np.array([index[_jsonable(v)] for v in y], dtype=np.int64)
+
+
+def decode_target(codes: np.ndarray, schema: dict[str, Any]) -> list[Any]:
+    """Inverse of :func:`encode_target` for classification outputs."""
+    return [schema["classes"][int(i)] for i in codes]
+
+
+def prepare(df: pd.DataFrame, cfg: DataConfig, metric: str, seed: int) -> Prepared:
+    """Clean, split and transform a raw table (see the README for every step)."""
+    df = _clean(df, cfg)
+    y = df[cfg.target]
+    task = infer_task(y) if cfg.task == "auto" else cfg.task
+    try:
+        check_metric_fits_task(metric, task)
+    except ValueError as err:
+        raise HpopipeError(f"{err} (data.task was inferred from {cfg.target!r})") from None
+    _check_target(y, task, cfg)
+    train_raw, test_raw = _split(df, task, cfg, seed)
+    schema = fit_schema(train_raw, task, cfg)
+    splits = []
+    for part in (train_raw, test_raw):
+        frame = transform(part.drop(columns=[cfg.target]), schema)
+        frame[TARGET] = encode_target(part[cfg.target], schema)
+        splits.append(frame)
+    schema["n_rows"] = {"train": len(train_raw), "test": len(test_raw)}
+    return Prepared(train=splits[0], test=splits[1], schema=schema)
+
+
+def to_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Split a prepared frame into a float32 feature matrix and the target vector."""
+    x = frame.drop(columns=[TARGET]).to_numpy(dtype=np.float32)
+    return x, frame[TARGET].to_numpy()

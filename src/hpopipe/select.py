@@ -1,0 +1,38 @@
+"""Pick the best configuration by CV mean and write it out as a complete training config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpopipe.config import Params
+from hpopipe.errors import HpopipeError
+
+
+def best_config(params: Params, ranked: list[dict[str, Any]], cv_summary: dict[str, Any]) -> dict[str, Any]:
+    """The full configuration ``refit`` needs: model, merged params, training settings, epochs.
+
+    Epochs are the rounded mean of the best epochs the CV folds found, so the
+    refit (which has no validation rows) knows when to stop.
+    """
+    if not ranked or not cv_summary.get("trials"):
+        raise HpopipeError("select: no complete trial to choose from (every trial was pruned or failed)")
+    chosen = int(cv_summary["best_trial"])
+    trial = next((t for t in ranked if t["number"] == chosen), None)
+    if trial is None:
+        raise HpopipeError(f"select: CV chose trial {chosen}, which is not among the complete trials")
+    stats = cv_summary["trials"][str(chosen)]
+    return {
+        "seed": params.seed,
+        "model": params.model.model_dump(mode="json", exclude_none=True),
+        "params": {**params.model.params, **trial["params"]},
+        "train": params.train.model_dump(mode="json"),
+        "epochs": max(1, round(stats["best_epoch_mean"])),
+        "metric": params.hpo.metric,
+        "source": {
+            "trial": chosen,
+            "sweep_value": trial["value"],
+            "cv_mean": stats["mean"],
+            "cv_std": stats["std"],
+            "cv_folds": cv_summary["folds"],
+        },
+    }

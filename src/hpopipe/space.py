@@ -1,0 +1,53 @@
+"""The search space: the one place where specs become Optuna ``suggest_*`` calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpopipe.config import ChoiceSpec, IntUniformSpec, LogUniformSpec, ParamSpec, UniformSpec
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Sample one configuration from ``space`` through ``trial``."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if isinstance(spec, LogUniformSpec):
+            params[name] = trial.suggest_float(name, spec.min, spec.max, log=True)
+        elif isinstance(spec, UniformSpec):
+            params[name] = trial.suggest_float(name, spec.min, spec.max, step=spec.step)
+        elif isinstance(spec, IntUniformSpec):
+            params[name] = trial.suggest_int(name, spec.min, spec.max, step=spec.step, log=spec.log)
+        else:
+            params[name] = trial.suggest_categorical(name, spec.values)
+    return params
+
+
+def grid(space: dict[str, ParamSpec], points: int) -> dict[str, list[Any]]:
+    """Discrete values per parameter for the grid sampler.
+
+    Choices and integer ranges are enumerated; a float range uses its ``step``
+    when it has one, otherwise ``points`` evenly spaced values (log-spaced for
+    log_uniform).
+    """
+    out: dict[str, list[Any]] = {}
+    for name, spec in space.items():
+        if isinstance(spec, ChoiceSpec):
+            out[name] = list(spec.values)
+        elif isinstance(spec, IntUniformSpec):
+            out[name] = list(range(spec.min, spec.max + 1, spec.step))
+        elif isinstance(spec, UniformSpec) and spec.step is not None:
+            n = int(round((spec.max - spec.min) / spec.step)) + 1
+            out[name] = [float(round(spec.min + i * spec.step, 12)) for i in range(n)]
+        elif isinstance(spec, LogUniformSpec):
+            out[name] = [float(v) for v in np.geomspace(spec.min, spec.max, points)]
+        else:
+            out[name] = [float(v) for v in np.linspace(spec.min, spec.max, points)]
+    return out
+
+
+def grid_size(space: dict[str, ParamSpec], points: int) -> int:
+    """Number of distinct configurations a grid search would visit."""
+    return int(np.prod([len(v) for v in grid(space, points).values()]))

@@ -1,0 +1,319 @@
+"""The Optuna study: its identity, storage, sampler and pruner, the sweep, and its exports.
+
+The study is the source of truth for trials; ``trials.csv`` and
+``best_trials.json`` are exports of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+from sklearn.model_selection import train_test_split
+
+from hpopipe import checkpoints, space
+from hpopipe.config import Params
+from hpopipe.data import to_arrays
+from hpopipe.errors import HpopipeError
+from hpopipe.models import resolve_factory
+from hpopipe.tracking import NullTracker
+from hpopipe.train import Task, fit, task_of
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 31-bit seed for a sub-task (a trial, a CV fold) of a seeded run."""
+    blob = json.dumps([seed, *parts], default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def study_name(params: Params, data_fingerprint: str) -> str:
+    """``<model>-<8 hex>`` over everything that determines the trials.
+
+    ``n_trials`` and ``timeout`` are left out on purpose: raising the budget
+    extends the same study instead of starting a new one.
+    """
+    identity = {
+        "data": data_fingerprint,
+        "model": params.model.model_dump(mode="json"),
+        "space": {k: v.model_dump(mode="json") for k, v in params.search_space.items()},
+        "sampler": params.hpo.sampler.model_dump(mode="json"),
+        "pruner": params.hpo.pruner.model_dump(mode="json"),
+        "metric": params.hpo.metric,
+        "train": params.train.model_dump(mode="json", exclude={"device"}),
+        "val_size": params.data.val_size,
+        "seed": params.seed,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{checkpoints.safe_name(params.model.label)}-{digest}"
+
+
+def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
+    """The configured sampler, always seeded from ``seed``."""
+    cfg = params.hpo.sampler
+    if cfg.name == "random":
+        return optuna.samplers.RandomSampler(seed=params.seed)
+    if cfg.name == "grid":
+        return optuna.samplers.GridSampler(space.grid(params.search_space, cfg.grid_points), seed=params.seed)
+    return optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=cfg.n_startup_trials)
+
+
+def make_pruner(params: Params) -> optuna.pruners.BasePruner:
+    """The configured pruner; Hyperband's budget is ``train.max_epochs``."""
+    cfg = params.hpo.pruner
+    if cfg.name == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=cfg.min_resource,
+        max_resource=params.train.max_epochs,
+        reduction_factor=cfg.reduction_factor,
+    )
+
+
+def sqlite_url(path: Path) -> str:
+    """SQLite storage URL for a study file (absolute, so the cwd does not matter)."""
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_study(params: Params, name: str, storage: str) -> optuna.Study:
+    """Create the study, or load it when a run with the same identity exists."""
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction=params.hpo.direction,
+        sampler=make_sampler(params),
+        pruner=make_pruner(params),
+        load_if_exists=True,
+    )
+
+
+def reconcile(study: optuna.Study) -> int:
+    """Fail trials left RUNNING by a killed process and queue their params again.
+
+    With one worker, a RUNNING trial at start-up can only be a leftover of a
+    crash; re-enqueuing the same parameters lets the retry resume from the
+    dead trial's checkpoint.
+    """
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    storage = study._storage
+    for trial in stale:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (process died)")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        log.warning("trial %d was left RUNNING by a dead process: failed it and queued a retry", trial.number)
+    return len(stale)
+
+
+@dataclass
+class SweepData:
+    """The training split of the sweep, divided once into fit and validation rows."""
+
+    fit: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    task: Task
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, task: Task, val_size: float, seed: int) -> SweepData:
+    """Hold out a (stratified) validation slice of the train split for the objective."""
+    stratify = y if task.kind == "classification" else None
+    x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=val_size, random_state=seed, stratify=stratify)
+    return SweepData((x_fit, y_fit), (x_val, y_val), task)
+
+
+class _FailureGuard:
+    """Stops the sweep after ``limit`` failures in a row, remembering the first reason."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.streak, self.first_reason = limit, 0, ""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak == 1:
+            self.first_reason = str(trial.user_attrs.get("fail_reason", "unknown"))
+        if self.streak >= self.limit:
+            study.stop()
+
+
+class Objective:
+    """Train one trial on the fit rows and return its best validation score."""
+
+    def __init__(
+        self, params: Params, data: SweepData, study: str, checkpoint_root: Path, tracker: NullTracker
+    ) -> None:
+        self.params, self.data, self.study = params, data, study
+        self.checkpoint_root, self.tracker = checkpoint_root, tracker
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        sampled = space.suggest(trial, self.params.search_space)
+        origin = trial.user_attrs.get("retry_of", trial.number)
+        seed = derive_seed(self.params.seed, "trial", origin)
+        phash = checkpoints.params_hash(sampled, seed)
+        trial.set_user_attr("checkpoint", phash)
+        state = "FAIL"
+        with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
+            try:
+                result = fit(
+                    self.params.model,
+                    sampled,
+                    self.params.train,
+                    self.data.task,
+                    self.data.fit,
+                    self.data.val,
+                    seed=seed,
+                    reporter=_pruning_reporter(trial),
+                    checkpoint=checkpoints.trial_checkpoint(self.checkpoint_root, self.study, phash),
+                )
+                state = "COMPLETE"
+            except optuna.TrialPruned:
+                state = "PRUNED"
+                raise
+            except Exception as err:
+                trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+                raise
+            finally:
+                self.tracker.set_tags({"state": state, "trial": str(trial.number)})
+            self.tracker.log_history(result.history)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        if result.resumed_from_epoch:
+            trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
+        return result.best_score
+
+
+def _pruning_reporter(trial: optuna.Trial):  # type: ignore[no-untyped-def]
+    def report(epoch: int, value: float) -> None:
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return report
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``n_trials``: COMPLETE and PRUNED."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_sweep(study: optuna.Study, params: Params, objective: Objective) -> None:
+    """Run trials until ``n_trials`` have finished (existing ones count) or the timeout hits."""
+    done = count_finished(study)
+    if done >= params.hpo.n_trials:
+        log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
+        return
+    log.info("study %s: %d finished trials, running up to %d more", study.study_name, done, params.hpo.n_trials - done)
+    guard = _FailureGuard(params.hpo.max_failures)
+    study.optimize(
+        objective,
+        timeout=params.hpo.timeout,
+        catch=(Exception,),
+        callbacks=[optuna.study.MaxTrialsCallback(params.hpo.n_trials, states=FINISHED), guard],
+    )
+    if guard.streak >= guard.limit:
+        raise HpopipeError(
+            f"hpo.max_failures: {guard.streak} trials failed in a row; the first failure was: {guard.first_reason}"
+        )
+
+
+def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
+    """One row per trial: number, state, value, duration, best epoch, one column per parameter."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else math.nan
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value if t.value is not None else math.nan,
+            "duration_s": round(duration, 3),
+            "best_epoch": t.user_attrs.get("best_epoch", math.nan),
+        }
+        row.update({f"params_{n}": t.params.get(n) for n in names})
+        rows.append(row)
+    columns = ["number", "state", "value", "duration_s", "best_epoch"] + [f"params_{n}" for n in names]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
+    """COMPLETE trials, best first (ties by trial number), with their typed params."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
+    return [
+        {
+            "number": t.number,
+            "value": t.value,
+            "params": t.params,
+            "best_epoch": t.user_attrs.get("best_epoch"),
+            "checkpoint": t.user_attrs.get("checkpoint"),
+        }
+        for t in ordered
+    ]
+
+
+def summary(study: optuna.Study) -> dict[str, Any]:
+    """metrics/hpo.json: the best value and trial counts by state."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    ranked = ranked_trials(study)
+    return {
+        "study": study.study_name,
+        "best_value": ranked[0]["value"] if ranked else None,
+        "best_trial": ranked[0]["number"] if ranked else None,
+        "n_trials": len(trials),
+        **counts,
+    }
+
+
+
+def sweep(
+    params: Params, train: pd.DataFrame, schema: dict[str, Any], storage_path: Path, tracker: NullTracker
+) -> optuna.Study:
+    """The whole hpo stage: open (or resume) the study for these settings and run it to budget."""
+    resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
+    x, y = to_arrays(train)
+    task = task_of(schema, params.hpo.metric)
+    name = study_name(params, data_fingerprint(train, schema))
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    study = open_study(params, name, sqlite_url(storage_path))
+    reconcile(study)
+    data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
+    tags = {"study": name, "data_fingerprint": data_fingerprint(train, schema), "stage": "hpo"}
+    with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
+        run_sweep(study, params, Objective(params, data, name, params.hpo.checkpoint_dir, tracker))
+    return study
+
+
+def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:
+    """Content hash of the prepared training rows and their schema."""
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def list_studies(path: Path) -> list[dict[str, Any]]:
+    """Every study in a SQLite storage file, with its trial counts and best value."""
+    if not path.exists():
+        return []
+    storage = sqlite_url(path)
+    rows = []
+    for s in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        best = s.best_trial.value if s.best_trial is not None else None
+        rows.append({"name": s.study_name, "trials": s.n_trials, "complete": complete, "best": best})
+    return rows

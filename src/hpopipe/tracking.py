@@ -1,0 +1,145 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+The library takes a tracker object; tests that are not about tracking pass
+:class:`NullTracker`. MLflow is a browsable record, never the source of truth
+for metrics (the DVC metrics files are).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hpopipe.redact import mask_url
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = os.environ.get("HPOPIPE_EXPERIMENT", "hpopipe")
+class NullTracker:
+    """Tracks nothing; the default for library calls and unit tests."""
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        *,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        nested: bool = False,
+    ) -> Iterator[None]:
+        """Open a (possibly nested) run for the duration of the block."""
+        yield
+
+    def log_history(self, history: list[dict[str, float]]) -> None:
+        """Per-epoch metrics of one training run."""
+
+    def log_metrics(self, values: dict[str, float]) -> None:
+        """Final metrics of the current run."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags on the current run (e.g. the trial's final state)."""
+
+    def log_artifact(self, path: Path) -> None:
+        """A file produced by the current run."""
+
+    def log_model(self, model: Any, example: Any) -> None:
+        """The refit model, with a signature inferred from ``example``."""
+
+    def run_id(self) -> str | None:
+        """The current run's id, if any."""
+        return None
+
+
+class MlflowTracker(NullTracker):
+    """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
+
+    def __init__(self, experiment: str = EXPERIMENT) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        self._client = mlflow.MlflowClient()
+        mlflow.set_experiment(experiment)
+        log.info("MLflow tracking at %s", mask_url(mlflow.get_tracking_uri()))
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        *,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        nested: bool = False,
+    ) -> Iterator[None]:
+        """Open a run; it ends FINISHED, or FAILED/KILLED when the block raises."""
+        mlflow = self._mlflow
+        with mlflow.start_run(run_name=name, nested=nested, tags={k: mask_url(v) for k, v in (tags or {}).items()}):
+            if params:
+                mlflow.log_params({k: mask_url(str(v)) for k, v in params.items()})
+            try:
+                yield
+            except KeyboardInterrupt:
+                mlflow.end_run(status="KILLED")
+                raise
+            except BaseException:
+                mlflow.end_run(status="FAILED")
+                raise
+
+    def log_history(self, history: list[dict[str, float]]) -> None:
+        """One batched write for all epochs: per-epoch round trips would dominate short trials."""
+        from mlflow.entities import Metric
+
+        active = self._mlflow.active_run()
+        if active is None or not history:
+            return
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, int(row["epoch"]))
+            for row in history
+            for key, value in row.items()
+            if key != "epoch"
+        ]
+        for start in range(0, len(batch), 1000):  # MLflow's per-request limit
+            self._client.log_batch(active.info.run_id, metrics=batch[start : start + 1000])
+
+    def log_metrics(self, values: dict[str, float]) -> None:
+        self._mlflow.log_metrics(values)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
+    def log_artifact(self, path: Path) -> None:
+        self._mlflow.log_artifact(str(path))
+
+    def log_model(self, model: Any, example: Any) -> None:
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        example = np.array(example, dtype=np.float32)
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        # MLflow 3 saves PyTorch models as torch.export 'pt2' graphs (no pickled code).
+        self._mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=example,
+            signature=infer_signature(example, output),
+            pip_requirements=[f"torch=={torch.__version__}"],
+        )
+
+    def run_id(self) -> str | None:
+        active = self._mlflow.active_run()
+        return active.info.run_id if active else None
+
+
+def make_tracker(enabled: bool = True) -> NullTracker:
+    """MLflow unless tracking is switched off (``HPOPIPE_TRACKING=off``)."""
+    if not enabled or os.environ.get("HPOPIPE_TRACKING", "").lower() in {"0", "off", "false"}:
+        return NullTracker()
+    return MlflowTracker()

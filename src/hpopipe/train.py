@@ -1,0 +1,242 @@
+"""THE training loop: the sweep, cross-validation and the refit all call :func:`fit`.
+
+Data stays in memory as tensors and is batched by slicing a shuffled index,
+which for tables is several times faster than a DataLoader. Every epoch can
+be checkpointed atomically (model, optimiser, RNG states, early-stopping
+state), so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpopipe import checkpoints, metrics
+from hpopipe.config import ModelConfig, TrainConfig
+from hpopipe.models import build
+
+# Called after every epoch with (epoch, validation score); may raise to stop (pruning).
+Reporter = Callable[[int, float], None]
+_EVAL_CHUNK = 8192
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial fails with this reason."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the network predicts: ``n_classes`` > 0 for classification."""
+
+    kind: str
+    n_classes: int
+    metric: str
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.kind == "classification" else 1
+
+
+def task_of(schema: dict[str, Any], metric: str) -> Task:
+    """The prediction task a prepared schema describes."""
+    return Task(schema["task"], len(schema["classes"]), metric)
+
+
+@dataclass
+class FitResult:
+    """The trained model (best weights restored) and how training went."""
+
+    model: nn.Module
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    y_scale: tuple[float, float] = (0.0, 1.0)
+    resumed_from_epoch: int = 0
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` uses CUDA when present."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def hyper(params: dict[str, Any], cfg: TrainConfig) -> tuple[float, float, int]:
+    """Optimiser settings: a tuned value wins over the train section's default."""
+    return (
+        float(params.get("lr", cfg.lr)),
+        float(params.get("weight_decay", cfg.weight_decay)),
+        int(params.get("batch_size", cfg.batch_size)),
+    )
+
+
+def predict(model: nn.Module, x: torch.Tensor, task: Task, y_scale: tuple[float, float]) -> np.ndarray:
+    """Class probabilities, or values on the original target scale."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), _EVAL_CHUNK):
+            out = model(x[start : start + _EVAL_CHUNK])
+            outs.append(torch.softmax(out, dim=1) if task.kind == "classification" else out.squeeze(1))
+    result = torch.cat(outs).double().cpu().numpy()
+    if task.kind == "regression":
+        result = result * y_scale[1] + y_scale[0]
+    return result
+
+
+class _Loop:
+    """State of one training run, kept together so it can be checkpointed."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: dict[str, Any],
+        cfg: TrainConfig,
+        task: Task,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        lr, weight_decay, self.batch_size = hyper(params, cfg)
+        self.model = model.to(device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.loss_fn: nn.Module = nn.CrossEntropyLoss() if task.kind == "classification" else nn.MSELoss()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.task, self.device = task, device
+        self.epoch = 0
+        self.best_epoch, self.best_score = 0, math.nan
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.train()
+        order = torch.randperm(len(x), generator=self.generator).to(self.device)
+        total = 0.0
+        for start in range(0, len(x), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if len(idx) < 2 and len(x) >= 2:
+                continue  # BatchNorm cannot train on a single row
+            out = self.model(x[idx])
+            loss = self.loss_fn(out if self.task.kind == "classification" else out.squeeze(1), y[idx])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {self.epoch + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(idx)
+        return total / len(x)
+
+    def state(self, phash: str) -> dict[str, Any]:
+        return {
+            "params_hash": phash,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "best_state": self.best_state,
+            "history": self.history,
+            "rng_torch": torch.get_rng_state(),
+            "rng_generator": self.generator.get_state(),
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch = int(ckpt["epoch"])
+        self.best_epoch, self.best_score = int(ckpt["best_epoch"]), float(ckpt["best_score"])
+        self.best_state = ckpt["best_state"]
+        self.history = list(ckpt["history"])
+        torch.set_rng_state(ckpt["rng_torch"])
+        self.generator.set_state(ckpt["rng_generator"])
+
+
+def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 tensor on ``device`` from a (possibly read-only) array, copying once."""
+    return torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
+
+
+def _tensors(x: np.ndarray, y: np.ndarray, task: Task, device: torch.device, y_scale: tuple[float, float]):  # type: ignore[no-untyped-def]
+    xt = as_tensor(x, device)
+    if task.kind == "classification":
+        return xt, torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
+    yt = (torch.from_numpy(np.array(y, dtype=np.float32)) - y_scale[0]) / y_scale[1]
+    return xt, yt.to(device)
+
+
+def fit(
+    model_cfg: ModelConfig,
+    params: dict[str, Any],
+    cfg: TrainConfig,
+    task: Task,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    seed: int,
+    epochs: int | None = None,
+    reporter: Reporter | None = None,
+    checkpoint: Path | None = None,
+) -> FitResult:
+    """Train one model.
+
+    With ``val``, every epoch is scored on it, early stopping applies
+    (``patience``, ``min_delta``) and the best weights are restored; without
+    it (the refit) the model trains for exactly ``epochs`` epochs.
+    ``checkpoint`` enables per-epoch crash recovery: an existing file with the
+    same configuration hash is resumed from its last epoch.
+    """
+    device = resolve_device(cfg.device)
+    y_scale = (0.0, 1.0)
+    if task.kind == "regression":
+        y_scale = (float(np.mean(train[1])), float(np.std(train[1])) or 1.0)
+    torch.manual_seed(seed)
+    n_features = train[0].shape[1]
+    loop = _Loop(build(model_cfg, params, n_features, task.n_outputs), params, cfg, task, seed, device)
+    phash = checkpoints.params_hash(params, seed)
+    resumed = _maybe_resume(loop, checkpoint, phash)
+    x_tr, y_tr = _tensors(*train, task, device, y_scale)
+    x_val = as_tensor(val[0], device) if val is not None else None
+    max_epochs = epochs or cfg.max_epochs
+    while loop.epoch < max_epochs:
+        loss = loop.train_epoch(x_tr, y_tr)
+        loop.epoch += 1
+        row = {"epoch": float(loop.epoch), "train_loss": loss}
+        stop = False
+        if val is not None and x_val is not None:
+            value = metrics.score(task.metric, val[1], predict(loop.model, x_val, task, y_scale), task.n_classes)
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"validation {task.metric} is {value} at epoch {loop.epoch}")
+            row[f"val_{task.metric}"] = value
+            if metrics.is_better(task.metric, value, loop.best_score, cfg.min_delta):
+                loop.best_epoch, loop.best_score = loop.epoch, value
+                loop.best_state = copy.deepcopy(loop.model.state_dict())
+            stop = loop.epoch - loop.best_epoch >= cfg.patience
+        loop.history.append(row)
+        if checkpoint is not None:
+            checkpoints.save(checkpoint, loop.state(phash))
+        if reporter is not None and val is not None:
+            reporter(loop.epoch, row[f"val_{task.metric}"])
+        if stop:
+            break
+    if loop.best_state is not None:
+        loop.model.load_state_dict(loop.best_state)
+    else:
+        loop.best_epoch = loop.epoch
+    return FitResult(loop.model, loop.best_epoch, loop.best_score, loop.history, y_scale, resumed)
+
+
+def _maybe_resume(loop: _Loop, checkpoint: Path | None, phash: str) -> int:
+    if checkpoint is None:
+        return 0
+    ckpt = checkpoints.try_load(checkpoint)
+    if ckpt is None or ckpt.get("params_hash") != phash:
+        return 0
+    loop.restore(ckpt)
+    return loop.epoch

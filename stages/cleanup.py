@@ -1,0 +1,17 @@
+"""DVC stage `cleanup`: delete trial checkpoints of all but the best trials -> metrics/cleanup.json."""
+
+from hpopipe import artifacts
+from hpopipe.checkpoints import cleanup_study
+from hpopipe.config import load_params
+from hpopipe.entry import run
+
+
+def main() -> None:
+    params = load_params()
+    ranked = artifacts.read_json(artifacts.RANKED_JSON)
+    report = cleanup_study(params.hpo.checkpoint_dir, ranked["study"], ranked["trials"], params.cleanup.keep_best)
+    artifacts.write_json(artifacts.metrics_file("cleanup"), report)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,25 @@
+"""DVC stage `cv`: k-fold CV of the top-k trials -> artifacts/cv/results.csv, metrics/cv.json."""
+
+from hpopipe import artifacts
+from hpopipe.config import load_params
+from hpopipe.cv import cross_validate, summarise
+from hpopipe.data import to_arrays
+from hpopipe.entry import run
+from hpopipe.tracking import make_tracker
+from hpopipe.train import task_of
+
+
+def main() -> None:
+    params = load_params()
+    ranked = artifacts.read_json(artifacts.RANKED_JSON)["trials"]
+    x, y = to_arrays(artifacts.read_frame(artifacts.TRAIN))
+    task = task_of(artifacts.read_json(artifacts.SCHEMA), params.hpo.metric)
+    tracker = make_tracker()
+    with tracker.run("cv", params={"top_k": params.cv.top_k, "folds": params.cv.folds}):
+        results = cross_validate(params, ranked, x, y, task, tracker)
+    artifacts.write_frame(artifacts.CV_RESULTS, results)
+    artifacts.write_json(artifacts.metrics_file("cv"), summarise(results, params.hpo.metric))
+
+
+if __name__ == "__main__":
+    run(main)

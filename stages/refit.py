@@ -1,0 +1,28 @@
+"""DVC stage `refit`: train on all training rows, score the test split -> models/model.pt, metrics/test.json."""
+
+from hpopipe import artifacts
+from hpopipe.config import load_params
+from hpopipe.data import to_arrays
+from hpopipe.entry import run
+from hpopipe.refit import refit, save_model
+from hpopipe.tracking import make_tracker
+
+
+def main() -> None:
+    params = load_params()
+    best = artifacts.read_yaml(artifacts.BEST_CONFIG)
+    schema = artifacts.read_json(artifacts.SCHEMA)
+    train = to_arrays(artifacts.read_frame(artifacts.TRAIN))
+    tracker = make_tracker()
+    with tracker.run("refit", params={**best["params"], "epochs": best["epochs"]}):
+        fitted = refit(best, params.refit, schema, train, to_arrays(artifacts.read_frame(artifacts.TEST)))
+        tracker.log_history(fitted.result.history)
+        tracker.log_metrics({f"test_{k}": v for k, v in fitted.test_metrics.items()})
+        if params.refit.log_model:
+            tracker.log_model(fitted.result.model.cpu(), train[0][:5])
+    save_model(artifacts.MODEL, fitted, best, schema)
+    artifacts.write_json(artifacts.metrics_file("test"), fitted.test_metrics)
+
+
+if __name__ == "__main__":
+    run(main)
