@@ -8,7 +8,7 @@ from hpopipe.entry import run
 
 def main() -> None:
     params = load_params()
-    prepared = prepare(read_table(params.data.path), params.data, params.hpo.metric, params.seed)
+    prepared = prepare(read_table(params.data.path), params.data, params.seed)
     artifacts.write_frame(artifacts.TRAIN, prepared.train)
     artifacts.write_frame(artifacts.TEST, prepared.test)
     artifacts.write_json(artifacts.SCHEMA, prepared.schema)

@@ -207,17 +207,21 @@ class CleanupConfig(_Strict):
 
 
 class Params(_Strict):
-    """The whole of params.yaml."""
+    """The whole of params.yaml.
 
-    seed: int = 42
+    Every section is required even where its keys have defaults: DVC hashes
+    the sections each stage declares and refuses a params.yaml that lacks one.
+    """
+
+    seed: int
     data: DataConfig
     model: ModelConfig
     search_space: dict[str, ParamSpec] = Field(min_length=1)
-    hpo: HpoConfig = Field(default_factory=HpoConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    cv: CvConfig = Field(default_factory=CvConfig)
-    refit: RefitConfig = Field(default_factory=RefitConfig)
-    cleanup: CleanupConfig = Field(default_factory=CleanupConfig)
+    hpo: HpoConfig
+    train: TrainConfig
+    cv: CvConfig
+    refit: RefitConfig
+    cleanup: CleanupConfig
 
     @field_validator("search_space")
     @classmethod

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from hpopipe.config import DataConfig, check_metric_fits_task
+from hpopipe.config import DataConfig
 from hpopipe.errors import HpopipeError
 
 log = logging.getLogger(__name__)
@@ -223,15 +223,11 @@ def decode_target(codes: np.ndarray, schema: dict[str, Any]) -> list[Any]:
     return [schema["classes"][int(i)] for i in codes]
 
 
-def prepare(df: pd.DataFrame, cfg: DataConfig, metric: str, seed: int) -> Prepared:
+def prepare(df: pd.DataFrame, cfg: DataConfig, seed: int) -> Prepared:
     """Clean, split and transform a raw table (see the README for every step)."""
     df = _clean(df, cfg)
     y = df[cfg.target]
     task = infer_task(y) if cfg.task == "auto" else cfg.task
-    try:
-        check_metric_fits_task(metric, task)
-    except ValueError as err:
-        raise HpopipeError(f"{err} (data.task was inferred from {cfg.target!r})") from None
     _check_target(y, task, cfg)
     train_raw, test_raw = _split(df, task, cfg, seed)
     schema = fit_schema(train_raw, task, cfg)

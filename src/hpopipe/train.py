@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from hpopipe import checkpoints, metrics
-from hpopipe.config import ModelConfig, TrainConfig
+from hpopipe.config import ModelConfig, TrainConfig, check_metric_fits_task
+from hpopipe.errors import HpopipeError
 from hpopipe.models import build
 
 # Called after every epoch with (epoch, validation score); may raise to stop (pruning).
@@ -46,7 +47,11 @@ class Task:
 
 
 def task_of(schema: dict[str, Any], metric: str) -> Task:
-    """The prediction task a prepared schema describes."""
+    """The prediction task a prepared schema describes; refuses a metric that does not fit it."""
+    try:
+        check_metric_fits_task(metric, schema["task"])
+    except ValueError as err:
+        raise HpopipeError(f"{err} (data.task {schema['task']!r} comes from the prepared data)") from None
     return Task(schema["task"], len(schema["classes"]), metric)
 
 

@@ -1,0 +1,78 @@
+"""Shared fixtures: every test gets its own MLflow store and no tracking unless it asks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path_factory.mktemp("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+    monkeypatch.setenv("HPOPIPE_TRACKING", "off")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process: the venv's tools first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    env.update(extra)
+    return env
+
+
+def make_project(root: Path, params: str) -> Path:
+    """A fresh git + DVC repo holding a copy of this project's pipeline and the given params.yaml."""
+    for name in ("src", "stages", "data/raw"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / "params.yaml").write_text(params)
+    env = subprocess_env()
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=root, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=root, check=True, env=env)
+    return root
+
+
+TINY_PARAMS = """\
+seed: 7
+data:
+  path: data/raw/breast_cancer.csv
+  target: diagnosis
+  test_size: 0.25
+model:
+  name: mlp
+search_space:
+  lr: {type: log_uniform, min: 1.0e-3, max: 3.0e-2}
+  n_layers: {type: int_uniform, min: 1, max: 2}
+  width: {type: choice, values: [16, 32]}
+  dropout: {type: uniform, min: 0.0, max: 0.3, step: 0.1}
+hpo:
+  n_trials: 4
+  metric: macro_f1
+  sampler: {name: tpe, n_startup_trials: 2}
+  pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}
+train:
+  max_epochs: 6
+  patience: 3
+cv:
+  top_k: 2
+  folds: 2
+refit:
+  epochs: auto
+cleanup:
+  keep_best: 1
+"""

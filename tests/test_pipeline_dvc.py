@@ -1,0 +1,117 @@
+"""The real `dvc repro` in a temporary git repo: outputs, caching and sweep extension."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from tests.conftest import TINY_PARAMS, make_project, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+
+def repro(root: Path, *args: str) -> tuple[list[str], str]:
+    """Run `dvc repro`; return the stages that ran and the whole output."""
+    env = subprocess_env(HPOPIPE_TRACKING="on", MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db")
+    proc = subprocess.run(["dvc", "repro", *args], cwd=root, env=env, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return re.findall(r"Running stage '(\w+)'", out), out
+
+
+def set_param(root: Path, dotted: str, value: object) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("proj"), TINY_PARAMS)
+    ran, _ = repro(root)
+    assert ran == ["prepare", "hpo", "cv", "select", "refit", "cleanup"]
+    return root
+
+
+def test_first_run_writes_every_output(project: Path) -> None:
+    trials = pd.read_csv(project / "artifacts/hpo/trials.csv")
+    assert list(trials.columns[:5]) == ["number", "state", "value", "duration_s", "best_epoch"]
+    assert {"params_lr", "params_n_layers", "params_width", "params_dropout"} <= set(trials.columns)
+    assert sorted(trials["number"]) == [0, 1, 2, 3]
+    hpo = json.loads((project / "metrics/hpo.json").read_text())
+    assert hpo["complete"] + hpo["pruned"] + hpo["fail"] == 4 and hpo["complete"] >= 1
+    cv = pd.read_csv(project / "artifacts/cv/results.csv")
+    assert len(cv) == min(2, hpo["complete"]) * 2 and set(cv["fold"]) == {0, 1}
+    best = yaml.safe_load((project / "artifacts/best/config.yaml").read_text())
+    assert best["model"] == {"name": "mlp", "params": {}}
+    assert set(best["params"]) == {"lr", "n_layers", "width", "dropout"}
+    assert json.loads((project / "artifacts/best/params.json").read_text()) == best["params"]
+    test_metrics = json.loads((project / "metrics/test.json").read_text())
+    assert set(test_metrics) == {"accuracy", "macro_f1", "roc_auc", "log_loss"}
+    assert test_metrics["accuracy"] > 0.8  # a sane model on an easy, real dataset
+    bundle = torch.load(project / "models/model.pt", weights_only=True)
+    assert bundle["schema"]["classes"] == ["benign", "malignant"]
+    cleanup = json.loads((project / "metrics/cleanup.json").read_text())
+    assert cleanup["kept"] == 1
+    assert len(list((project / ".hpopipe/checkpoints").glob("*/*.pt"))) == 1
+
+
+def test_mlflow_has_a_parent_run_per_stage_and_nested_trial_runs(project: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["hpopipe"], output_format="pandas")
+    names = set(runs["tags.mlflow.runName"])
+    assert {"hpo", "cv", "refit"} <= names
+    hpo_id = runs.loc[runs["tags.mlflow.runName"] == "hpo", "run_id"].iloc[0]
+    trials = runs[runs["tags.mlflow.parentRunId"] == hpo_id]
+    assert len(trials) == 4
+    assert set(trials["tags.state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def test_second_repro_does_nothing(project: Path) -> None:
+    lock = (project / "dvc.lock").read_text()
+    ran, out = repro(project)
+    assert ran == []
+    assert "Data and pipelines are up to date" in out
+    assert (project / "dvc.lock").read_text() == lock
+
+
+def test_refit_param_reruns_only_refit_and_what_follows(project: Path) -> None:
+    set_param(project, "refit.epochs", 3)
+    ran, _ = repro(project)
+    assert ran == ["refit", "cleanup"]
+
+
+def test_library_change_marks_only_dependent_stages_stale(project: Path) -> None:
+    env = subprocess_env()
+    train_py = project / "src/hpopipe/train.py"
+    original = train_py.read_text()
+    train_py.write_text(original + "\n# touched\n")
+    status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True)
+    train_py.write_text(original)
+    stale = set(json.loads(status.stdout))
+    assert {"hpo", "cv", "refit"} <= stale
+    assert "prepare" not in stale and "select" not in stale
+
+
+def test_more_trials_extend_the_same_study(project: Path) -> None:
+    before = pd.read_csv(project / "artifacts/hpo/trials.csv")
+    set_param(project, "hpo.n_trials", 6)
+    ran, out = repro(project)
+    assert ran[0] == "hpo" and "prepare" not in ran
+    assert "4 finished trials, running up to 2 more" in out
+    after = pd.read_csv(project / "artifacts/hpo/trials.csv")
+    assert sorted(after["number"]) == list(range(6))
+    kept = after[after["number"] < 4].drop(columns=["duration_s"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.drop(columns=["duration_s"]))
