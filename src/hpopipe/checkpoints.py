@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,18 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt, or holds more than tensors and plain values."""
+
+
 def load(path: Path) -> dict[str, Any]:
     """Load tensors and plain containers only (never arbitrary pickled objects)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: not a checkpoint")
+        raise CheckpointError("not a checkpoint (expected a mapping)")
     return payload
 
 
@@ -56,7 +64,7 @@ def try_load(path: Path) -> dict[str, Any] | None:
         return None
     try:
         return load(path)
-    except (RuntimeError, ValueError, EOFError, OSError) as err:
+    except CheckpointError as err:
         log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
         return None
 

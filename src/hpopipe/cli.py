@@ -67,3 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = build_parser().parse_args(argv)
     run(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    main()

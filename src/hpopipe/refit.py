@@ -78,8 +78,8 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise HpopipeError(f"--model: {path}: file not found")
     try:
         bundle = checkpoints.load(path)
-    except (RuntimeError, ValueError, EOFError, OSError) as err:
-        raise HpopipeError(f"--model: {path}: not a readable hpopipe model ({str(err).splitlines()[0]})") from None
+    except checkpoints.CheckpointError as err:
+        raise HpopipeError(f"--model: {path}: not a readable hpopipe model ({err})") from None
     if bundle.get("format") != FORMAT:
         raise HpopipeError(f"--model: {path}: not an hpopipe model (format {bundle.get('format')!r})")
     best, schema = bundle["config"], bundle["schema"]

@@ -179,6 +179,7 @@ class Objective:
                     seed=seed,
                     reporter=_pruning_reporter(trial),
                     checkpoint=checkpoints.trial_checkpoint(self.checkpoint_root, self.study, phash),
+                    resume="retry_of" in trial.user_attrs,
                 )
                 state = "COMPLETE"
             except optuna.TrialPruned:

@@ -188,14 +188,16 @@ def fit(
     epochs: int | None = None,
     reporter: Reporter | None = None,
     checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train one model.
 
     With ``val``, every epoch is scored on it, early stopping applies
     (``patience``, ``min_delta``) and the best weights are restored; without
     it (the refit) the model trains for exactly ``epochs`` epochs.
-    ``checkpoint`` enables per-epoch crash recovery: an existing file with the
-    same configuration hash is resumed from its last epoch.
+    ``checkpoint`` enables per-epoch crash recovery; with ``resume`` an
+    existing file with the same configuration hash is continued from its last
+    epoch (a retry of a killed trial), otherwise it is overwritten.
     """
     device = resolve_device(cfg.device)
     y_scale = (0.0, 1.0)
@@ -205,7 +207,7 @@ def fit(
     n_features = train[0].shape[1]
     loop = _Loop(build(model_cfg, params, n_features, task.n_outputs), params, cfg, task, seed, device)
     phash = checkpoints.params_hash(params, seed)
-    resumed = _maybe_resume(loop, checkpoint, phash)
+    resumed = _maybe_resume(loop, checkpoint, phash) if resume else 0
     x_tr, y_tr = _tensors(*train, task, device, y_scale)
     x_val = as_tensor(val[0], device) if val is not None else None
     max_epochs = epochs or cfg.max_epochs
