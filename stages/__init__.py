@@ -1,1 +1,4 @@
-"""Thin DVC stage entry points: `python -m stages.<name>` (run as modules so `stages/select.py` cannot shadow the stdlib)."""
+"""Thin DVC stage entry points, run as ``python -m stages.<name>``.
+
+Run as modules so that ``stages/select.py`` cannot shadow the stdlib ``select``.
+"""

@@ -9,7 +9,9 @@ from hpopipe.entry import run
 def main() -> None:
     params = load_params()
     ranked = artifacts.read_json(artifacts.RANKED_JSON)
-    report = cleanup_study(params.hpo.checkpoint_dir, ranked["study"], ranked["trials"], params.cleanup.keep_best)
+    report = cleanup_study(
+        params.hpo.checkpoint_dir, ranked["study"], ranked["trials"], params.cleanup.keep_best
+    )
     artifacts.write_json(artifacts.metrics_file("cleanup"), report)
 
 

@@ -1,4 +1,4 @@
-"""DVC stage `hpo`: the Optuna sweep -> artifacts/hpo/{study.db,trials.csv,ranked_trials.json}, metrics/hpo.json."""
+"""DVC stage `hpo`: the Optuna sweep -> artifacts/hpo/{study.db,trials.csv,ranked_trials.json}, metrics."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params

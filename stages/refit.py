@@ -1,4 +1,4 @@
-"""DVC stage `refit`: train on all training rows, score the test split -> models/model.pt, metrics/test.json."""
+"""DVC stage `refit`: fit on all training rows, score the test rows -> models/model.pt, metrics/test.json."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params

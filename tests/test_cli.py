@@ -63,7 +63,9 @@ def test_predict_applies_the_saved_transform(model_file: Path, tmp_path: Path) -
     rows = pd.read_csv(CSV).drop(columns=["diagnosis"]).head(25)
     rows.loc[0, "mean_radius"] = None  # a missing value is imputed, not an error
     rows.to_csv(tmp_path / "new.csv", index=False)
-    proc = hpopipe("predict", "--model", str(model_file), "--input", "new.csv", "--output", "out.csv", cwd=tmp_path)
+    proc = hpopipe(
+        "predict", "--model", str(model_file), "--input", "new.csv", "--output", "out.csv", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     out = pd.read_csv(tmp_path / "out.csv")
     assert len(out) == 25 and set(out["prediction"]) <= {"benign", "malignant"}
@@ -73,10 +75,14 @@ def test_predict_applies_the_saved_transform(model_file: Path, tmp_path: Path) -
 def test_predict_refuses_missing_and_extra_columns(model_file: Path, tmp_path: Path) -> None:
     rows = pd.read_csv(CSV).head(5)
     rows.drop(columns=["mean_area"]).to_csv(tmp_path / "missing.csv", index=False)
-    proc = hpopipe("predict", "--model", str(model_file), "--input", "missing.csv", "--output", "o.csv", cwd=tmp_path)
+    proc = hpopipe(
+        "predict", "--model", str(model_file), "--input", "missing.csv", "--output", "o.csv", cwd=tmp_path
+    )
     assert_user_error(proc, "missing.csv", "missing column(s) ['mean_area']")
     rows.assign(surprise=1).to_csv(tmp_path / "extra.csv", index=False)
-    proc = hpopipe("predict", "--model", str(model_file), "--input", "extra.csv", "--output", "o.csv", cwd=tmp_path)
+    proc = hpopipe(
+        "predict", "--model", str(model_file), "--input", "extra.csv", "--output", "o.csv", cwd=tmp_path
+    )
     assert_user_error(proc, "unexpected column(s) ['surprise']")
     assert not (tmp_path / "o.csv").exists()
 

@@ -63,7 +63,9 @@ def test_stages_are_in_pipeline_order_and_run_their_own_module() -> None:
 def test_every_imported_library_module_is_a_dependency(name: str) -> None:
     declared = {d for d in STAGES[name]["deps"] if d.startswith("src/")}
     needed = library_closure(REPO / "stages" / f"{name}.py")
-    assert needed - declared == set(), "imported but not in deps: a change would leave a stale result marked fresh"
+    assert needed - declared == set(), (
+        "imported but not in deps: a change would leave a stale result marked fresh"
+    )
     assert declared - needed == set(), "in deps but not imported: a change would re-run the stage for nothing"
 
 
@@ -91,7 +93,12 @@ def test_no_two_stages_declare_the_same_output() -> None:
 def test_outputs_match_the_library_paths() -> None:
     expected = {
         "prepare": {artifacts.TRAIN, artifacts.TEST, artifacts.SCHEMA},
-        "hpo": {artifacts.STUDY_DB, artifacts.TRIALS_CSV, artifacts.RANKED_JSON, artifacts.metrics_file("hpo")},
+        "hpo": {
+            artifacts.STUDY_DB,
+            artifacts.TRIALS_CSV,
+            artifacts.RANKED_JSON,
+            artifacts.metrics_file("hpo"),
+        },
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},
         "select": {artifacts.BEST_CONFIG, artifacts.BEST_PARAMS},
         "refit": {artifacts.MODEL, artifacts.metrics_file("test")},

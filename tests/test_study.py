@@ -64,13 +64,19 @@ def test_rerun_reuses_and_more_trials_extend(tmp_path: Path, prepared: tuple) ->
     extended = run(make_params(tmp_path, hpo__n_trials=5), prepared, db)
     after = export_trials(extended, ["lr", "width"])
     assert list(after["number"]) == [0, 1, 2, 3, 4]
-    pd.testing.assert_frame_equal(after.iloc[:3].drop(columns="duration_s"), before.drop(columns="duration_s"))
+    pd.testing.assert_frame_equal(
+        after.iloc[:3].drop(columns="duration_s"), before.drop(columns="duration_s")
+    )
 
 
 def test_changed_space_starts_a_new_study_beside_the_old(tmp_path: Path, prepared: tuple) -> None:
     db = tmp_path / "study.db"
     run(make_params(tmp_path, hpo__n_trials=2), prepared, db)
-    run(make_params(tmp_path, hpo__n_trials=2, search_space__width={"type": "choice", "values": [8]}), prepared, db)
+    run(
+        make_params(tmp_path, hpo__n_trials=2, search_space__width={"type": "choice", "values": [8]}),
+        prepared,
+        db,
+    )
     assert len(optuna.study.get_all_study_names(sqlite_url(db))) == 2
 
 
@@ -118,20 +124,26 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, prepa
 
 
 def test_consecutive_failures_stop_the_sweep_quoting_the_first(tmp_path: Path, prepared: tuple) -> None:
-    params = make_params(tmp_path, hpo__max_failures=2, model={"factory": "tests.failing_models:broken", "params": {}})
+    params = make_params(
+        tmp_path, hpo__max_failures=2, model={"factory": "tests.failing_models:broken", "params": {}}
+    )
     with pytest.raises(HpopipeError, match=r"hpo.max_failures: 2 trials failed in a row.*always broken"):
         run(params, prepared, tmp_path / "study.db")
 
 
 def test_nan_loss_is_a_failed_trial_with_its_reason(tmp_path: Path, prepared: tuple) -> None:
-    params = make_params(tmp_path, hpo__max_failures=1, model={"factory": "tests.failing_models:nan_output", "params": {}})
+    params = make_params(
+        tmp_path, hpo__max_failures=1, model={"factory": "tests.failing_models:nan_output", "params": {}}
+    )
     with pytest.raises(HpopipeError, match="TrainingDiverged: loss became nan"):
         run(params, prepared, tmp_path / "study.db")
 
 
 def test_bad_factory_fails_before_any_trial(tmp_path: Path, prepared: tuple) -> None:
     params = make_params(tmp_path, model={"factory": "tests.failing_models:missing", "params": {}})
-    with pytest.raises(HpopipeError, match="model.factory: 'tests.failing_models' has no function 'missing'"):
+    with pytest.raises(
+        HpopipeError, match=r"model.factory: 'tests.failing_models' has no function 'missing'"
+    ):
         run(params, prepared, tmp_path / "study.db")
     assert not (tmp_path / "study.db").exists() or not optuna.study.get_all_study_names(
         sqlite_url(tmp_path / "study.db")
@@ -139,7 +151,9 @@ def test_bad_factory_fails_before_any_trial(tmp_path: Path, prepared: tuple) -> 
 
 
 def test_ranked_trials_are_best_first(tmp_path: Path, prepared: tuple) -> None:
-    study = run(make_params(tmp_path, hpo__n_trials=4, hpo__pruner={"name": "none"}), prepared, tmp_path / "s.db")
+    study = run(
+        make_params(tmp_path, hpo__n_trials=4, hpo__pruner={"name": "none"}), prepared, tmp_path / "s.db"
+    )
     ranked = ranked_trials(study)
     values = [t["value"] for t in ranked]
     assert values == sorted(values, reverse=True) and len(ranked) == 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +288,7 @@ def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
     marker = tmp_path / "EXECUTED"
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "extra": Payload(str(marker))}, path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(checkpoints.CheckpointError, match="Weights only load failed"):
         checkpoints.load(path)
     assert not marker.exists()
     # The same file, loaded the unsafe way, runs code: the refusal above is what protects us.
@@ -308,24 +307,35 @@ def test_load_accepts_tensors_and_plain_containers(tmp_path: Path) -> None:
 def test_load_refuses_a_non_dict(tmp_path: Path) -> None:
     path = tmp_path / "list.pt"
     torch.save([1, 2], path)
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match="not a checkpoint"):
         checkpoints.load(path)
     assert checkpoints.try_load(path) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: checkpoints.try_load does not catch pickle.UnpicklingError, so a checkpoint holding a "
-    "pickled object (or any non-zip garbage) crashes the run instead of being ignored with a warning",
-)
 @pytest.mark.parametrize("content", ["object", "garbage"])
-def test_try_load_ignores_unsafe_or_garbage_checkpoint(tmp_path: Path, content: str) -> None:
+def test_try_load_ignores_unsafe_or_garbage_checkpoint(
+    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "trial.pt"
+    marker = tmp_path / "EXECUTED"
     if content == "object":
-        torch.save({"extra": Payload(str(tmp_path / "EXECUTED"))}, path)
+        torch.save({"extra": Payload(str(marker))}, path)
     else:
         path.write_bytes(b"definitely not a checkpoint" * 10)
     assert checkpoints.try_load(path) is None
+    assert "ignoring unreadable checkpoint" in caplog.text
+    assert not marker.exists()
+
+
+def test_unsafe_checkpoint_is_not_resumed(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
+    tr, val = splits(problem, CLS)
+    ckpt = tmp_path / "trial.pt"
+    marker = tmp_path / "EXECUTED"
+    torch.save({"params_hash": checkpoints.params_hash(SMALL, 3), "extra": Payload(str(marker))}, ckpt)
+    result = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 2
+    assert not marker.exists()
+    assert checkpoints.load(ckpt)["epoch"] == 2  # replaced by a clean checkpoint
 
 
 # --- divergence -----------------------------------------------------------------------------------------

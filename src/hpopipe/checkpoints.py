@@ -52,7 +52,9 @@ def load(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
+        raise CheckpointError(
+            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        ) from None
     if not isinstance(payload, dict):
         raise CheckpointError("not a checkpoint (expected a mapping)")
     return payload
@@ -87,7 +89,9 @@ def cleanup(folder: Path, keep: set[str]) -> tuple[int, int]:
     return deleted, freed
 
 
-def cleanup_study(root: Path, study_name: str, ranked: list[dict[str, Any]], keep_best: int) -> dict[str, Any]:
+def cleanup_study(
+    root: Path, study_name: str, ranked: list[dict[str, Any]], keep_best: int
+) -> dict[str, Any]:
     """Keep the checkpoints of the ``keep_best`` best trials of a study, delete the rest.
 
     ``ranked`` is the best-first list the sweep exported; each entry names its

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds for classification, plain shuffled folds for regression."""
-    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if task.kind == "classification" else KFold(
-        k, shuffle=True, random_state=seed
+    splitter = (
+        StratifiedKFold(k, shuffle=True, random_state=seed)
+        if task.kind == "classification"
+        else KFold(k, shuffle=True, random_state=seed)
     )
     return list(splitter.split(x, y))
 
@@ -45,12 +47,19 @@ def evaluate_candidate(
         x_test = as_tensor(x[test_idx], device)
         output = predict(result.model, x_test, task, result.y_scale)
         value = metrics.score(task.metric, y[test_idx], output, task.n_classes)
-        rows.append({"trial": candidate["number"], "fold": fold, "score": value, "best_epoch": result.best_epoch})
+        rows.append(
+            {"trial": candidate["number"], "fold": fold, "score": value, "best_epoch": result.best_epoch}
+        )
     return rows
 
 
 def cross_validate(
-    params: Params, ranked: list[dict[str, Any]], x: np.ndarray, y: np.ndarray, task: Task, tracker: NullTracker
+    params: Params,
+    ranked: list[dict[str, Any]],
+    x: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    tracker: NullTracker,
 ) -> pd.DataFrame:
     """Evaluate the ``cv.top_k`` best trials; one row per (trial, fold)."""
     candidates = ranked[: params.cv.top_k]
@@ -60,7 +69,13 @@ def cross_validate(
             fold_rows = evaluate_candidate(params, candidate, x, y, task)
             scores = [r["score"] for r in fold_rows]
             tracker.log_metrics({"cv_mean": statistics.fmean(scores), "cv_std": statistics.pstdev(scores)})
-        log.info("trial %d: %s %.4f ± %.4f", candidate["number"], task.metric, statistics.fmean(scores), statistics.pstdev(scores))
+        log.info(
+            "trial %d: %s %.4f ± %.4f",
+            candidate["number"],
+            task.metric,
+            statistics.fmean(scores),
+            statistics.pstdev(scores),
+        )
         rows += fold_rows
     return pd.DataFrame(rows, columns=["trial", "fold", "score", "best_epoch"])
 
@@ -76,4 +91,9 @@ def summarise(results: pd.DataFrame, metric: str) -> dict[str, Any]:
         }
     sign = 1.0 if metric in MAXIMIZED_METRICS else -1.0
     best = max(per_trial, key=lambda t: (sign * per_trial[t]["mean"], -int(t)))
-    return {"metric": metric, "folds": int(results["fold"].nunique()), "best_trial": int(best), "trials": per_trial}
+    return {
+        "metric": metric,
+        "folds": int(results["fold"].nunique()),
+        "best_trial": int(best),
+        "trials": per_trial,
+    }

@@ -44,10 +44,7 @@ def read_table(path: Path, field: str = "data.path") -> pd.DataFrame:
     if path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
         raise HpopipeError(f"{field}: {path}: must be a .csv or .parquet file")
     try:
-        if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path)
-        else:
-            df = pd.read_parquet(path)
+        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HpopipeError(f"{field}: {path}: cannot read table ({first})") from None
@@ -136,9 +133,11 @@ def _fit_categorical(col: pd.Series, max_categories: int) -> dict[str, Any]:
     counts = col.astype("string").fillna(MISSING).value_counts(sort=True)
     # Ties broken by name so the encoding does not depend on row order.
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    kept = [str(k) for k, _ in ranked[: max_categories - 1]] if len(ranked) > max_categories else [
-        str(k) for k, _ in ranked
-    ]
+    kept = (
+        [str(k) for k, _ in ranked[: max_categories - 1]]
+        if len(ranked) > max_categories
+        else [str(k) for k, _ in ranked]
+    )
     return {"categories": sorted(kept), "other": len(ranked) > max_categories}
 
 

@@ -94,7 +94,7 @@ def resolve_factory(cfg: ModelConfig) -> Factory:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise HpopipeError(f"model.factory: {module_name!r} has no function {func_name!r}")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def build(cfg: ModelConfig, params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
@@ -102,5 +102,7 @@ def build(cfg: ModelConfig, params: dict[str, Any], n_features: int, n_outputs: 
     merged = {**cfg.params, **params}
     model = resolve_factory(cfg)(merged, n_features, n_outputs)
     if not isinstance(model, nn.Module):
-        raise HpopipeError(f"model.factory: {cfg.factory!r} returned {type(model).__name__}, not a torch Module")
+        raise HpopipeError(
+            f"model.factory: {cfg.factory!r} returned {type(model).__name__}, not a torch Module"
+        )
     return model

@@ -51,7 +51,9 @@ def refit(
     model_cfg, train_cfg = _parse(best)
     task = task_of(schema, best["metric"])
     epochs = int(best["epochs"]) if cfg.epochs == "auto" else int(cfg.epochs)
-    result = fit(model_cfg, best["params"], train_cfg, task, train, None, seed=int(best["seed"]), epochs=epochs)
+    result = fit(
+        model_cfg, best["params"], train_cfg, task, train, None, seed=int(best["seed"]), epochs=epochs
+    )
     device = next(result.model.parameters()).device
     output = predict(result.model, as_tensor(test[0], device), task, result.y_scale)
     return Refit(result, metrics.evaluation_metrics(task.kind, test[1], output, task.n_classes), epochs)
@@ -91,7 +93,9 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model, bundle
 
 
-def predict_frame(model: torch.nn.Module, bundle: dict[str, Any], frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def predict_frame(
+    model: torch.nn.Module, bundle: dict[str, Any], frame: pd.DataFrame, source: str
+) -> pd.DataFrame:
     """Apply the saved transform and model to new rows."""
     schema, best = bundle["schema"], bundle["config"]
     task = task_of(schema, best["metric"])

@@ -39,7 +39,7 @@ def grid(space: dict[str, ParamSpec], points: int) -> dict[str, list[Any]]:
         elif isinstance(spec, IntUniformSpec):
             out[name] = list(range(spec.min, spec.max + 1, spec.step))
         elif isinstance(spec, UniformSpec) and spec.step is not None:
-            n = int(round((spec.max - spec.min) / spec.step)) + 1
+            n = round((spec.max - spec.min) / spec.step) + 1
             out[name] = [float(round(spec.min + i * spec.step, 12)) for i in range(n)]
         elif isinstance(spec, LogUniformSpec):
             out[name] = [float(v) for v in np.geomspace(spec.min, spec.max, points)]

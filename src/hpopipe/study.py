@@ -76,7 +76,9 @@ def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
     if cfg.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps
+        )
     return optuna.pruners.HyperbandPruner(
         min_resource=cfg.min_resource,
         max_resource=params.train.max_epochs,
@@ -130,7 +132,9 @@ class SweepData:
 def split_validation(x: np.ndarray, y: np.ndarray, task: Task, val_size: float, seed: int) -> SweepData:
     """Hold out a (stratified) validation slice of the train split for the objective."""
     stratify = y if task.kind == "classification" else None
-    x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=val_size, random_state=seed, stratify=stratify)
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x, y, test_size=val_size, random_state=seed, stratify=stratify
+    )
     return SweepData((x_fit, y_fit), (x_val, y_val), task)
 
 
@@ -217,7 +221,12 @@ def run_sweep(study: optuna.Study, params: Params, objective: Objective) -> None
     if done >= params.hpo.n_trials:
         log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
         return
-    log.info("study %s: %d finished trials, running up to %d more", study.study_name, done, params.hpo.n_trials - done)
+    log.info(
+        "study %s: %d finished trials, running up to %d more",
+        study.study_name,
+        done,
+        params.hpo.n_trials - done,
+    )
     guard = _FailureGuard(params.hpo.max_failures)
     study.optimize(
         objective,
@@ -227,7 +236,8 @@ def run_sweep(study: optuna.Study, params: Params, objective: Objective) -> None
     )
     if guard.streak >= guard.limit:
         raise HpopipeError(
-            f"hpo.max_failures: {guard.streak} trials failed in a row; the first failure was: {guard.first_reason}"
+            f"hpo.max_failures: {guard.streak} trials failed in a row; "
+            f"the first failure was: {guard.first_reason}"
         )
 
 
@@ -235,7 +245,11 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     """One row per trial: number, state, value, duration, best epoch, one column per parameter."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else math.nan
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else math.nan
+        )
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
@@ -269,7 +283,10 @@ def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
 def summary(study: optuna.Study) -> dict[str, Any]:
     """metrics/hpo.json: the best value and trial counts by state."""
     trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = {
+        s.name.lower(): sum(t.state == s for t in trials)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     ranked = ranked_trials(study)
     return {
         "study": study.study_name,
@@ -278,7 +295,6 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "n_trials": len(trials),
         **counts,
     }
-
 
 
 def sweep(

@@ -20,6 +20,8 @@ from hpopipe.redact import mask_url
 log = logging.getLogger(__name__)
 
 EXPERIMENT = os.environ.get("HPOPIPE_EXPERIMENT", "hpopipe")
+
+
 class NullTracker:
     """Tracks nothing; the default for library calls and unit tests."""
 
@@ -77,7 +79,9 @@ class MlflowTracker(NullTracker):
     ) -> Iterator[None]:
         """Open a run; it ends FINISHED, or FAILED/KILLED when the block raises."""
         mlflow = self._mlflow
-        with mlflow.start_run(run_name=name, nested=nested, tags={k: mask_url(v) for k, v in (tags or {}).items()}):
+        with mlflow.start_run(
+            run_name=name, nested=nested, tags={k: mask_url(v) for k, v in (tags or {}).items()}
+        ):
             if params:
                 mlflow.log_params({k: mask_url(str(v)) for k, v in params.items()})
             try:

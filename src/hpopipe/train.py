@@ -217,7 +217,9 @@ def fit(
         row = {"epoch": float(loop.epoch), "train_loss": loss}
         stop = False
         if val is not None and x_val is not None:
-            value = metrics.score(task.metric, val[1], predict(loop.model, x_val, task, y_scale), task.n_classes)
+            value = metrics.score(
+                task.metric, val[1], predict(loop.model, x_val, task, y_scale), task.n_classes
+            )
             if not math.isfinite(value):
                 raise TrainingDiverged(f"validation {task.metric} is {value} at epoch {loop.epoch}")
             row[f"val_{task.metric}"] = value
