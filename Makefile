@@ -19,8 +19,8 @@ repro: $(STAMP)
 	dvc repro
 
 lint: $(STAMP)
-	ruff check src stages flows tests benchmarks
-	ruff format --check src stages flows tests benchmarks
+	ruff check src stages tests benchmarks
+	ruff format --check src stages tests benchmarks
 	mypy
 
 test: lint
