@@ -75,7 +75,10 @@ def test_suggest_with_fixed_trial_returns_the_fixed_values() -> None:
 
 def test_suggest_with_fixed_trial_missing_a_parameter_fails() -> None:
     with pytest.raises(ValueError, match="width"):
-        space.suggest(optuna.trial.FixedTrial({"lr": 1e-3}), make_space({"lr": RAW_SPACE["lr"], "width": RAW_SPACE["width"]}))
+        space.suggest(
+            optuna.trial.FixedTrial({"lr": 1e-3}),
+            make_space({"lr": RAW_SPACE["lr"], "width": RAW_SPACE["width"]}),
+        )
 
 
 @pytest.mark.parametrize(
@@ -189,24 +192,16 @@ def test_grid_sampler_visits_every_configuration() -> None:
     assert visited == set(itertools.product(*grid.values()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: space.grid rounds (max-min)/step instead of flooring it, so a step that does not divide "
-    "the range yields a point above max (uniform 0..1 step 0.35 -> [0, 0.35, 0.7, 1.05])",
-)
 def test_grid_with_non_dividing_step_stays_in_range() -> None:
     values = space.grid(make_space({"d": {"type": "uniform", "min": 0.0, "max": 1.0, "step": 0.35}}), 5)["d"]
     assert max(values) <= 1.0
     assert values == [0.0, 0.35, 0.7]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: space.grid_size promises distinct configurations, but a degenerate range (min == max, "
-    "which config allows) is repeated `points` times and counted that often",
-)
 def test_grid_size_counts_distinct_configurations() -> None:
-    sp = make_space({"u": {"type": "uniform", "min": 0.5, "max": 0.5}, "c": {"type": "choice", "values": [1, 2]}})
+    sp = make_space(
+        {"u": {"type": "uniform", "min": 0.5, "max": 0.5}, "c": {"type": "choice", "values": [1, 2]}}
+    )
     assert space.grid_size(sp, points=4) == 2
 
 
@@ -247,7 +242,9 @@ def test_macro_f1_counts_a_class_absent_from_the_batch() -> None:
 def test_log_loss_matches_sklearn_and_stays_finite() -> None:
     value = metrics.score("log_loss", Y3, P3, 3)
     assert math.isfinite(value)
-    assert value == pytest.approx(skm.log_loss(Y3, np.clip(P3, 1e-7, 1.0) / np.clip(P3, 1e-7, 1.0).sum(1, keepdims=True)))
+    assert value == pytest.approx(
+        skm.log_loss(Y3, np.clip(P3, 1e-7, 1.0) / np.clip(P3, 1e-7, 1.0).sum(1, keepdims=True))
+    )
     assert value == pytest.approx(skm.log_loss(Y3, P3), rel=1e-3)
     zero_on_truth = P3.copy()
     zero_on_truth[0] = [0.0, 0.5, 0.5]
@@ -258,7 +255,9 @@ def test_log_loss_matches_sklearn_and_stays_finite() -> None:
 def test_roc_auc_binary_and_multiclass_match_sklearn() -> None:
     assert metrics.score("roc_auc", Y2, P2, 2) == pytest.approx(skm.roc_auc_score(Y2, P2[:, 1]))
     assert metrics.score("roc_auc", Y2, P2, 2) == pytest.approx(8 / 9)
-    assert metrics.score("roc_auc", Y3, P3, 3) == pytest.approx(skm.roc_auc_score(Y3, P3, multi_class="ovr"), rel=1e-6)
+    assert metrics.score("roc_auc", Y3, P3, 3) == pytest.approx(
+        skm.roc_auc_score(Y3, P3, multi_class="ovr"), rel=1e-6
+    )
 
 
 def test_roc_auc_of_a_single_class_is_nan() -> None:
@@ -268,7 +267,9 @@ def test_roc_auc_of_a_single_class_is_nan() -> None:
 def test_regression_metrics_match_sklearn() -> None:
     assert metrics.score("rmse", YR, PR) == pytest.approx(math.sqrt(skm.mean_squared_error(YR, PR)))
     assert metrics.score("rmse", YR, PR) == pytest.approx(math.sqrt(0.375))
-    assert metrics.score("mae", YR, PR) == pytest.approx(skm.mean_absolute_error(YR, PR)) == pytest.approx(0.5)
+    assert (
+        metrics.score("mae", YR, PR) == pytest.approx(skm.mean_absolute_error(YR, PR)) == pytest.approx(0.5)
+    )
     assert metrics.score("r2", YR, PR) == pytest.approx(skm.r2_score(YR, PR))
 
 
@@ -289,7 +290,12 @@ def test_unknown_metric() -> None:
 
 def test_evaluation_metrics_sets() -> None:
     assert set(metrics.evaluation_metrics("regression", YR, PR, 0)) == {"rmse", "mae", "r2"}
-    assert set(metrics.evaluation_metrics("classification", Y2, P2, 2)) == {"accuracy", "macro_f1", "log_loss", "roc_auc"}
+    assert set(metrics.evaluation_metrics("classification", Y2, P2, 2)) == {
+        "accuracy",
+        "macro_f1",
+        "log_loss",
+        "roc_auc",
+    }
     multi = metrics.evaluation_metrics("classification", Y3, P3, 3)
     assert set(multi) == {"accuracy", "macro_f1", "log_loss"}
     assert multi["accuracy"] == metrics.score("accuracy", Y3, P3, 3)

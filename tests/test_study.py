@@ -158,3 +158,14 @@ def test_ranked_trials_are_best_first(tmp_path: Path, prepared: tuple) -> None:
     values = [t["value"] for t in ranked]
     assert values == sorted(values, reverse=True) and len(ranked) == 4
     assert all(t["checkpoint"] and t["best_epoch"] >= 1 for t in ranked)
+
+
+def test_resnet_example_params_run_a_sweep(tmp_path: Path, prepared: tuple) -> None:
+    raw = yaml.safe_load((REPO / "examples/resnet.params.yaml").read_text())
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    raw["hpo"].update(n_trials=2, checkpoint_dir=str(tmp_path / "ckpt"))
+    raw["train"].update(max_epochs=2)
+    study = run(parse_params(raw), prepared, tmp_path / "s.db")
+    assert study.study_name.startswith("resnet-")
+    assert {"n_blocks", "d_main", "d_hidden_factor"} <= set(study.trials[0].params)
+    assert summary(study)["complete"] + summary(study)["pruned"] == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,15 @@ MLP = ModelConfig(name="mlp")
 SMALL = {"width": 16, "n_layers": 1}
 CLS = train.Task("classification", 2, "accuracy")
 REG = train.Task("regression", 0, "rmse")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Tiny matrices: extra intra-op threads only contend (5x slower on a busy 2-core box). Restored after.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def cfg(**kw: Any) -> TrainConfig:
@@ -112,7 +123,9 @@ def test_early_stopping_on_a_plateau(problem: dict[str, np.ndarray]) -> None:
 
 def test_min_delta_counts_small_gains_as_no_gain(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, CLS)
-    result = train.fit(MLP, SMALL, cfg(max_epochs=10, patience=2, min_delta=1.0, lr=1e-2), CLS, tr, val, seed=0)
+    result = train.fit(
+        MLP, SMALL, cfg(max_epochs=10, patience=2, min_delta=1.0, lr=1e-2), CLS, tr, val, seed=0
+    )
     # Accuracy can never improve by more than 1.0, so only the first epoch counts.
     assert (result.best_epoch, len(result.history)) == (1, 3)
 
@@ -145,7 +158,9 @@ class Stop(Exception):
     pass
 
 
-def test_reporter_sees_every_epoch_and_can_stop_training(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_reporter_sees_every_epoch_and_can_stop_training(
+    problem: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     tr, val = splits(problem, CLS)
     calls: list[tuple[int, float]] = []
 
@@ -166,7 +181,9 @@ def test_reporter_sees_every_epoch_and_can_stop_training(problem: dict[str, np.n
 def test_reporter_values_match_history(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, REG)
     calls: list[tuple[int, float]] = []
-    result = train.fit(MLP, SMALL, cfg(max_epochs=3), REG, tr, val, seed=0, reporter=lambda e, v: calls.append((e, v)))
+    result = train.fit(
+        MLP, SMALL, cfg(max_epochs=3), REG, tr, val, seed=0, reporter=lambda e, v: calls.append((e, v))
+    )
     assert calls == [(int(row["epoch"]), row["val_rmse"]) for row in result.history]
 
 
@@ -183,17 +200,25 @@ def test_reporter_is_not_called_without_validation(problem: dict[str, np.ndarray
 def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "scratch" / "trial.pt"
-    seen: list[tuple[int, int, list[str]]] = []
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    listings: list[list[str]] = []
 
     def reporter(epoch: int, value: float) -> None:
-        # Called right after the epoch's checkpoint is written.
-        saved = checkpoints.load(ckpt)
-        seen.append((saved["epoch"], ckpt.stat().st_ino, sorted(p.name for p in ckpt.parent.iterdir())))
+        # Called right after the epoch's checkpoint is written. A hard link keeps this version's inode:
+        # if a later epoch rewrote the file in place, the link would show the later content.
+        os.link(ckpt, snapshots / f"{epoch}.pt")
+        listings.append(sorted(p.name for p in ckpt.parent.iterdir()))
 
-    result = train.fit(MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
-    assert [epoch for epoch, _, _ in seen] == [1, 2, 3]
-    assert all(names == ["trial.pt"] for _, _, names in seen)  # no temp file left behind
-    assert len({inode for _, inode, _ in seen}) == 3  # a new file renamed over the old one each time
+    result = train.fit(
+        MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt
+    )
+    assert listings == [["trial.pt"]] * 3  # no temp file left behind
+    for epoch in (1, 2, 3):
+        saved = checkpoints.load(snapshots / f"{epoch}.pt")
+        assert saved["epoch"] == epoch
+        assert saved["history"] == result.history[:epoch]
+    assert len({(snapshots / f"{e}.pt").stat().st_ino for e in (1, 2, 3)}) == 3
     final = checkpoints.load(ckpt)
     assert final["params_hash"] == checkpoints.params_hash(SMALL, 0)
     assert final["history"] == result.history
@@ -212,7 +237,9 @@ def test_resume_equals_straight_run(
     ckpt = tmp_path / "trial.pt"
     first = train.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=3, checkpoint=ckpt)
     assert checkpoints.load(ckpt)["epoch"] == 3 and len(first.history) == 3
-    resumed = train.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=5, checkpoint=ckpt, resume=True)
+    resumed = train.fit(
+        MLP, params, cfg(), task, tr, validation, seed=3, epochs=5, checkpoint=ckpt, resume=True
+    )
     assert resumed.resumed_from_epoch == 3
     assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
     assert resumed.history == straight.history
@@ -256,12 +283,9 @@ def test_damaged_checkpoint_is_ignored(problem: dict[str, np.ndarray], tmp_path:
     assert same_weights(result.model.state_dict(), straight.model.state_dict())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: train.fit does not record that a run stopped early, so resuming its final checkpoint "
-    "trains one more epoch (history 3 rows, straight run 2)",
-)
-def test_resuming_an_early_stopped_run_changes_nothing(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_resuming_an_early_stopped_run_changes_nothing(
+    problem: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     tr, val = splits(problem, CLS)
     settings = cfg(max_epochs=10, patience=1, lr=1e-12)
     ckpt = tmp_path / "trial.pt"
@@ -355,12 +379,6 @@ def test_infinite_input_diverges(problem: dict[str, np.ndarray]) -> None:
         train.fit(MLP, SMALL, cfg(), CLS, (x, y), val, seed=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: train.fit scores validation before checking it is finite: weights blown up by the last "
-    "step of an epoch give NaN outputs and sklearn raises ValueError('Input contains NaN') instead of "
-    "TrainingDiverged",
-)
 @pytest.mark.parametrize("task", [REG, train.Task("classification", 2, "log_loss")], ids=["rmse", "log_loss"])
 def test_divergence_seen_only_by_validation(problem: dict[str, np.ndarray], task: train.Task) -> None:
     tr, val = splits(problem, task)
@@ -392,7 +410,7 @@ def test_model_families_train(
     if task.kind == "classification":
         assert result.best_score > 0.75  # the classes are nearly linearly separable
     else:
-        assert result.best_score < float(np.std(val[1]))  # better than predicting a constant
+        assert result.best_score < 0.5 * float(np.std(val[1]))  # far better than predicting a constant
     output = train.predict(result.model, torch.from_numpy(val[0]), task, result.y_scale)
     assert output.shape == ((60, 2) if task.kind == "classification" else (60,))
 

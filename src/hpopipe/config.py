@@ -28,6 +28,8 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 MAXIMIZED_METRICS = frozenset({"macro_f1", "accuracy", "roc_auc", "r2"})
 Metric = Literal["macro_f1", "accuracy", "roc_auc", "log_loss", "rmse", "mae", "r2"]
 Scalar = bool | int | float | str
+# A whole number written as one: "10", 10.0 and true are refused, not coerced.
+Count = Annotated[int, Field(strict=True)]
 
 # Upper bound that keeps a typo (n_trials: 1e9) from silently running forever.
 MAX_TRIALS = 100_000
@@ -47,7 +49,7 @@ class DataConfig(_Strict):
     drop_columns: list[str] = Field(default_factory=list)
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
     val_size: float = Field(default=0.2, gt=0.0, lt=1.0)
-    max_categories: int = Field(default=50, ge=2)
+    max_categories: Count = Field(default=50, ge=2)
 
     @field_validator("path")
     @classmethod
@@ -111,9 +113,9 @@ class UniformSpec(_RangeSpec):
 
 class IntUniformSpec(_Strict):
     type: Literal["int_uniform"]
-    min: int
-    max: int
-    step: int = Field(default=1, gt=0)
+    min: Count
+    max: Count
+    step: Count = Field(default=1, gt=0)
     log: bool = False
 
     @model_validator(mode="after")
@@ -140,33 +142,26 @@ ParamSpec = Annotated[
 
 class SamplerConfig(_Strict):
     name: Literal["tpe", "random", "grid"] = "tpe"
-    n_startup_trials: int = Field(default=5, ge=0)
-    grid_points: int = Field(default=5, ge=2)
+    n_startup_trials: Count = Field(default=5, ge=0)
+    grid_points: Count = Field(default=5, ge=2)
 
 
 class PrunerConfig(_Strict):
     name: Literal["hyperband", "median", "none"] = "hyperband"
-    n_startup_trials: int = Field(default=5, ge=0)
-    n_warmup_steps: int = Field(default=2, ge=0)
-    min_resource: int = Field(default=1, ge=1)
-    reduction_factor: int = Field(default=3, ge=2)
+    n_startup_trials: Count = Field(default=5, ge=0)
+    n_warmup_steps: Count = Field(default=2, ge=0)
+    min_resource: Count = Field(default=1, ge=1)
+    reduction_factor: Count = Field(default=3, ge=2)
 
 
 class HpoConfig(_Strict):
-    n_trials: int = Field(default=20, gt=0, le=MAX_TRIALS)
+    n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
     metric: Metric = "macro_f1"
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
-    max_failures: int = Field(default=5, ge=1)
+    max_failures: Count = Field(default=5, ge=1)
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
-
-    @field_validator("n_trials", mode="before")
-    @classmethod
-    def _integral(cls, value: Any) -> Any:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("must be a whole number")
-        return value
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
@@ -176,34 +171,34 @@ class HpoConfig(_Strict):
 class TrainConfig(_Strict):
     """Training settings; a search-space entry of the same name overrides them."""
 
-    max_epochs: int = Field(default=30, gt=0, le=100_000)
-    patience: int = Field(default=5, gt=0)
+    max_epochs: Count = Field(default=30, gt=0, le=100_000)
+    patience: Count = Field(default=5, gt=0)
     min_delta: float = Field(default=0.0, ge=0.0)
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: Count = Field(default=64, gt=0)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class CvConfig(_Strict):
-    top_k: int = Field(default=3, gt=0)
-    folds: int = Field(default=5, ge=2, le=50)
+    top_k: Count = Field(default=3, gt=0)
+    folds: Count = Field(default=5, ge=2, le=50)
 
 
 class RefitConfig(_Strict):
     epochs: int | Literal["auto"] = "auto"
     log_model: bool = True
 
-    @field_validator("epochs")
+    @field_validator("epochs", mode="before")
     @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value <= 0:
-            raise ValueError("must be 'auto' or a positive number of epochs")
-        return value
+    def _auto_or_positive(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        raise ValueError(f"must be 'auto' or a positive whole number of epochs, got {value!r}")
 
 
 class CleanupConfig(_Strict):
-    keep_best: int = Field(default=1, ge=0)
+    keep_best: Count = Field(default=1, ge=0)
 
 
 class Params(_Strict):
@@ -213,7 +208,7 @@ class Params(_Strict):
     the sections each stage declares and refuses a params.yaml that lacks one.
     """
 
-    seed: int
+    seed: Count
     data: DataConfig
     model: ModelConfig
     search_space: dict[str, ParamSpec] = Field(min_length=1)
@@ -245,9 +240,14 @@ def check_metric_fits_task(metric: str, task: str) -> None:
         raise ValueError(f"hpo.metric {metric!r} is for classification, but data.task is regression")
 
 
+_SPEC_TAGS = {"log_uniform", "uniform", "int_uniform", "choice"}
+# pydantic adds the member type of a union to the location (e.g. 'int', "literal['auto']").
+_TYPE_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
-    # Drop pydantic's union-tag segments (e.g. 'log_uniform') so the key reads as written.
-    parts = [str(p) for p in loc if p not in {"log_uniform", "uniform", "int_uniform", "choice"}]
+    # Drop union-member segments so the key reads as the user wrote it.
+    parts = [str(p) for p in loc if p not in _SPEC_TAGS and not _TYPE_TAG.match(str(p))]
     return ".".join(parts) or "(top level)"
 
 
@@ -259,7 +259,8 @@ def _one_line(err: ValidationError, source: str) -> str:
         msg = "unknown key (typo?)"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
-    return f"{source}: {where}: {msg}{tail}"
+    # A key or value with a line break must not break the one-line promise.
+    return f"{source}: {where}: {msg}{tail}".replace("\r", "\\r").replace("\n", "\\n")
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -279,6 +280,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise HpopipeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise HpopipeError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise HpopipeError(f"{path}: cannot read ({err.strerror})") from None
     try:

@@ -163,6 +163,9 @@ def fit_schema(train: pd.DataFrame, task: str, cfg: DataConfig) -> dict[str, Any
         "categorical": categorical,
     }
     schema["feature_columns"] = feature_names(schema)
+    clashes = sorted({n for n in schema["feature_columns"] if schema["feature_columns"].count(n) > 1})
+    if clashes:
+        raise HpopipeError(f"data.path: derived feature name(s) {clashes} clash with a column; rename it")
     return schema
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,12 +40,14 @@ def grid(space: dict[str, ParamSpec], points: int) -> dict[str, list[Any]]:
         elif isinstance(spec, IntUniformSpec):
             out[name] = list(range(spec.min, spec.max + 1, spec.step))
         elif isinstance(spec, UniformSpec) and spec.step is not None:
-            n = round((spec.max - spec.min) / spec.step) + 1
+            # Like Optuna, stop at the last step that does not pass max.
+            n = math.floor((spec.max - spec.min) / spec.step + 1e-9) + 1
             out[name] = [float(round(spec.min + i * spec.step, 12)) for i in range(n)]
         elif isinstance(spec, LogUniformSpec):
             out[name] = [float(v) for v in np.geomspace(spec.min, spec.max, points)]
         else:
             out[name] = [float(v) for v in np.linspace(spec.min, spec.max, points)]
+        out[name] = list(dict.fromkeys(out[name]))  # min == max gives one point, not `points` copies
     return out
 
 

@@ -115,7 +115,9 @@ def reconcile(study: optuna.Study) -> int:
     for trial in stale:
         storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (process died)")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        # Point at the first attempt, so a retry of a retry still finds the same checkpoint.
+        origin = trial.user_attrs.get("retry_of", trial.number)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": origin}, skip_if_exists=False)
         log.warning("trial %d was left RUNNING by a dead process: failed it and queued a retry", trial.number)
     return len(stale)
 

@@ -116,6 +116,7 @@ class _Loop:
         self.generator = torch.Generator().manual_seed(seed)
         self.task, self.device = task, device
         self.epoch = 0
+        self.stopped = False
         self.best_epoch, self.best_score = 0, math.nan
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
@@ -142,6 +143,7 @@ class _Loop:
         return {
             "params_hash": phash,
             "epoch": self.epoch,
+            "stopped": self.stopped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_epoch": self.best_epoch,
@@ -156,6 +158,7 @@ class _Loop:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch = int(ckpt["epoch"])
+        self.stopped = bool(ckpt.get("stopped", False))
         self.best_epoch, self.best_score = int(ckpt["best_epoch"]), float(ckpt["best_score"])
         self.best_state = ckpt["best_state"]
         self.history = list(ckpt["history"])
@@ -211,29 +214,27 @@ def fit(
     x_tr, y_tr = _tensors(*train, task, device, y_scale)
     x_val = as_tensor(val[0], device) if val is not None else None
     max_epochs = epochs or cfg.max_epochs
-    while loop.epoch < max_epochs:
+    while loop.epoch < max_epochs and not loop.stopped:
         loss = loop.train_epoch(x_tr, y_tr)
         loop.epoch += 1
         row = {"epoch": float(loop.epoch), "train_loss": loss}
-        stop = False
         if val is not None and x_val is not None:
-            value = metrics.score(
-                task.metric, val[1], predict(loop.model, x_val, task, y_scale), task.n_classes
-            )
+            output = predict(loop.model, x_val, task, y_scale)
+            if not np.all(np.isfinite(output)):
+                raise TrainingDiverged(f"validation outputs are not finite at epoch {loop.epoch}")
+            value = metrics.score(task.metric, val[1], output, task.n_classes)
             if not math.isfinite(value):
                 raise TrainingDiverged(f"validation {task.metric} is {value} at epoch {loop.epoch}")
             row[f"val_{task.metric}"] = value
             if metrics.is_better(task.metric, value, loop.best_score, cfg.min_delta):
                 loop.best_epoch, loop.best_score = loop.epoch, value
                 loop.best_state = copy.deepcopy(loop.model.state_dict())
-            stop = loop.epoch - loop.best_epoch >= cfg.patience
+            loop.stopped = loop.epoch - loop.best_epoch >= cfg.patience
         loop.history.append(row)
         if checkpoint is not None:
             checkpoints.save(checkpoint, loop.state(phash))
         if reporter is not None and val is not None:
             reporter(loop.epoch, row[f"val_{task.metric}"])
-        if stop:
-            break
     if loop.best_state is not None:
         loop.model.load_state_dict(loop.best_state)
     else:
