@@ -1,0 +1,1 @@
+"""Prefect flows around the DVC pipeline (thin: the logic is in ``hpopipe.orchestrate``)."""
