@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import torch
@@ -34,3 +36,28 @@ class _NanModel(nn.Module):
 def nan_output(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
     """Trains to a NaN loss on the first batch."""
     return _NanModel(n_features, n_outputs)
+
+
+class _Slow(nn.Module):
+    def __init__(self, inner: nn.Module, delay: float) -> None:
+        super().__init__()
+        self.inner, self.delay = inner, delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay)
+        return self.inner(x)
+
+
+def slow(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """An MLP that sleeps in every forward pass, so a test can kill it mid-trial."""
+    return _Slow(
+        build_mlp(params, n_features, n_outputs), float(os.environ.get("HPOPIPE_TEST_DELAY", "0.02"))
+    )
+
+
+def fails_while_flagged(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """Fails for wide layers while the file named by HPOPIPE_TEST_FLAG exists."""
+    flag = os.environ.get("HPOPIPE_TEST_FLAG", "")
+    if flag and os.path.exists(flag) and int(params["width"]) == 32:
+        raise RuntimeError("flagged failure")
+    return build_mlp(params, n_features, n_outputs)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hpopipe import artifacts
 from hpopipe.entry import run
+from hpopipe.errors import HpopipeError
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -45,6 +46,36 @@ def _studies(args: argparse.Namespace) -> None:
         print(f"{row['name']:<24} {row['trials']:>6} {row['complete']:>8} {best:>10}")
 
 
+def _default_study(args: argparse.Namespace) -> str:
+    if args.study:
+        return str(args.study)
+    path = artifacts.metrics_file("hpo")
+    if not path.exists():
+        raise HpopipeError(
+            f"--study: not given, and {path} (which names the last sweep's study) does not exist"
+        )
+    return str(artifacts.read_json(path)["study"])
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from hpopipe.recovery import parse_states, retry_states
+    from hpopipe.study import sqlite_url
+
+    if not args.storage.exists():
+        raise HpopipeError(f"--storage: {args.storage}: file not found")
+    states = parse_states(args.states if args.states else "fail")
+    backup, n = retry_states(_default_study(args), sqlite_url(args.storage), states)
+    print(f"backed the study up as {backup}; re-enqueued {n} trial(s): run `dvc repro` to run them")
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from hpopipe.recovery import restore_sqlite
+
+    kept = restore_sqlite(args.source, args.storage)
+    note = f" (the previous file is kept as {kept})" if kept else ""
+    print(f"restored {args.storage} from {args.source}{note}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All sub-commands and their options."""
     parser = argparse.ArgumentParser(prog="hpopipe", description=__doc__)
@@ -60,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("studies", help="list the studies in the sweep storage")
     s.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     s.set_defaults(func=_studies)
+    r = sub.add_parser(
+        "resume", help="re-enqueue failed (or other) trials into the same study, after a backup"
+    )
+    r.add_argument("--retry-failed", action="store_true", help="retry FAIL trials (the default state)")
+    r.add_argument("--states", help="comma-separated states to retry, e.g. fail,pruned")
+    r.add_argument("--study", help="study name (default: the one in metrics/hpo.json)")
+    r.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    r.set_defaults(func=_resume)
+    b = sub.add_parser("restore", help="bring the study file back from a backup folder (hpo.backup_dir)")
+    b.add_argument("--from", dest="source", type=Path, required=True)
+    b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    b.set_defaults(func=_restore)
     return parser
 
 

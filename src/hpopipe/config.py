@@ -162,6 +162,8 @@ class HpoConfig(_Strict):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     max_failures: Count = Field(default=5, ge=1)
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
+    fresh: bool = False
+    backup_dir: Path | None = None
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:

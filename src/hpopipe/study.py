@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,18 @@ from hpopipe.config import Params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.models import resolve_factory
+from hpopipe.recovery import (
+    INTERRUPTED,
+    SeededSampler,
+    backup_sqlite,
+    mark_interrupted,
+    sampler_position,
+    start_fresh,
+)
 from hpopipe.tracking import NullTracker
-from hpopipe.train import Task, fit, task_of
+from hpopipe.train import Task, TrainingInterrupted, fit, task_of
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +72,16 @@ def study_name(params: Params, data_fingerprint: str) -> str:
 
 
 def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
-    """The configured sampler, always seeded from ``seed``."""
+    """The configured sampler, re-seeded before every trial from ``seed`` (see SeededSampler)."""
     cfg = params.hpo.sampler
+    base: optuna.samplers.BaseSampler
     if cfg.name == "random":
-        return optuna.samplers.RandomSampler(seed=params.seed)
-    if cfg.name == "grid":
-        return optuna.samplers.GridSampler(space.grid(params.search_space, cfg.grid_points), seed=params.seed)
-    return optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=cfg.n_startup_trials)
+        base = optuna.samplers.RandomSampler(seed=params.seed)
+    elif cfg.name == "grid":
+        base = optuna.samplers.GridSampler(space.grid(params.search_space, cfg.grid_points), seed=params.seed)
+    else:
+        base = optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=cfg.n_startup_trials)
+    return SeededSampler(base, params.seed)
 
 
 def make_pruner(params: Params) -> optuna.pruners.BasePruner:
@@ -111,13 +125,9 @@ def reconcile(study: optuna.Study) -> int:
     dead trial's checkpoint.
     """
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-    storage = study._storage
     for trial in stale:
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (process died)")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        # Point at the first attempt, so a retry of a retry still finds the same checkpoint.
-        origin = trial.user_attrs.get("retry_of", trial.number)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": origin}, skip_if_exists=False)
+        mark_interrupted(study, trial, "interrupted (the process died)")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         log.warning("trial %d was left RUNNING by a dead process: failed it and queued a retry", trial.number)
     return len(stale)
 
@@ -146,8 +156,12 @@ class _FailureGuard:
     def __init__(self, limit: int) -> None:
         self.limit, self.streak, self.first_reason = limit, 0, ""
 
+    @property
+    def tripped(self) -> bool:
+        return self.streak >= self.limit
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.FAIL:
+        if trial.state != TrialState.FAIL or trial.user_attrs.get(INTERRUPTED):
             self.streak = 0
             return
         self.streak += 1
@@ -161,15 +175,27 @@ class Objective:
     """Train one trial on the fit rows and return its best validation score."""
 
     def __init__(
-        self, params: Params, data: SweepData, study: str, checkpoint_root: Path, tracker: NullTracker
+        self,
+        params: Params,
+        data: SweepData,
+        study: str,
+        tracker: NullTracker,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.params, self.data, self.study = params, data, study
-        self.checkpoint_root, self.tracker = checkpoint_root, tracker
+        self.tracker, self.stop = tracker, stop
+
+    def stopped(self) -> bool:
+        """True once a graceful stop was requested."""
+        return self.stop is not None and self.stop()
 
     def __call__(self, trial: optuna.Trial) -> float:
         sampled = space.suggest(trial, self.params.search_space)
-        origin = trial.user_attrs.get("retry_of", trial.number)
-        seed = derive_seed(self.params.seed, "trial", origin)
+        # Seeded by the trial's place in an uninterrupted run, not its number: a retry
+        # inherits its origin's place, and later trials keep theirs despite the extra attempt.
+        position = trial.user_attrs.get("position", sampler_position(trial.study, trial.number))
+        trial.set_user_attr("position", position)
+        seed = derive_seed(self.params.seed, "trial", position)
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr("checkpoint", phash)
         state = "FAIL"
@@ -184,13 +210,21 @@ class Objective:
                     self.data.val,
                     seed=seed,
                     reporter=_pruning_reporter(trial),
-                    checkpoint=checkpoints.trial_checkpoint(self.checkpoint_root, self.study, phash),
+                    checkpoint=checkpoints.trial_checkpoint(
+                        self.params.hpo.checkpoint_dir, self.study, phash
+                    ),
                     resume="retry_of" in trial.user_attrs,
+                    should_stop=self.stop,
+                    on_resume=lambda epoch: trial.set_user_attr("resumed_from_epoch", epoch),
                 )
                 state = "COMPLETE"
             except optuna.TrialPruned:
                 state = "PRUNED"
                 raise
+            except TrainingInterrupted as err:
+                mark_interrupted(trial.study, trial, f"{INTERRUPTED}: {err}")
+                trial.study.stop()
+                return math.nan  # Optuna records NaN as FAIL, without a traceback for a clean stop
             except Exception as err:
                 trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
                 raise
@@ -198,8 +232,6 @@ class Objective:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
             self.tracker.log_history(result.history)
         trial.set_user_attr("best_epoch", result.best_epoch)
-        if result.resumed_from_epoch:
-            trial.set_user_attr("resumed_from_epoch", result.resumed_from_epoch)
         return result.best_score
 
 
@@ -217,26 +249,35 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def run_sweep(study: optuna.Study, params: Params, objective: Objective) -> None:
-    """Run trials until ``n_trials`` have finished (existing ones count) or the timeout hits."""
+def run_sweep(
+    study: optuna.Study, params: Params, objective: Objective, after_trial: list[Callback] | None = None
+) -> None:
+    """Run trials until ``n_trials`` have finished (existing ones count) or the timeout hits.
+
+    Queued retries run first, even when the budget is already reached: they
+    replace trials that a crash or a signal cut short.
+    """
     done = count_finished(study)
-    if done >= params.hpo.n_trials:
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if done >= params.hpo.n_trials and not waiting:
         log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
         return
     log.info(
         "study %s: %d finished trials, running up to %d more",
         study.study_name,
         done,
-        params.hpo.n_trials - done,
+        max(params.hpo.n_trials - done, waiting),
     )
     guard = _FailureGuard(params.hpo.max_failures)
-    study.optimize(
-        objective,
-        timeout=params.hpo.timeout,
-        catch=(Exception,),
-        callbacks=[optuna.study.MaxTrialsCallback(params.hpo.n_trials, states=FINISHED), guard],
-    )
-    if guard.streak >= guard.limit:
+    callbacks: list[Callback] = [guard, *(after_trial or [])]
+    if waiting:
+        study.optimize(objective, n_trials=waiting, catch=(Exception,), callbacks=callbacks)
+    if count_finished(study) < params.hpo.n_trials and not guard.tripped and not objective.stopped():
+        budget = optuna.study.MaxTrialsCallback(params.hpo.n_trials, states=FINISHED)
+        study.optimize(
+            objective, timeout=params.hpo.timeout, catch=(Exception,), callbacks=[budget, *callbacks]
+        )
+    if guard.tripped:
         raise HpopipeError(
             f"hpo.max_failures: {guard.streak} trials failed in a row; "
             f"the first failure was: {guard.first_reason}"
@@ -257,12 +298,14 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
             "state": t.state.name,
             "value": t.value if t.value is not None else math.nan,
             "duration_s": round(duration, 3),
-            "best_epoch": t.user_attrs.get("best_epoch", math.nan),
+            "best_epoch": t.user_attrs.get("best_epoch"),
         }
         row.update({f"params_{n}": t.params.get(n) for n in names})
         rows.append(row)
     columns = ["number", "state", "value", "duration_s", "best_epoch"] + [f"params_{n}" for n in names]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
+    return frame
 
 
 def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
@@ -300,21 +343,48 @@ def summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def sweep(
-    params: Params, train: pd.DataFrame, schema: dict[str, Any], storage_path: Path, tracker: NullTracker
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    storage_path: Path,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None = None,
 ) -> optuna.Study:
-    """The whole hpo stage: open (or resume) the study for these settings and run it to budget."""
+    """The whole hpo stage: open (or resume) the study for these settings and run it to budget.
+
+    ``stop`` is polled between epochs and trials (see recovery.GracefulStop).
+    """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
     x, y = to_arrays(train)
     task = task_of(schema, params.hpo.metric)
-    name = study_name(params, data_fingerprint(train, schema))
+    fingerprint = data_fingerprint(train, schema)
+    name = study_name(params, fingerprint)
     storage_path.parent.mkdir(parents=True, exist_ok=True)
+    if params.hpo.fresh:
+        start_fresh(name, sqlite_url(storage_path), params.hpo.checkpoint_dir / checkpoints.safe_name(name))
     study = open_study(params, name, sqlite_url(storage_path))
     reconcile(study)
     data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
-    tags = {"study": name, "data_fingerprint": data_fingerprint(train, schema), "stage": "hpo"}
+    objective = Objective(params, data, name, tracker, stop)
+    tags = {"study": name, "data_fingerprint": fingerprint, "stage": "hpo"}
     with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
-        run_sweep(study, params, Objective(params, data, name, params.hpo.checkpoint_dir, tracker))
+        run_sweep(study, params, objective, _after_trial_hooks(params, storage_path, stop))
     return study
+
+
+def _after_trial_hooks(params: Params, storage_path: Path, stop: Callable[[], bool] | None) -> list[Callback]:
+    hooks: list[Callback] = []
+    if stop is not None:
+        # A signal between two trials: do not start the next one.
+        hooks.append(lambda study, trial: study.stop() if stop() else None)
+    backup_dir = params.hpo.backup_dir
+    if backup_dir is not None:
+
+        def backup(study: optuna.Study, trial: FrozenTrial) -> None:
+            backup_sqlite(storage_path, backup_dir)
+
+        hooks.append(backup)
+    return hooks
 
 
 def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:

@@ -33,6 +33,14 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the trial fails with this reason."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); raised after the epoch's checkpoint is saved."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"interrupted by a stop request after epoch {epoch}")
+        self.epoch = epoch
+
+
 @dataclass(frozen=True)
 class Task:
     """What the network predicts: ``n_classes`` > 0 for classification."""
@@ -192,6 +200,8 @@ def fit(
     reporter: Reporter | None = None,
     checkpoint: Path | None = None,
     resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train one model.
 
@@ -200,7 +210,10 @@ def fit(
     it (the refit) the model trains for exactly ``epochs`` epochs.
     ``checkpoint`` enables per-epoch crash recovery; with ``resume`` an
     existing file with the same configuration hash is continued from its last
-    epoch (a retry of a killed trial), otherwise it is overwritten.
+    epoch (a retry of a killed trial), otherwise it is overwritten; the
+    restored epochs are reported again so the pruner sees the whole curve.
+    ``should_stop`` is polled after every epoch's checkpoint; ``on_resume``
+    hears the epoch a resumed run continues from, before anything can prune it.
     """
     device = resolve_device(cfg.device)
     y_scale = (0.0, 1.0)
@@ -211,6 +224,11 @@ def fit(
     loop = _Loop(build(model_cfg, params, n_features, task.n_outputs), params, cfg, task, seed, device)
     phash = checkpoints.params_hash(params, seed)
     resumed = _maybe_resume(loop, checkpoint, phash) if resume else 0
+    if resumed and on_resume is not None:
+        on_resume(resumed)
+    if resumed and reporter is not None and val is not None:
+        for row in loop.history:
+            reporter(int(row["epoch"]), row[f"val_{task.metric}"])
     x_tr, y_tr = _tensors(*train, task, device, y_scale)
     x_val = as_tensor(val[0], device) if val is not None else None
     max_epochs = epochs or cfg.max_epochs
@@ -235,6 +253,8 @@ def fit(
             checkpoints.save(checkpoint, loop.state(phash))
         if reporter is not None and val is not None:
             reporter(loop.epoch, row[f"val_{task.metric}"])
+        if should_stop is not None and should_stop() and not loop.stopped and loop.epoch < max_epochs:
+            raise TrainingInterrupted(loop.epoch)
     if loop.best_state is not None:
         loop.model.load_state_dict(loop.best_state)
     else:
