@@ -1,0 +1,259 @@
+"""The Prefect flow on a real Prefect server: the served nightly deployment, triggered runs, the summary.
+
+`prefect server start` runs in a subprocess with its own PREFECT_HOME (a temp dir), the
+deployment is served with `hpopipe serve` as the README says, and runs are triggered through
+the API. Prefect is imported only after PREFECT_HOME points at a temp dir, so nothing is
+written to ~/.prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import BIN, REPO, TINY_PARAMS, make_project, subprocess_env
+
+PIPELINE = ["prepare", "hpo", "cv", "select", "refit", "cleanup"]
+DEPLOYMENT = "retrain/nightly"
+FLOW_PARAMS = (
+    TINY_PARAMS.replace("n_trials: 4", "n_trials: 2")
+    .replace("max_epochs: 6", "max_epochs: 2")
+    .replace("top_k: 2", "top_k: 1")
+    .replace("  epochs: auto\n", "  epochs: auto\n  log_model: false\n")
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    home: Path
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(check: Callable[[], bool], seconds: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what} not ready after {seconds} s; log tail:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and everything it started."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real Prefect server on a free port, with its own PREFECT_HOME, for this module."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    env = subprocess_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
+    log = home / "server.log"
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", host, "--port", port, "--no-ui"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: _healthy(url), 120, "prefect server", log)
+        with pytest.MonkeyPatch.context() as patch:
+            # Set before the first `import prefect` of this session: it reads PREFECT_HOME then.
+            patch.setenv("PREFECT_HOME", str(home))
+            patch.setenv("PREFECT_API_URL", url)
+            yield Server(url, home, env)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[Any]:
+    """A synchronous Prefect client for the test server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_HOME: server.home}),
+        get_client(sync_client=True) as sync_client,
+    ):
+        yield sync_client
+
+
+@pytest.fixture(scope="module")
+def served(server: Server, client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A pipeline checkout whose nightly deployment `hpopipe serve` has registered and is serving."""
+    root = make_project(tmp_path_factory.mktemp("proj"), FLOW_PARAMS)
+    shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "add", "flows"], cwd=root, check=True, env=subprocess_env())
+    subprocess.run(["git", "commit", "-qm", "flows"], cwd=root, check=True, env=subprocess_env())
+    env = {
+        **server.env,
+        "HPOPIPE_TRACKING": "on",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    log = root.parent / "serve.log"
+    cmd = [sys.executable, "-m", "hpopipe.retrain_cli", "serve", "--project-dir", str(root)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_for(lambda: _deployment_exists(client), 120, "served deployment", log)
+        yield root
+    finally:
+        _stop(proc)
+
+
+def _deployment_exists(client: Any) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        client.read_deployment_by_name(DEPLOYMENT)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+def _trigger(server: Server, **parameters: Any) -> Any:
+    """Trigger a run of the deployment and wait for its final state."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_HOME: server.home}):
+        run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=400, poll_interval=2)
+    assert run.state is not None and run.state.is_final(), f"run not finished: {run.state}"
+    return run
+
+
+def _summary(client: Any, flow_run_id: Any) -> str:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    summaries = [a for a in artifacts if a.key == "retrain-summary"]
+    assert len(summaries) == 1, [a.key for a in artifacts]
+    assert summaries[0].type == "markdown"
+    return str(summaries[0].data)
+
+
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, env=subprocess_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))  # in case this is the session's first `import prefect`
+    from prefect.states import Failed
+
+    from flows import retrain
+    from hpopipe.orchestrate import StageError, pipeline_stages
+
+    assert list(retrain.POLICIES) == pipeline_stages(REPO)
+    assert retrain.POLICIES["hpo"].retries >= 1  # the sweep resumes its study on a retry
+    worth = retrain._worth_retrying
+    assert worth(None, None, Failed(data=StageError("stage 'hpo': killed", retryable=True)))
+    assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))
+
+
+@pytest.mark.slow
+def test_the_deployment_is_registered_with_a_nightly_schedule(served: Path, client: Any) -> None:
+    deployment = client.read_deployment_by_name(DEPLOYMENT)
+    assert deployment.parameters == {"project_dir": str(served)}
+    [schedule] = deployment.schedules
+    assert schedule.active
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+
+
+@pytest.mark.slow
+def test_a_triggered_run_reproduces_each_stage_as_a_task_and_publishes_a_summary(
+    served: Path, client: Any, server: Server
+) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run = _trigger(server, n_trials=3)
+    assert run.state.is_completed(), run.state
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    assert sorted(t.name for t in tasks) == sorted(PIPELINE)
+    assert all(t.state.is_completed() for t in tasks)
+    summary = _summary(client, run.id)
+    for stage in PIPELINE:
+        assert f"| {stage} | ran |" in summary
+    assert "`++hpo.n_trials=3`" in summary and "**Quality gate:** passed" in summary
+    for fragment in ("**Best parameters**", "**CV macro_f1:** ", " ± ", "| macro_f1 |", "committed `"):
+        assert fragment in summary
+    # The MLflow run ids in the summary are the stages' runs.
+    line = next(line for line in summary.splitlines() if line.startswith("**MLflow runs:**"))
+    ids = dict(re.findall(r"(\w+) `([0-9a-f]{32})`", line))
+    tracking = mlflow.MlflowClient(tracking_uri=f"sqlite:///{served}/mlflow.db")
+    assert {stage: tracking.get_run(run_id).info.run_name for stage, run_id in ids.items()} == {
+        "hpo": "hpo",
+        "cv": "cv",
+        "refit": "refit",
+    }
+    # The override was committed with the lock that recorded it.
+    assert yaml.safe_load(_git(served, "show", "HEAD:params.yaml"))["hpo"]["n_trials"] == 3
+    assert _git(served, "branch", "--show-current").strip() == "retrain"
+
+
+@pytest.mark.slow
+def test_a_failed_gate_fails_the_run_and_still_publishes_the_summary(
+    served: Path, client: Any, server: Server
+) -> None:
+    (served / "metrics/test.json").write_text(json.dumps({"macro_f1": 1.0}))
+    _git(served, "commit", "-qam", "a perfect model was recorded")
+    before = _git(served, "rev-parse", "HEAD")
+    run = _trigger(server, max_regression=0.0)
+    assert run.state.is_failed(), run.state
+    summary = _summary(client, run.id)
+    # DVC restores the refit it ran last time for these inputs (its run-cache): no retraining needed.
+    assert "| refit | cached (restored from DVC's run-cache) |" in summary
+    assert "| hpo | cached (up to date) |" in summary
+    assert "**Quality gate:** FAILED: macro_f1 1.0000 -> " in summary and "nothing committed" in summary
+    assert _git(served, "rev-parse", "HEAD") == before
