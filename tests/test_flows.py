@@ -202,6 +202,22 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
     assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))
 
 
+def test_serve_needs_a_server_and_a_checkout(tmp_path: Path) -> None:
+    env = subprocess_env(PREFECT_HOME=str(tmp_path / "home"))
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "hpopipe.retrain_cli", "serve", "--project-dir"]
+    no_server = subprocess.run([*cmd, str(REPO)], env=env, capture_output=True, text=True)
+    assert no_server.returncode == 2 and no_server.stderr.startswith(
+        "hpopipe: error: PREFECT_API_URL: not set"
+    )
+    no_flow = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert no_flow.returncode == 2, no_flow.stderr
+    assert (
+        no_flow.stderr.strip()
+        == f"hpopipe: error: {tmp_path}/flows/retrain.py: not found (serve runs from a project checkout)"
+    )
+
+
 @pytest.mark.slow
 def test_the_deployment_is_registered_with_a_nightly_schedule(served: Path, client: Any) -> None:
     deployment = client.read_deployment_by_name(DEPLOYMENT)

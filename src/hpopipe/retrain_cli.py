@@ -87,8 +87,16 @@ def _retrain(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    from prefect.settings import PREFECT_API_URL
+
     project = args.project_dir.resolve()
     flows = load_flow_module(project)
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would serve against a throwaway server that dies with this process.
+        raise HpopipeError(
+            "PREFECT_API_URL: not set (start `prefect server start`, then "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`)"
+        )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll otherwise
     os.chdir(project)  # the deployment's entrypoint is recorded relative to the checkout
     kwargs = {"cron": args.cron} if args.cron else {}
