@@ -100,8 +100,13 @@ def test_stage_runs_then_is_cached_then_restored_from_run_cache(tmp_path: Path) 
 
 
 def test_a_timeout_stops_the_stage_under_dvc(tmp_path: Path) -> None:
-    code = "import os, time; open('pid', 'w').write(str(os.getpid())); time.sleep(120)"
-    root = dvc_project(tmp_path / "p", {"slow": {"cmd": py(code), "outs": ["never.txt"]}})
+    # The stage ignores SIGTERM, as a busy training loop in C code may: it must still be stopped.
+    code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open('pid', 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    quick = {"cmd": py("open('out.txt', 'w').write('ok')"), "outs": ["out.txt"]}
+    root = dvc_project(tmp_path / "p", {"slow": {"cmd": py(code), "outs": ["never.txt"]}, "quick": quick})
     started = time.monotonic()
     with pytest.raises(orchestrate.StageError, match=r"stage 'slow': timed out after 3 s") as caught:
         orchestrate.run_stage(root, "slow", timeout_s=3)
@@ -109,6 +114,7 @@ def test_a_timeout_stops_the_stage_under_dvc(tmp_path: Path) -> None:
     assert not caught.value.retryable
     pid = int((root / "pid").read_text())
     assert _gone(pid), f"stage process {pid} survived the timeout"
+    assert orchestrate.run_stage(root, "quick").status == "ran"  # no lock left behind
 
 
 def _gone(pid: int) -> bool:

@@ -239,15 +239,18 @@ def _pump(proc: subprocess.Popen[str], lines: list[str], prefix: str, logger: An
 
 
 def _stop_tree(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM the process group, SIGKILL what is left after a grace period."""
-    for sig, wait in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, None)):
+    """SIGTERM the process group; after DVC exits (or a grace period) SIGKILL whatever is left.
+
+    The second signal goes to the group even when DVC exited cleanly: the stage under it may
+    ignore SIGTERM, and it must not go on writing outputs after the task has given up.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=_KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             continue
 
