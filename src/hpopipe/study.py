@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.model_selection import train_test_split
 
@@ -105,7 +106,42 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def open_study(params: Params, name: str, storage: str) -> optuna.Study:
+def pruning_steps(params: Params) -> set[int] | None:
+    """Epochs at which asking the pruner can change anything (None: every epoch).
+
+    Successive halving only decides at its rung steps (min_resource * rf**k);
+    asking in between always answers "go on" but costs a storage round trip.
+    """
+    cfg = params.hpo.pruner
+    if cfg.name != "hyperband":
+        return None
+    steps, step = set(), cfg.min_resource
+    while step <= params.train.max_epochs:
+        steps.add(step)
+        step *= cfg.reduction_factor
+    return steps
+
+
+def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
+    """SQLite in WAL mode with normal syncing: about 10x cheaper commits per reported epoch.
+
+    WAL survives a killed process (what crash recovery is about); it can lose
+    the last commits only if the operating system itself crashes.
+    """
+    storage = optuna.storages.RDBStorage(sqlite_url(path))
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # reconnect so the pragmas apply to every connection
+    return storage
+
+
+def open_study(params: Params, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or load it when a run with the same identity exists."""
     return optuna.create_study(
         study_name=name,
@@ -209,7 +245,7 @@ class Objective:
                     self.data.fit,
                     self.data.val,
                     seed=seed,
-                    reporter=_pruning_reporter(trial),
+                    reporter=_pruning_reporter(trial, pruning_steps(self.params)),
                     checkpoint=checkpoints.trial_checkpoint(
                         self.params.hpo.checkpoint_dir, self.study, phash
                     ),
@@ -235,10 +271,10 @@ class Objective:
         return result.best_score
 
 
-def _pruning_reporter(trial: optuna.Trial):  # type: ignore[no-untyped-def]
+def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
         trial.report(value, epoch)
-        if trial.should_prune():
+        if (steps is None or epoch in steps) and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     return report
@@ -362,7 +398,7 @@ def sweep(
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     if params.hpo.fresh:
         start_fresh(name, sqlite_url(storage_path), params.hpo.checkpoint_dir / checkpoints.safe_name(name))
-    study = open_study(params, name, sqlite_url(storage_path))
+    study = open_study(params, name, sqlite_storage(storage_path))
     reconcile(study)
     data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
     objective = Objective(params, data, name, tracker, stop)

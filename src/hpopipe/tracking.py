@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ class NullTracker:
         return None
 
 
+@dataclass
+class _Batch:
+    """What one open run will send in its closing batch."""
+
+    params: dict[str, str]
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 class MlflowTracker(NullTracker):
     """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
 
@@ -65,6 +75,7 @@ class MlflowTracker(NullTracker):
 
         self._mlflow = mlflow
         self._client = mlflow.MlflowClient()
+        self._pending: list[_Batch] = []
         mlflow.set_experiment(experiment)
         log.info("MLflow tracking at %s", mask_url(mlflow.get_tracking_uri()))
 
@@ -77,44 +88,57 @@ class MlflowTracker(NullTracker):
         tags: dict[str, str] | None = None,
         nested: bool = False,
     ) -> Iterator[None]:
-        """Open a run; it ends FINISHED, or FAILED/KILLED when the block raises."""
+        """Open a run; it ends FINISHED, or FAILED/KILLED when the block raises.
+
+        Params, metrics and tags logged inside the block are buffered and sent in
+        one batch when it ends: per-call round trips would dominate short trials.
+        """
         mlflow = self._mlflow
-        with mlflow.start_run(
-            run_name=name, nested=nested, tags={k: mask_url(v) for k, v in (tags or {}).items()}
-        ):
-            if params:
-                mlflow.log_params({k: mask_url(str(v)) for k, v in params.items()})
+        masked = {k: mask_url(v) for k, v in (tags or {}).items()}
+        with mlflow.start_run(run_name=name, nested=nested, tags=masked) as active:
+            self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
+            status = "FINISHED"
             try:
                 yield
             except KeyboardInterrupt:
-                mlflow.end_run(status="KILLED")
+                status = "KILLED"
                 raise
             except BaseException:
-                mlflow.end_run(status="FAILED")
+                status = "FAILED"
                 raise
+            finally:
+                self._flush(active.info.run_id, self._pending.pop())
+                if status != "FINISHED":
+                    mlflow.end_run(status=status)
+
+    def _flush(self, run_id: str, batch: _Batch) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v, step in batch.metrics]
+        params = [Param(k, v) for k, v in batch.params.items()]
+        tags = [RunTag(k, v) for k, v in batch.tags.items()]
+        if params or tags or metrics:
+            self._client.log_batch(run_id, metrics=metrics[:1000], params=params, tags=tags)
+        for start in range(1000, len(metrics), 1000):  # MLflow's per-request limit
+            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
     def log_history(self, history: list[dict[str, float]]) -> None:
-        """One batched write for all epochs: per-epoch round trips would dominate short trials."""
-        from mlflow.entities import Metric
-
-        active = self._mlflow.active_run()
-        if active is None or not history:
-            return
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), now, int(row["epoch"]))
-            for row in history
-            for key, value in row.items()
-            if key != "epoch"
-        ]
-        for start in range(0, len(batch), 1000):  # MLflow's per-request limit
-            self._client.log_batch(active.info.run_id, metrics=batch[start : start + 1000])
+        if self._pending:
+            self._pending[-1].metrics += [
+                (key, float(value), int(row["epoch"]))
+                for row in history
+                for key, value in row.items()
+                if key != "epoch"
+            ]
 
     def log_metrics(self, values: dict[str, float]) -> None:
-        self._mlflow.log_metrics(values)
+        if self._pending:
+            self._pending[-1].metrics += [(k, float(v), 0) for k, v in values.items()]
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        if self._pending:
+            self._pending[-1].tags.update({k: mask_url(v) for k, v in tags.items()})
 
     def log_artifact(self, path: Path) -> None:
         self._mlflow.log_artifact(str(path))

@@ -1,0 +1,377 @@
+"""The report stage: DVC plot data and one self-contained HTML page, from what the pipeline wrote.
+
+It only reads finished outputs (the study, CV results, the best configuration,
+the model and the test split) and trains nothing. No sweep or CV module
+imports it, so a change here re-runs the report and never makes the sweep stale.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe import artifacts, plots
+from hpopipe.data import decode_target, to_arrays
+from hpopipe.errors import HpopipeError
+from hpopipe.refit import load_model
+from hpopipe.train import as_tensor, predict, task_of
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = Path("plots")
+REPORT_HTML = Path("reports/index.html")
+# Every plot file is written on every run, header-only where it does not apply
+# (a confusion matrix for regression): DVC reports a missing plot file as an error.
+PLOT_COLUMNS = {
+    "history": ["number", "value", "best"],
+    "importance": ["param", "importance"],
+    "learning_curve": ["epoch", "value"],
+    "refit_curve": ["epoch", "train_loss"],
+    "confusion": ["actual", "predicted"],
+    "residuals": ["actual", "predicted", "residual"],
+}
+# With fewer COMPLETE trials every evaluator returns equal shares: a plot of nothing.
+MIN_TRIALS_FOR_IMPORTANCE = 2
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Actual and predicted targets of the test split; class labels as text for classification."""
+
+    kind: str
+    actual: list[Any]
+    predicted: list[Any]
+    classes: list[str]
+
+
+@dataclass
+class Sources:
+    """Everything the report shows, read once from the pipeline's outputs."""
+
+    study: optuna.Study
+    cv_results: pd.DataFrame
+    cv_summary: dict[str, Any]
+    best: dict[str, Any]
+    test_metrics: dict[str, float]
+    test: Predictions
+    refit_history: list[dict[str, float]]
+
+    @property
+    def metric(self) -> str:
+        """The metric the sweep optimised and the winner was chosen by."""
+        return str(self.best["metric"])
+
+    @property
+    def selected_trial(self) -> int:
+        """The sweep trial whose configuration was refit (best by CV mean)."""
+        source = self.best.get("source") or {}
+        return int(source.get("trial", self.cv_summary["best_trial"]))
+
+
+def load_sources() -> Sources:
+    """Read every input of the report from its place in the workspace (see :mod:`hpopipe.artifacts`)."""
+    hpo = artifacts.read_json(artifacts.metrics_file("hpo"))
+    if "study" not in hpo:
+        raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
+    test, history = predict_test_split(artifacts.MODEL, artifacts.TEST)
+    return Sources(
+        study=open_study(artifacts.STUDY_DB, str(hpo["study"])),
+        cv_results=artifacts.read_frame(artifacts.CV_RESULTS),
+        cv_summary=artifacts.read_json(artifacts.metrics_file("cv")),
+        best=artifacts.read_yaml(artifacts.BEST_CONFIG),
+        test_metrics=artifacts.read_json(artifacts.metrics_file("test")),
+        test=test,
+        refit_history=history,
+    )
+
+
+def open_study(path: Path, name: str) -> optuna.Study:
+    """Load a finished study for reading; never creates a storage file where none exists."""
+    if not path.exists():
+        raise HpopipeError(f"{path}: not found (run the stage that produces it first: dvc repro)")
+    try:
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{path.resolve()}")
+    except KeyError:
+        raise HpopipeError(f"{path}: no study named {name!r} (metrics/hpo.json names it)") from None
+
+
+def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, list[dict[str, float]]]:
+    """Predict the untouched test split with the saved model, as ``metrics/test.json`` was scored.
+
+    Also returns the refit's per-epoch history when the model file carries one
+    (an empty list otherwise).
+    """
+    if not model_path.exists():
+        raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
+    model, bundle = load_model(model_path)
+    schema, best = bundle["schema"], bundle["config"]
+    task = task_of(schema, best["metric"])
+    x, y = to_arrays(artifacts.read_frame(test_path))
+    y_scale = (float(bundle["y_scale"][0]), float(bundle["y_scale"][1]))
+    output = predict(model, as_tensor(x, torch.device("cpu")), task, y_scale)
+    history = [dict(row) for row in bundle.get("history", [])]
+    if task.kind == "regression":
+        return Predictions("regression", y.astype(float).tolist(), output.tolist(), []), history
+    classes = [str(c) for c in schema["classes"]]
+    actual = [str(c) for c in decode_target(y, schema)]
+    predicted = [str(c) for c in decode_target(output.argmax(axis=1), schema)]
+    return Predictions("classification", actual, predicted, classes), history
+
+
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+
+
+def _maximize(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def history_frame(study: optuna.Study) -> pd.DataFrame:
+    """Optimisation history: every COMPLETE trial's value and the best value up to it.
+
+    Pruned trials are left out: their value is the score at the epoch they were
+    stopped, not comparable with a finished trial's.
+    """
+    trials = _complete(study)
+    values = pd.Series([float(t.value) for t in trials if t.value is not None], dtype=float)
+    best = values.cummax() if _maximize(study) else values.cummin()
+    return pd.DataFrame({"number": [t.number for t in trials], "value": values, "best": best})
+
+
+def importance_frame(study: optuna.Study, seed: int) -> pd.DataFrame:
+    """Parameter importances, most important first; empty below two COMPLETE trials.
+
+    fANOVA (seeded, so the plot is reproducible) is the default because it is
+    the best understood; it fails when every trial scored the same, and then
+    Optuna's default evaluator (PED-ANOVA) answers instead.
+    """
+    if len(_complete(study)) < MIN_TRIALS_FOR_IMPORTANCE:
+        return pd.DataFrame(columns=PLOT_COLUMNS["importance"])
+    try:
+        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+    except RuntimeError as err:
+        log.warning("fANOVA importances failed (%s); using Optuna's default evaluator", err)
+        found = get_param_importances(study)
+    frame = pd.DataFrame({"param": list(found), "importance": [round(float(v), 6) for v in found.values()]})
+    return frame.sort_values(["importance", "param"], ascending=[False, True], ignore_index=True)
+
+
+def learning_curve_frame(study: optuna.Study, number: int) -> pd.DataFrame:
+    """The validation score a trial reported after each epoch (its intermediate values)."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None:
+        raise HpopipeError(
+            f"{artifacts.BEST_CONFIG}: source.trial {number} is not a trial of study {study.study_name}"
+        )
+    steps = sorted(trial.intermediate_values)
+    return pd.DataFrame({"epoch": steps, "value": [trial.intermediate_values[s] for s in steps]})
+
+
+def refit_curve_frame(history: list[dict[str, float]]) -> pd.DataFrame:
+    """The refit's training loss per epoch (header only until the model file carries a history)."""
+    rows = [{"epoch": int(r["epoch"]), "train_loss": float(r["train_loss"])} for r in history]
+    return pd.DataFrame(rows, columns=PLOT_COLUMNS["refit_curve"])
+
+
+def confusion_frame(test: Predictions) -> pd.DataFrame:
+    """One (actual, predicted) row per test row: the input DVC's ``confusion`` template counts."""
+    if test.kind != "classification":
+        return pd.DataFrame(columns=PLOT_COLUMNS["confusion"])
+    return pd.DataFrame({"actual": test.actual, "predicted": test.predicted})
+
+
+def residuals_frame(test: Predictions) -> pd.DataFrame:
+    """One (actual, predicted, residual) row per test row, for regression."""
+    if test.kind != "regression":
+        return pd.DataFrame(columns=PLOT_COLUMNS["residuals"])
+    actual, predicted = np.asarray(test.actual), np.asarray(test.predicted)
+    return pd.DataFrame({"actual": actual, "predicted": predicted, "residual": actual - predicted})
+
+
+def plot_frames(sources: Sources, seed: int) -> dict[str, pd.DataFrame]:
+    """The DVC plot files, by name (``plots/<name>.csv``); see :data:`PLOT_COLUMNS`."""
+    return {
+        "history": history_frame(sources.study),
+        "importance": importance_frame(sources.study, seed),
+        "learning_curve": learning_curve_frame(sources.study, sources.selected_trial),
+        "refit_curve": refit_curve_frame(sources.refit_history),
+        "confusion": confusion_frame(sources.test),
+        "residuals": residuals_frame(sources.test),
+    }
+
+
+def plot_path(name: str) -> Path:
+    """Where the plot file ``name`` lives (the paths the ``plots:`` block of dvc.yaml names)."""
+    return PLOTS_DIR / f"{name}.csv"
+
+
+# ---------------------------------------------------------------- the HTML page
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:70rem;
+padding:0 1rem;color:#1f2933;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d9e2ec}
+.sub{color:#52606d;margin-top:0}.grid{display:flex;flex-wrap:wrap;gap:1.5rem}
+table{border-collapse:collapse;font-size:.92rem}th,td{padding:.25rem .7rem;text-align:left;
+border-bottom:1px solid #e4e7eb}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.selected td{background:#fff7d6;font-weight:600}
+.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(30rem,1fr));gap:1rem 2rem}
+figure{margin:0}figure.wide{grid-column:1/-1}figure svg{width:100%;height:auto}
+figcaption{color:#52606d;font-size:.88rem}.note{color:#8d2b0b}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]], selected: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="num">{html.escape(_fmt(c))}</td>'
+            if isinstance(c, (int, float))
+            else f"<td>{html.escape(_fmt(c))}</td>"
+            for c in row
+        )
+        body.append(f'<tr class="selected">{cells}</tr>' if i == selected else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(svg: str, caption: str, wide: bool = False) -> str:
+    css = ' class="wide"' if wide else ""
+    return f"<figure{css}>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _summary(sources: Sources) -> str:
+    trials = sources.study.get_trials(deepcopy=False)
+    counts = ", ".join(
+        f"{sum(t.state == s for t in trials)} {s.name.lower()}"
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    direction = "higher is better" if _maximize(sources.study) else "lower is better"
+    return (
+        f"Study <code>{html.escape(sources.study.study_name)}</code>: {len(trials)} trials ({counts}). "
+        f"Metric <code>{html.escape(sources.metric)}</code> ({direction}); "
+        f"trial {sources.selected_trial} was selected by cross-validation and refit."
+    )
+
+
+def metrics_table(sources: Sources) -> str:
+    """Scores of the refit model on the untouched test split (metrics/test.json)."""
+    return _table(["metric", "test"], [[k, float(v)] for k, v in sorted(sources.test_metrics.items())])
+
+
+def best_config_table(sources: Sources) -> str:
+    """The selected hyperparameters and the settings the refit used."""
+    best = sources.best
+    model = best.get("model", {})
+    rows: list[list[Any]] = [["model", model.get("name") or model.get("factory") or "?"]]
+    rows += [[name, value] for name, value in sorted(best.get("params", {}).items())]
+    rows += [["epochs (refit)", best.get("epochs", "?")], ["seed", best.get("seed", "?")]]
+    return _table(["setting", "value"], rows)
+
+
+def cv_table(sources: Sources) -> str:
+    """Mean ± std of every CV candidate, best first, the selected one highlighted."""
+    values = {t.number: t.value for t in sources.study.get_trials(deepcopy=False)}
+    folds = sources.cv_results.sort_values("fold").groupby("trial")["score"].apply(list)
+    sign = -1.0 if _maximize(sources.study) else 1.0
+    ranked = sorted(sources.cv_summary["trials"].items(), key=lambda kv: (sign * kv[1]["mean"], int(kv[0])))
+    rows: list[list[Any]] = []
+    for trial, stats in ranked:
+        scores = ", ".join(f"{s:.4f}" for s in folds.get(int(trial), []))
+        sweep = values.get(int(trial))
+        rows.append(
+            [
+                int(trial),
+                float("nan") if sweep is None else float(sweep),
+                f"{stats['mean']:.4f} ± {stats['std']:.4f}",
+                scores,
+                float(stats["best_epoch_mean"]),
+            ]
+        )
+    selected = next((i for i, r in enumerate(rows) if r[0] == sources.selected_trial), None)
+    header = ["trial", "sweep value", f"CV {sources.metric} (mean ± std)", "fold scores", "mean best epoch"]
+    return _table(header, rows, selected)
+
+
+def figures(sources: Sources, frames: dict[str, pd.DataFrame]) -> list[str]:
+    """Every figure of the page, as ``<figure>`` elements, or a note where one cannot be drawn."""
+    metric, maximize = sources.metric, _maximize(sources.study)
+    out = []
+    history = frames["history"]
+    if len(history):
+        svg = plots.to_svg(plots.history(history, metric), "history")
+        out.append(
+            _figure(svg, f"Optimisation history: {len(history)} complete trials (pruned ones not shown).")
+        )
+    else:
+        out.append(_note("Optimisation history: no COMPLETE trials yet."))
+    if len(frames["importance"]):
+        svg = plots.to_svg(plots.importances(frames["importance"]), "importance")
+        out.append(_figure(svg, "Parameter importances (fANOVA, normalised to sum to 1)."))
+    else:
+        out.append(_note(f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials."))
+    complete = _complete(sources.study)
+    if complete:
+        svg = plots.to_svg(plots.parallel_coordinates(complete, metric, maximize), "parallel")
+        caption = "Parallel coordinates of the complete trials, coloured by their value."
+        out.append(_figure(svg, caption, wide=True))
+    curve = plots.learning_curves(
+        frames["learning_curve"], sources.selected_trial, metric, frames["refit_curve"]
+    )
+    caption = "Learning curve of the selected trial in the sweep" + (
+        " and of the refit." if len(frames["refit_curve"]) else " (the refit's history is not saved)."
+    )
+    out.append(_figure(plots.to_svg(curve, "learning"), caption, wide=len(frames["refit_curve"]) > 0))
+    out.append(_test_figure(sources.test, frames))
+    return out
+
+
+def _test_figure(test: Predictions, frames: dict[str, pd.DataFrame]) -> str:
+    if test.kind == "classification":
+        svg = plots.to_svg(plots.confusion(frames["confusion"], test.classes), "confusion")
+        return _figure(svg, f"Confusion matrix on the test split ({len(test.actual)} rows).")
+    svg = plots.to_svg(plots.residuals(frames["residuals"]), "residuals")
+    return _figure(svg, f"Residuals on the test split ({len(test.actual)} rows).")
+
+
+def render_html(sources: Sources, frames: dict[str, pd.DataFrame]) -> str:
+    """The whole report as one HTML page: inline SVG and CSS, no scripts, nothing fetched.
+
+    Holds no timestamp, so the same inputs give the same bytes.
+    """
+    title = f"hpopipe report: {sources.study.study_name}"
+    tables = (
+        f"<div><h2>Test metrics</h2>{metrics_table(sources)}</div>"
+        f"<div><h2>Best configuration</h2>{best_config_table(sources)}</div>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<h1>{html.escape(title)}</h1><p class='sub'>{_summary(sources)}</p>"
+        f'<div class="grid">{tables}</div>'
+        f"<h2>Cross-validation</h2>{cv_table(sources)}"
+        f'<h2>Sweep and model</h2><div class="figures">{"".join(figures(sources, frames))}</div>'
+        "</body></html>\n"
+    )

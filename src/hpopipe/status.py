@@ -1,0 +1,246 @@
+"""How a sweep is going: the ``hpopipe status`` table, and a progress reporter for the sweep itself.
+
+Both read only the Optuna storage, which a running sweep keeps up to date
+(SQLite in WAL mode lets a reader in while the sweep writes). The module
+imports nothing of the pipeline but its error type: the sweep calls the
+reporter, so whatever this module imports becomes a dependency of the hpo stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe.errors import HpopipeError
+
+log = logging.getLogger(__name__)
+
+# What counts toward ``hpo.n_trials`` (as in hpopipe.study).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_BACKUP_MARK = "_backup-"
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """A snapshot of one study: trials by state, the best so far, and how fast trials finish."""
+
+    study: str
+    direction: str
+    counts: dict[str, int]
+    best_value: float | None
+    best_trial: int | None
+    busy_s: float
+    n_trials: int | None = None
+
+    @property
+    def finished(self) -> int:
+        """Trials that count toward the budget (COMPLETE and PRUNED)."""
+        return sum(self.counts.get(s.name, 0) for s in FINISHED)
+
+    @property
+    def rate_per_min(self) -> float | None:
+        """Finished trials per minute of time when at least one trial was running."""
+        return self.finished / (self.busy_s / 60.0) if self.busy_s > 0 and self.finished else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until ``n_trials`` have finished at the current rate (None when unknown)."""
+        rate = self.rate_per_min
+        if self.n_trials is None or rate is None:
+            return None
+        return max(self.n_trials - self.finished, 0) / rate * 60.0
+
+
+def read_status(
+    path: Path, study: str | None = None, n_trials: int | None = None, now: datetime | None = None
+) -> SweepStatus:
+    """Snapshot a study in a SQLite study file; without a name, the study that ran last.
+
+    ``now`` (naive local time, as Optuna stores it) closes the interval of a
+    trial still running; it defaults to the current time.
+    """
+    storage = _storage(path)
+    name = study if study is not None else latest_study(storage, path)
+    try:
+        loaded = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise HpopipeError(f"--study: no study named {name!r} in {path}") from None
+    trials = loaded.get_trials(deepcopy=False)
+    best = _best(loaded)
+    return SweepStatus(
+        study=name,
+        direction=loaded.direction.name.lower(),
+        counts={s.name: sum(t.state == s for t in trials) for s in TrialState},
+        best_value=None if best is None else best.value,
+        best_trial=None if best is None else best.number,
+        busy_s=busy_seconds(trials, now or datetime.now()),
+        n_trials=n_trials,
+    )
+
+
+def _storage(path: Path) -> optuna.storages.RDBStorage:
+    # Checked first: Optuna would create an empty storage file where none exists.
+    if not path.is_file():
+        raise HpopipeError(f"--storage: {path}: file not found (no sweep has run here yet: dvc repro)")
+    try:
+        return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    except sqlalchemy.exc.DatabaseError as err:
+        raise HpopipeError(f"--storage: {path}: not an Optuna SQLite file ({err.orig})") from None
+
+
+def latest_study(storage: optuna.storages.BaseStorage, path: Path) -> str:
+    """The study whose trials started last; backups (``<name>_backup-<n>``) only when alone."""
+    summaries = optuna.study.get_all_study_summaries(storage)
+    if not summaries:
+        raise HpopipeError(f"--storage: {path}: holds no study yet")
+    originals = [s for s in summaries if _BACKUP_MARK not in s.study_name] or summaries
+
+    def last_start(name: str) -> datetime:
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        return max((t.datetime_start for t in trials if t.datetime_start), default=datetime.min)
+
+    # Ties (e.g. no trial started yet) go to the study created last.
+    order = {s.study_name: i for i, s in enumerate(summaries)}
+    return max(originals, key=lambda s: (last_start(s.study_name), order[s.study_name])).study_name
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def busy_seconds(trials: Sequence[FrozenTrial], now: datetime) -> float:
+    """Seconds during which at least one trial was running.
+
+    The union of the trials' intervals: a study resumed a week later does not
+    count the week, and parallel workers do not count the same second twice.
+    """
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete or now)
+        for t in trials
+        if t.datetime_start is not None and (t.datetime_complete is not None or t.state == TrialState.RUNNING)
+    )
+    total, end = 0.0, datetime.min
+    for start, stop in spans:
+        if stop <= end:
+            continue
+        total += (stop - max(start, end)).total_seconds()
+        end = stop
+    return total
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 05s``, ``2h 07m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_status(status: SweepStatus) -> str:
+    """The ``hpopipe status`` table: one row per trial state, then best, elapsed, rate and ETA."""
+    rows = [("study", f"{status.study} ({status.direction})")]
+    rows += [(s.name.lower(), str(status.counts.get(s.name, 0))) for s in TrialState]
+    budget = f" of {status.n_trials}" if status.n_trials is not None else ""
+    rows.append(("finished", f"{status.finished}{budget} (complete + pruned)"))
+    best = _value(status.best_value)
+    rows.append(("best so far", best if status.best_trial is None else f"{best} (trial {status.best_trial})"))
+    rows.append(("elapsed", f"{format_duration(status.busy_s)} (while trials ran)"))
+    rate = status.rate_per_min
+    rows.append(("rate", "-" if rate is None else f"{rate:.2f} trials/min"))
+    if status.n_trials is not None:
+        rows.append(("eta", format_duration(status.eta_s)))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+class ProgressReporter:
+    """Optuna callback that shows a sweep's progress after every finished trial.
+
+    On a terminal it redraws one line: a bar of finished / ``n_trials`` trials,
+    the best value and the ETA. Anywhere else (CI logs, files, DVC's captured
+    output) carriage returns would turn into noise, so it logs one plain line
+    per trial instead.
+    """
+
+    BAR = 24
+
+    def __init__(
+        self, n_trials: int, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.n_trials = n_trials
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self._clock, self._started, self._calls = clock, clock(), 0
+        self._drawn = False
+        self._lock = threading.Lock()  # callbacks come from worker threads with n_jobs > 1
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Report one finished trial (Optuna calls this after each trial, whatever its state)."""
+        with self._lock:
+            self._calls += 1
+            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            best = _best(study)
+            best_value = None if best is None else best.value
+            eta = self.eta_s(done)
+            if self.tty:
+                self._draw(done, best_value, eta)
+            else:
+                log.info(
+                    "trial %d %s %s | %d/%d finished, best %s, ETA %s",
+                    trial.number,
+                    trial.state.name,
+                    _value(trial.value),
+                    done,
+                    self.n_trials,
+                    _value(best_value),
+                    format_duration(eta),
+                )
+
+    def eta_s(self, done: int) -> float | None:
+        """Remaining budget times the mean wall time per trial seen by this reporter."""
+        if not self._calls:
+            return None
+        per_trial = (self._clock() - self._started) / self._calls
+        return max(self.n_trials - done, 0) * per_trial
+
+    def line(self, done: int, best: float | None, eta: float | None) -> str:
+        """The progress line, e.g. ``[######------------------] 6/24 trials  best 0.9731  ETA 3m 10s``."""
+        filled = min(self.BAR, self.BAR * done // max(self.n_trials, 1))
+        bar = "#" * filled + "-" * (self.BAR - filled)
+        return f"[{bar}] {done}/{self.n_trials} trials  best {_value(best)}  ETA {format_duration(eta)}"
+
+    def _draw(self, done: int, best: float | None, eta: float | None) -> None:
+        self.stream.write("\r\x1b[2K" + self.line(done, best, eta))
+        self._drawn = True
+        if done >= self.n_trials:
+            self.close()
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the progress line (call when the sweep stops, also early); no-op off a terminal."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
