@@ -81,40 +81,54 @@ def test_the_commit_holds_the_metrics_that_dvc_leaves_to_git() -> None:
 # ---------------------------------------------------------------- one stage through DVC
 
 
-def test_stage_runs_then_is_cached_then_restored_from_run_cache(tmp_path: Path) -> None:
-    copy = py("import shutil; shutil.copy('in.txt', 'out.txt')")
-    stage = {"cmd": copy, "deps": ["in.txt"], "outs": ["out.txt"]}
-    root = tmp_path / "p"
-    root.mkdir()
+# A stage that ignores SIGTERM, as a busy training loop in C code may: a timeout must still stop it.
+SLEEPER = (
+    "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "open('pid', 'w').write(str(os.getpid())); time.sleep(120)"
+)
+USER_ERROR = (
+    "import sys; print('hpopipe: error: params.yaml: hpo.n_trials: bad', file=sys.stderr); sys.exit(2)"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small DVC project with a stage for each outcome (shared: `dvc init` is the slow part)."""
+    root = tmp_path_factory.mktemp("tiny")
     (root / "in.txt").write_text("a\n")
-    dvc_project(root, {"copy": stage})
-    assert orchestrate.run_stage(root, "copy").status == "ran"
-    again = orchestrate.run_stage(root, "copy")
+    copy = py("import shutil; shutil.copy('in.txt', 'out.txt')")
+    stages = {
+        "copy": {"cmd": copy, "deps": ["in.txt"], "outs": ["out.txt"]},
+        "slow": {"cmd": py(SLEEPER), "outs": ["never.txt"]},
+        "quick": {"cmd": py("open('quick.txt', 'w').write('ok')"), "outs": ["quick.txt"]},
+        "exit1": {"cmd": py("import sys; sys.exit(1)"), "outs": ["x1.txt"]},
+        "exit2": {"cmd": py("import sys; sys.exit(2)"), "outs": ["x2.txt"]},
+        "hpo": {"cmd": py(USER_ERROR), "outs": ["x3.txt"]},
+    }
+    return dvc_project(root, stages)
+
+
+def test_stage_runs_then_is_cached_then_restored_from_run_cache(tiny: Path) -> None:
+    assert orchestrate.run_stage(tiny, "copy").status == "ran"
+    again = orchestrate.run_stage(tiny, "copy")
     assert (again.status, again.detail) == ("cached", "cached (up to date)")
-    (root / "in.txt").write_text("b\n")
-    assert orchestrate.run_stage(root, "copy").status == "ran"
-    (root / "in.txt").write_text("a\n")  # back to an input DVC has seen: its run-cache has the output
-    restored = orchestrate.run_stage(root, "copy")
+    (tiny / "in.txt").write_text("b\n")
+    assert orchestrate.run_stage(tiny, "copy").status == "ran"
+    (tiny / "in.txt").write_text("a\n")  # back to an input DVC has seen: its run-cache has the output
+    restored = orchestrate.run_stage(tiny, "copy")
     assert restored.status == "cached" and "run-cache" in restored.detail
-    assert (root / "out.txt").read_text() == "a\n"
+    assert (tiny / "out.txt").read_text() == "a\n"
 
 
-def test_a_timeout_stops_the_stage_under_dvc(tmp_path: Path) -> None:
-    # The stage ignores SIGTERM, as a busy training loop in C code may: it must still be stopped.
-    code = (
-        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "open('pid', 'w').write(str(os.getpid())); time.sleep(120)"
-    )
-    quick = {"cmd": py("open('out.txt', 'w').write('ok')"), "outs": ["out.txt"]}
-    root = dvc_project(tmp_path / "p", {"slow": {"cmd": py(code), "outs": ["never.txt"]}, "quick": quick})
+def test_a_timeout_stops_the_stage_under_dvc(tiny: Path) -> None:
     started = time.monotonic()
     with pytest.raises(orchestrate.StageError, match=r"stage 'slow': timed out after 3 s") as caught:
-        orchestrate.run_stage(root, "slow", timeout_s=3)
+        orchestrate.run_stage(tiny, "slow", timeout_s=3)
     assert time.monotonic() - started < 60
     assert not caught.value.retryable
-    pid = int((root / "pid").read_text())
+    pid = int((tiny / "pid").read_text())
     assert _gone(pid), f"stage process {pid} survived the timeout"
-    assert orchestrate.run_stage(root, "quick").status == "ran"  # no lock left behind
+    assert orchestrate.run_stage(tiny, "quick").status == "ran"  # no DVC lock left behind
 
 
 def _gone(pid: int) -> bool:
@@ -131,24 +145,20 @@ def _gone(pid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("exit_code", "retryable"), [(1, True), (2, False)])
+@pytest.mark.parametrize(("stage", "retryable"), [("exit1", True), ("exit2", False)])
 def test_a_failed_stage_names_itself_and_user_errors_are_not_retried(
-    tmp_path: Path, exit_code: int, retryable: bool
+    tiny: Path, stage: str, retryable: bool
 ) -> None:
-    code = f"import sys; sys.exit({exit_code})"
-    root = dvc_project(tmp_path / "p", {"broken": {"cmd": py(code), "outs": ["x.txt"]}})
-    with pytest.raises(orchestrate.StageError, match=r"^stage 'broken': ERROR: .*exited with") as caught:
-        orchestrate.run_stage(root, "broken")
+    with pytest.raises(orchestrate.StageError, match=rf"^stage '{stage}': ERROR: .*exited with") as caught:
+        orchestrate.run_stage(tiny, stage)
     assert caught.value.retryable is retryable
     # Prefect pickles a task's exception; the retry decision must survive it.
     assert pickle.loads(pickle.dumps(caught.value)).retryable is retryable
 
 
-def test_a_stage_s_own_one_line_error_is_what_the_task_reports(tmp_path: Path) -> None:
-    code = "import sys; print('hpopipe: error: params.yaml: hpo.n_trials: bad', file=sys.stderr); sys.exit(2)"
-    root = dvc_project(tmp_path / "p", {"hpo": {"cmd": py(code), "outs": ["x.txt"]}})
+def test_a_stage_s_own_one_line_error_is_what_the_task_reports(tiny: Path) -> None:
     with pytest.raises(orchestrate.StageError) as caught:
-        orchestrate.run_stage(root, "hpo")
+        orchestrate.run_stage(tiny, "hpo")
     assert str(caught.value) == "stage 'hpo': hpopipe: error: params.yaml: hpo.n_trials: bad"
     assert not caught.value.retryable
 
@@ -226,7 +236,8 @@ def test_gate_errors_name_the_file_or_the_flag() -> None:
 
 
 def test_the_baseline_is_the_committed_test_metric(tmp_path: Path) -> None:
-    root = dvc_project(tmp_path / "p", {"noop": {"cmd": "true"}})
+    root = tmp_path
+    sh(root, "git", "init", "-q")
     assert orchestrate.committed_metrics(root) is None
     (root / "metrics").mkdir()
     (root / "metrics/test.json").write_text(json.dumps({"macro_f1": 0.5}))
