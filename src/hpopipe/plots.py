@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,13 +27,22 @@ WIDTH, HEIGHT = 6.4, 3.6
 COLOR, MUTED = "#3b6ea8", "#9aa5b1"
 
 
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+# Matplotlib names its groups figure_1, axes_1, ... in every figure; nothing refers to them,
+# and five figures in one page would repeat them.
+_GROUP_ID = re.compile(r' id="[A-Za-z0-9.]+_\d+"')
+
+
 def to_svg(fig: Figure, salt: str) -> str:
-    """The figure as an ``<svg>`` element; ``salt`` keeps ids unique across the figures of one page."""
+    """The figure as an ``<svg>`` element; ``salt`` keeps ids unique across the figures of one page.
+
+    No metadata (date, Matplotlib version): the same figure gives the same bytes.
+    """
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+        fig.savefig(buffer, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return _GROUP_ID.sub("", text[text.index("<svg") :])
 
 
 def _figure(width: float = WIDTH, height: float = HEIGHT) -> tuple[Figure, Any]:

@@ -1,0 +1,400 @@
+"""The report stage: DVC plot data, the HTML page, and what a browser and DVC make of them.
+
+The pipeline's outputs are built once per module by calling the stages' main()
+in-process on a tiny real run (a classification and a regression), then the
+report stage runs on them as it would under DVC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from matplotlib import image
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpopipe import checkpoints, report
+from hpopipe.errors import HpopipeError
+from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.test_contract import library_closure
+
+PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
+SNIPPET = yaml.safe_load((REPO / "tests/data/report_stage.yaml").read_text())
+CHROMIUM = Path("/usr/bin/chromium")
+SVG_COUNT = 5  # history, importances, parallel coordinates, learning curves, confusion/residuals
+
+REGRESSION_PARAMS = """\
+seed: 3
+data:
+  path: data/raw/synthetic.csv
+  target: y
+  task: regression
+model:
+  name: mlp
+search_space:
+  lr: {type: log_uniform, min: 1.0e-3, max: 3.0e-2}
+  width: {type: choice, values: [8, 16]}
+hpo:
+  n_trials: 3
+  metric: rmse
+  sampler: {name: random}
+  pruner: {name: none}
+train:
+  max_epochs: 3
+  patience: 2
+cv:
+  top_k: 1
+  folds: 2
+refit:
+  epochs: auto
+cleanup:
+  keep_best: 1
+"""
+
+
+@contextlib.contextmanager
+def inside(root: Path) -> Iterator[None]:
+    """Run in ``root`` with tracking off, as DVC would run the stages there."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("HPOPIPE_TRACKING", "off")
+        yield
+
+
+def run_stages(root: Path, names: list[str]) -> None:
+    with inside(root):
+        for name in names:
+            importlib.import_module(f"stages.{name}").main()
+
+
+@pytest.fixture(scope="module")
+def classification(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("classification")
+    (root / "data/raw").mkdir(parents=True)
+    shutil.copy(REPO / "data/raw/breast_cancer.csv", root / "data/raw")
+    (root / "params.yaml").write_text(TINY_PARAMS)
+    run_stages(root, [*PIPELINE, "report"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("regression")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["y"] = 2 * x[:, 0] - x[:, 1] + rng.normal(scale=0.1, size=160)
+    (root / "data/raw").mkdir(parents=True)
+    frame.to_csv(root / "data/raw/synthetic.csv", index=False)
+    (root / "params.yaml").write_text(REGRESSION_PARAMS)
+    run_stages(root, [*PIPELINE, "report"])
+    return root
+
+
+def plot(root: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(root / report.plot_path(name))
+
+
+def study_of(root: Path) -> optuna.Study:
+    name = json.loads((root / "metrics/hpo.json").read_text())["study"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'artifacts/hpo/study.db'}")
+
+
+# ---------------------------------------------------------------- plot data
+
+
+def test_every_plot_file_is_written_with_the_columns_dvc_yaml_names(classification: Path) -> None:
+    for name, columns in report.PLOT_COLUMNS.items():
+        assert list(plot(classification, name).columns) == columns, name
+    named = {f for p in SNIPPET["plots"] for spec in p.values() for f in spec["y"]}
+    assert named == {str(report.plot_path(n)) for n in report.PLOT_COLUMNS}
+
+
+def test_history_is_the_complete_trials_with_the_best_so_far(classification: Path) -> None:
+    trials = pd.read_csv(classification / "artifacts/hpo/trials.csv")
+    complete = trials[trials["state"] == "COMPLETE"].sort_values("number")
+    history = plot(classification, "history")
+    assert list(history["number"]) == list(complete["number"])
+    assert np.allclose(history["value"], complete["value"])
+    assert np.allclose(history["best"], complete["value"].cummax())  # macro_f1: higher is better
+
+
+def test_importances_cover_the_search_space_and_sum_to_one(classification: Path) -> None:
+    frame = plot(classification, "importance")
+    assert set(frame["param"]) == {"lr", "n_layers", "width", "dropout"}
+    assert math.isclose(frame["importance"].sum(), 1.0, abs_tol=1e-4)
+    assert list(frame["importance"]) == sorted(frame["importance"], reverse=True)
+
+
+def test_learning_curve_is_the_selected_trials_reported_epochs(classification: Path) -> None:
+    best = yaml.safe_load((classification / "artifacts/best/config.yaml").read_text())
+    trial = study_of(classification).trials[best["source"]["trial"]]
+    curve = plot(classification, "learning_curve")
+    assert list(curve["epoch"]) == sorted(trial.intermediate_values)
+    assert list(curve["value"]) == [trial.intermediate_values[e] for e in curve["epoch"]]
+    assert plot(classification, "refit_curve").empty  # the model file carries no history yet
+
+
+def test_refit_curve_comes_from_a_history_in_the_model_file(classification: Path, tmp_path: Path) -> None:
+    # What refit.save_model can add ("history": fitted.result.history); plain floats load with weights_only.
+    root = tmp_path / "project"
+    shutil.copytree(classification, root)
+    bundle = checkpoints.load(root / "models/model.pt")
+    bundle["history"] = [{"epoch": 1.0, "train_loss": 0.6}, {"epoch": 2.0, "train_loss": 0.4}]
+    checkpoints.save(root / "models/model.pt", bundle)
+    run_stages(root, ["report"])
+    curve = plot(root, "refit_curve")
+    assert list(curve["epoch"]) == [1, 2] and list(curve["train_loss"]) == [0.6, 0.4]
+    assert "of the refit." in (root / report.REPORT_HTML).read_text()
+
+
+def test_confusion_rows_reproduce_the_test_metrics(classification: Path) -> None:
+    confusion = plot(classification, "confusion")
+    test = json.loads((classification / "metrics/test.json").read_text())
+    schema = json.loads((classification / "data/prepared/schema.json").read_text())
+    assert len(confusion) == schema["n_rows"]["test"]
+    assert set(confusion["actual"]) | set(confusion["predicted"]) <= set(schema["classes"])
+    assert math.isclose((confusion["actual"] == confusion["predicted"]).mean(), test["accuracy"])
+    assert plot(classification, "residuals").empty
+
+
+def test_residuals_reproduce_the_test_rmse(regression: Path) -> None:
+    residuals = plot(regression, "residuals")
+    test = json.loads((regression / "metrics/test.json").read_text())
+    schema = json.loads((regression / "data/prepared/schema.json").read_text())
+    assert len(residuals) == schema["n_rows"]["test"]
+    assert np.allclose(residuals["residual"], residuals["actual"] - residuals["predicted"])
+    assert math.isclose(float(np.sqrt((residuals["residual"] ** 2).mean())), test["rmse"], rel_tol=1e-5)
+    assert plot(regression, "confusion").empty
+    history = plot(regression, "history")
+    assert np.allclose(history["best"], history["value"].cummin())  # rmse: lower is better
+
+
+def _study(direction: str, values: list[float], pruned: int = 0) -> optuna.Study:
+    study = optuna.create_study(direction=direction)
+    dists = {"x": FloatDistribution(0.0, 1.0), "k": IntDistribution(1, 3)}
+    for i, value in enumerate(values):
+        params = {"x": i / 10, "k": 1 + i % 3}
+        study.add_trial(create_trial(value=value, params=params, distributions=dists))
+    for _ in range(pruned):
+        study.add_trial(create_trial(state=TrialState.PRUNED, params={"x": 0.5, "k": 2}, distributions=dists))
+    return study
+
+
+@pytest.mark.parametrize("complete", [0, 1])
+def test_importances_are_empty_below_two_complete_trials(complete: int) -> None:
+    frame = report.importance_frame(_study("maximize", [0.5] * complete, pruned=3), seed=0)
+    assert frame.empty and list(frame.columns) == ["param", "importance"]
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles select the same set")
+def test_importances_fall_back_when_fanova_cannot_answer() -> None:
+    # Every trial scored the same: fANOVA finds zero variance and raises; PED-ANOVA answers.
+    frame = report.importance_frame(_study("minimize", [1.0] * 6), seed=0)
+    assert set(frame["param"]) == {"x", "k"}
+    assert math.isclose(frame["importance"].sum(), 1.0, abs_tol=1e-4)
+
+
+def test_history_of_a_minimised_study_leaves_pruned_trials_out() -> None:
+    history = report.history_frame(_study("minimize", [3.0, 1.0, 2.0], pruned=2))
+    assert list(history["number"]) == [0, 1, 2]
+    assert list(history["best"]) == [3.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- the HTML page
+
+
+def test_report_is_one_self_contained_page(classification: Path) -> None:
+    page = (classification / report.REPORT_HTML).read_text()
+    assert page.count("<svg") == SVG_COUNT
+    assert "<script" not in page and "<link" not in page and "<img" not in page
+    # The only URLs are XML namespace names, which browsers never fetch.
+    assert "http" not in re.sub(r' xmlns(:\w+)?="[^"]*"', "", page)
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))  # five inline SVGs, and no id clashes between them
+
+
+def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
+    page = (classification / report.REPORT_HTML).read_text()
+    cv = json.loads((classification / "metrics/cv.json").read_text())
+    for stats in cv["trials"].values():
+        assert f"{stats['mean']:.4f} ± {stats['std']:.4f}" in page
+    test = json.loads((classification / "metrics/test.json").read_text())
+    assert f"{test['macro_f1']:.4g}" in page
+    best = yaml.safe_load((classification / "artifacts/best/config.yaml").read_text())
+    selected = re.search(r'<tr class="selected"><td class="num">(\d+)</td>', page)
+    assert selected is not None and int(selected.group(1)) == best["source"]["trial"] == cv["best_trial"]
+    assert f"{best['params']['lr']:.4g}" in page
+
+
+def test_regression_report_draws_residuals(regression: Path) -> None:
+    page = (regression / report.REPORT_HTML).read_text()
+    assert page.count("<svg") == SVG_COUNT
+    assert "Residuals on the test split" in page and "Confusion matrix" not in page
+
+
+def test_the_same_outputs_give_the_same_bytes(classification: Path) -> None:
+    with inside(classification):
+        sources = report.load_sources()
+        frames = report.plot_frames(sources, seed=7)
+        again = report.render_html(sources, frames)
+    assert again == (classification / report.REPORT_HTML).read_text()
+    for name, frame in frames.items():
+        assert frame.to_csv(index=False) == (classification / report.plot_path(name)).read_text()
+
+
+def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
+    with inside(tmp_path), pytest.raises(HpopipeError, match=r"^metrics/hpo\.json: not found"):
+        report.load_sources()
+    with pytest.raises(HpopipeError, match=r"study\.db: not found"):
+        report.open_study(tmp_path / "study.db", "mlp-0")
+    assert not (tmp_path / "study.db").exists()  # reading never creates a storage
+
+
+def test_a_study_missing_from_the_storage_is_named(classification: Path) -> None:
+    with pytest.raises(HpopipeError, match="no study named 'mlp-nope'"):
+        report.open_study(classification / "artifacts/hpo/study.db", "mlp-nope")
+
+
+# ---------------------------------------------------------------- the stage in the pipeline
+
+
+def _report_stage() -> dict:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return stages.get("report", SNIPPET["stages"]["report"])
+
+
+def test_report_stage_depends_on_exactly_the_modules_it_imports() -> None:
+    declared = {d for d in _report_stage()["deps"] if d.startswith("src/")}
+    assert declared == library_closure(REPO / "stages/report.py")
+
+
+def test_report_code_is_no_dependency_of_the_sweep_or_cv() -> None:
+    for stage in ("hpo", "cv"):
+        closure = library_closure(REPO / "stages" / f"{stage}.py")
+        assert not {"src/hpopipe/report.py", "src/hpopipe/plots.py"} & closure
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={cwd / 'profile'}",
+    ]
+    proc = subprocess.run(
+        [str(CHROMIUM), *flags, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+# Measures every drawn SVG after layout and writes the result into the DOM, which --dump-dom prints.
+PROBE = """<pre id="probe"></pre><script>
+window.addEventListener("load", () => {
+  const sizes = [...document.querySelectorAll("figure svg")].map((svg) => {
+    const box = svg.getBoundingClientRect();
+    return {width: box.width, height: box.height, shapes: svg.querySelectorAll("path,rect,text,use").length};
+  });
+  document.getElementById("probe").textContent = JSON.stringify(sizes);
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+def test_report_renders_in_headless_chromium(classification: Path, tmp_path: Path) -> None:
+    page = (classification / report.REPORT_HTML).read_text()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", PROBE))
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), cwd=tmp_path).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    sizes = json.loads(found.group(1))
+    assert len(sizes) == SVG_COUNT
+    for size in sizes:
+        assert size["width"] > 200 and size["height"] > 100 and size["shapes"] > 10, size
+
+    shot = tmp_path / "report.png"
+    chromium(
+        "--window-size=1280,2000",
+        f"--screenshot={shot}",
+        (classification / report.REPORT_HTML).as_uri(),
+        cwd=tmp_path,
+    )
+    pixels = image.imread(shot)[..., :3]
+    drawn = (pixels < 0.95).any(axis=2)  # anything but (near) white
+    assert 0.03 < drawn.mean() < 0.9
+    assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50  # colour plots drew
+
+
+# ---------------------------------------------------------------- with real DVC
+
+
+def dvc(root: Path, *args: str) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=root, env=subprocess_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, env=subprocess_env(), check=True, capture_output=True)
+
+
+def with_report_stage(root: Path) -> None:
+    """Add the report stage and the plots block to the project's dvc.yaml unless it has them."""
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    if "report" not in pipeline["stages"]:
+        pipeline["stages"]["report"] = SNIPPET["stages"]["report"]
+        pipeline["plots"] = SNIPPET["plots"]
+        (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_dvc_repro_plots_show_and_diff(tmp_path: Path) -> None:
+    root = make_project(tmp_path, TINY_PARAMS)
+    with_report_stage(root)
+    out = dvc(root, "repro")
+    assert "Running stage 'report'" in out
+    assert "up to date" in dvc(root, "status")  # reading the study left the sweep's outputs as they were
+
+    shown = json.loads(dvc(root, "plots", "show", "--json"))
+    assert not shown.get("errors"), shown["errors"]
+    ids = [next(iter(p)) for p in SNIPPET["plots"]]
+    drawn = {name for name in ids if shown["data"].get(name)}
+    assert drawn == set(ids) - {"refit_loss", "residuals"}  # header-only files draw nothing
+
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "first run")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["refit"]["epochs"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(root, "repro")
+    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"refit", "report", "cleanup"}
+    diff = json.loads(dvc(root, "plots", "diff", "HEAD", "--json"))
+    assert not diff.get("errors"), diff["errors"]
+    confusion = diff["data"]["confusion"][0]
+    assert set(confusion["revisions"]) == {"HEAD", "workspace"}
