@@ -219,7 +219,7 @@ def test_bad_range(raw: dict[str, Any], name: str, spec: dict[str, Any], fragmen
         ({"type": "uniform", "min": 0.0, "max": 1.0, "step": 0}, "search_space.width.step"),
         ({"type": "int_uniform", "min": 1, "max": 4, "step": -1}, "search_space.width.step"),
         ({"type": "int_uniform", "min": 1.5, "max": 4}, "search_space.width.min"),
-        ({"type": "normal", "min": 0.0, "max": 1.0}, "search_space.width"),
+        ({"type": "lognormal", "min": 0.0, "max": 1.0}, "search_space.width.type"),
         ({"min": 0.0, "max": 1.0}, "search_space.width"),
     ],
 )
@@ -229,10 +229,10 @@ def test_bad_spec_is_named(raw: dict[str, Any], spec: dict[str, Any], where: str
 
 
 def test_unknown_spec_type_lists_the_known_ones(raw: dict[str, Any]) -> None:
-    raw["search_space"]["width"] = {"type": "normal", "min": 0.0, "max": 1.0}
+    raw["search_space"]["width"] = {"type": "lognormal", "min": 0.0, "max": 1.0}
     message = error_of(raw)
-    assert "'normal'" in message
-    for known in ("log_uniform", "uniform", "int_uniform", "choice"):
+    assert "'lognormal'" in message
+    for known in ("log_uniform", "uniform", "int_uniform", "choice", "normal"):
         assert known in message
 
 

@@ -97,6 +97,8 @@ def test_outputs_match_the_library_paths() -> None:
             artifacts.STUDY_DB,
             artifacts.TRIALS_CSV,
             artifacts.RANKED_JSON,
+            artifacts.STATISTICS_JSON,
+            artifacts.BEST_TRIAL_PARAMS,
             artifacts.metrics_file("hpo"),
         },
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},

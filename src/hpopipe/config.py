@@ -83,7 +83,16 @@ class ModelConfig(_Strict):
         return self.factory.rsplit(":", 1)[1]
 
 
-class _RangeSpec(_Strict):
+Condition = dict[str, Scalar | list[Scalar]]
+
+
+class _Spec(_Strict):
+    # `when: {layer_type: attention}`: sampled only when every named parameter has
+    # (one of) the given value(s); absent from the trial otherwise.
+    when: Condition | None = None
+
+
+class _RangeSpec(_Spec):
     min: float
     max: float
 
@@ -94,6 +103,14 @@ class _RangeSpec(_Strict):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
+
+
+def _check_step(low: float, high: float, step: float | None) -> None:
+    if step is None or high == low:
+        return
+    n = (high - low) / step
+    if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+        raise ValueError(f"step {step} does not divide max - min ({high - low})")
 
 
 class LogUniformSpec(_RangeSpec):
@@ -110,8 +127,13 @@ class UniformSpec(_RangeSpec):
     type: Literal["uniform"]
     step: float | None = Field(default=None, gt=0)
 
+    @model_validator(mode="after")
+    def _divides(self) -> UniformSpec:
+        _check_step(self.min, self.max, self.step)
+        return self
 
-class IntUniformSpec(_Strict):
+
+class IntUniformSpec(_Spec):
     type: Literal["int_uniform"]
     min: Count
     max: Count
@@ -126,40 +148,178 @@ class IntUniformSpec(_Strict):
             raise ValueError(f"log needs min > 0, got {self.min}")
         if self.log and self.step != 1:
             raise ValueError("step and log cannot be combined (Optuna refuses it)")
+        _check_step(self.min, self.max, self.step)
         return self
 
 
-class ChoiceSpec(_Strict):
+class ChoiceSpec(_Spec):
     type: Literal["choice"]
     values: list[Scalar] = Field(min_length=1)
 
 
+class NormalSpec(_Spec):
+    """Optuna has no normal distribution: sampled as a float in [mu - 3 sigma, mu + 3 sigma]."""
+
+    type: Literal["normal"]
+    mu: float
+    sigma: float = Field(gt=0)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.mu - 3 * self.sigma, self.mu + 3 * self.sigma
+
+
 ParamSpec = Annotated[
-    LogUniformSpec | UniformSpec | IntUniformSpec | ChoiceSpec,
+    LogUniformSpec | UniformSpec | IntUniformSpec | ChoiceSpec | NormalSpec,
     Field(discriminator="type"),
 ]
 
+_WANDB_KEYS = {"distribution", "min", "max", "values", "value", "q", "mu", "sigma", "when"}
 
-class SamplerConfig(_Strict):
-    name: Literal["tpe", "random", "grid"] = "tpe"
+
+def from_wandb(spec: dict[str, Any]) -> dict[str, Any]:
+    """Normalise a W&B sweep parameter (``distribution: ...``) into hpopipe's form.
+
+    W&B's ``log_uniform`` takes natural-log exponents as min/max;
+    ``log_uniform_values`` takes the values themselves.
+    """
+    unknown = set(spec) - _WANDB_KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in a W&B-style parameter")
+    when = {"when": spec["when"]} if "when" in spec else {}
+    dist = spec.get("distribution", "categorical" if "values" in spec or "value" in spec else None)
+    if dist == "categorical" or dist == "constant":
+        values = spec["values"] if "values" in spec else [spec["value"]]
+        return {"type": "choice", "values": values, **when}
+    if dist == "uniform":
+        return {"type": "uniform", "min": spec["min"], "max": spec["max"], **when}
+    if dist == "q_uniform":
+        return {"type": "uniform", "min": spec["min"], "max": spec["max"], "step": spec.get("q", 1.0), **when}
+    if dist == "int_uniform":
+        return {"type": "int_uniform", "min": spec["min"], "max": spec["max"], **when}
+    if dist == "log_uniform":
+        return {"type": "log_uniform", "min": math.exp(spec["min"]), "max": math.exp(spec["max"]), **when}
+    if dist == "log_uniform_values":
+        return {"type": "log_uniform", "min": spec["min"], "max": spec["max"], **when}
+    if dist == "normal":
+        return {"type": "normal", "mu": spec.get("mu", 0.0), "sigma": spec.get("sigma", 1.0), **when}
+    raise ValueError(f"unsupported W&B distribution {dist!r}")
+
+
+class TpeSampler(_Strict):
+    name: Literal["tpe"] = "tpe"
     n_startup_trials: Count = Field(default=5, ge=0)
+    multivariate: bool = True
+    group: bool = False
+    constant_liar: bool = True
+
+
+class RandomSampler(_Strict):
+    name: Literal["random"]
+
+
+class GridSampler(_Strict):
+    name: Literal["grid"]
     grid_points: Count = Field(default=5, ge=2)
 
 
-class PrunerConfig(_Strict):
-    name: Literal["hyperband", "median", "none"] = "hyperband"
+class GpSampler(_Strict):
+    name: Literal["gp"]
+    n_startup_trials: Count = Field(default=10, ge=0)
+
+
+class CmaesSampler(_Strict):
+    name: Literal["cmaes"]
+    n_startup_trials: Count = Field(default=1, ge=0)
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+
+
+class QmcSampler(_Strict):
+    name: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+class Nsga2Sampler(_Strict):
+    name: Literal["nsga2"]
+    population_size: Count = Field(default=20, ge=2)
+
+
+SamplerConfig = Annotated[
+    TpeSampler | RandomSampler | GridSampler | GpSampler | CmaesSampler | QmcSampler | Nsga2Sampler,
+    Field(discriminator="name"),
+]
+
+
+class MedianPruner(_Strict):
+    name: Literal["median"]
     n_startup_trials: Count = Field(default=5, ge=0)
     n_warmup_steps: Count = Field(default=2, ge=0)
+    interval_steps: Count = Field(default=1, ge=1)
+
+
+class PercentilePruner(MedianPruner):
+    name: Literal["percentile"]  # type: ignore[assignment]
+    percentile: float = Field(default=25.0, gt=0, lt=100)
+
+
+class SuccessiveHalvingPruner(_Strict):
+    name: Literal["successive_halving"]
     min_resource: Count = Field(default=1, ge=1)
     reduction_factor: Count = Field(default=3, ge=2)
+    min_early_stopping_rate: Count = Field(default=0, ge=0)
+
+
+class HyperbandPruner(_Strict):
+    name: Literal["hyperband"] = "hyperband"
+    min_resource: Count = Field(default=1, ge=1)
+    reduction_factor: Count = Field(default=3, ge=2)
+
+
+class ThresholdPruner(_Strict):
+    name: Literal["threshold"]
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: Count = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _bound(self) -> ThresholdPruner:
+        if self.lower is None and self.upper is None:
+            raise ValueError("threshold needs lower, upper or both")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) is greater than upper ({self.upper})")
+        return self
+
+
+class WilcoxonPruner(_Strict):
+    name: Literal["wilcoxon"]
+    p_threshold: float = Field(default=0.1, gt=0, lt=1)
+    n_startup_steps: Count = Field(default=2, ge=0)
+
+
+class NoPruner(_Strict):
+    name: Literal["none"]
+
+
+PrunerConfig = Annotated[
+    MedianPruner
+    | PercentilePruner
+    | SuccessiveHalvingPruner
+    | HyperbandPruner
+    | ThresholdPruner
+    | WilcoxonPruner
+    | NoPruner,
+    Field(discriminator="name"),
+]
 
 
 class HpoConfig(_Strict):
     n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
     metric: Metric = "macro_f1"
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    sampler: SamplerConfig = Field(default_factory=TpeSampler)
+    pruner: PrunerConfig = Field(default_factory=HyperbandPruner)
+    callbacks: list[str] = Field(default_factory=list)
     max_failures: Count = Field(default=5, ge=1)
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
     fresh: bool = False
@@ -220,18 +380,52 @@ class Params(_Strict):
     refit: RefitConfig
     cleanup: CleanupConfig
 
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _names_and_wandb_form(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        for name in value:
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"parameter name {name!r} must be a Python identifier")
+        return {name: _normalise_spec(name, spec) for name, spec in value.items()}
+
     @field_validator("search_space")
     @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"parameter name {name!r} must be a Python identifier")
+    def _conditions(cls, value: dict[str, Any]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for name, spec in value.items():
+            for other, wanted in (spec.when or {}).items():
+                if other not in seen:
+                    raise ValueError(f"{name}.when: {other!r} must be a parameter listed before {name!r}")
+                options = wanted if isinstance(wanted, list) else [wanted]
+                if isinstance(seen[other], ChoiceSpec) and not set(options) <= set(seen[other].values):
+                    raise ValueError(f"{name}.when: {options} are not all values of {other!r}")
+            seen[name] = spec
+        return value
+
+    @field_validator("hpo")
+    @classmethod
+    def _callbacks(cls, value: HpoConfig) -> HpoConfig:
+        for ref in value.callbacks:
+            if not _FACTORY_RE.match(ref):
+                raise ValueError(f"callbacks: {ref!r} must look like 'package.module:function'")
         return value
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> Params:
         check_metric_fits_task(self.hpo.metric, self.data.task)
         return self
+
+
+def _normalise_spec(name: str, spec: Any) -> Any:
+    # W&B's sweep form has `distribution` (or bare `values`) instead of `type`.
+    if isinstance(spec, dict) and "type" not in spec and ({"distribution", "values", "value"} & set(spec)):
+        try:
+            return from_wandb(spec)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"{name}: {err}") from None
+    return spec
 
 
 def check_metric_fits_task(metric: str, task: str) -> None:
@@ -242,7 +436,10 @@ def check_metric_fits_task(metric: str, task: str) -> None:
         raise ValueError(f"hpo.metric {metric!r} is for classification, but data.task is regression")
 
 
-_SPEC_TAGS = {"log_uniform", "uniform", "int_uniform", "choice"}
+# Discriminator values pydantic puts in an error's location: search-space types, sampler and pruner names.
+_SPEC_TAGS = {"log_uniform", "uniform", "int_uniform", "choice", "normal", "tpe", "random", "grid", "gp"}
+_SPEC_TAGS |= {"cmaes", "qmc", "nsga2", "median", "percentile", "successive_halving", "hyperband"}
+_SPEC_TAGS |= {"threshold", "wilcoxon"}
 # pydantic adds the member type of a union to the location (e.g. 'int', "literal['auto']").
 _TYPE_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
 
@@ -259,6 +456,10 @@ def _one_line(err: ValidationError, source: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (typo?)"
+    elif first["type"] == "union_tag_invalid":  # e.g. sampler: {name: bayes}
+        ctx = first.get("ctx", {})
+        where = f"{where}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
+        msg = f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     # A key or value with a line break must not break the one-line promise.

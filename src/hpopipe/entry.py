@@ -27,6 +27,8 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("HPOPIPE_LOG_LEVEL", "INFO").upper())
+    # hpopipe logs each trial itself (hooks.TrialLogger); Optuna's own lines would repeat them.
+    logging.getLogger("optuna").setLevel(logging.WARNING)
 
 
 def run(main: Callable[[], object]) -> None:

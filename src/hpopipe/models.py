@@ -6,7 +6,6 @@ A factory is any ``build(params, n_features, n_outputs) -> torch.nn.Module``;
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 
 from hpopipe.config import ModelConfig
 from hpopipe.errors import HpopipeError
+from hpopipe.plugins import load_callable
 
 Factory = Callable[[dict[str, Any], int, int], nn.Module]
 
@@ -86,15 +86,7 @@ def resolve_factory(cfg: ModelConfig) -> Factory:
     if cfg.name is not None:
         return BUILTIN[cfg.name]
     assert cfg.factory is not None
-    module_name, func_name = cfg.factory.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise HpopipeError(f"model.factory: cannot import {module_name!r} ({err})") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise HpopipeError(f"model.factory: {module_name!r} has no function {func_name!r}")
-    return func
+    return load_callable(cfg.factory, "model.factory")
 
 
 def build(cfg: ModelConfig, params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.atomic import temp_path
@@ -43,6 +44,15 @@ def sampler_position(study: optuna.Study, number: int) -> int:
     )
 
 
+def _random_states(sampler: BaseSampler) -> list[LazyRandomState]:
+    """Every random state a sampler (and the fallback samplers inside it) draws from."""
+    states = [v for v in vars(sampler).values() if isinstance(v, LazyRandomState)]
+    for inner in vars(sampler).values():
+        if isinstance(inner, BaseSampler):
+            states += _random_states(inner)
+    return states
+
+
 class SeededSampler(BaseSampler):
     """Wraps a sampler and re-seeds its random state before every trial.
 
@@ -59,14 +69,8 @@ class SeededSampler(BaseSampler):
     def _reseed(self, position: int) -> None:
         from hpopipe.study import derive_seed
 
-        for index, sampler in enumerate((self.base, getattr(self.base, "_random_sampler", None))):
-            rng = getattr(sampler, "_rng", None)
-            if sampler is not None and rng is None:
-                raise RuntimeError(
-                    f"{type(sampler).__name__} has no _rng: this Optuna version is not supported"
-                )
-            if rng is not None:
-                rng.rng.seed(derive_seed(self.seed, "sampler", position, index))
+        for index, rng in enumerate(_random_states(self.base)):
+            rng.rng.seed(derive_seed(self.seed, "sampler", position, index))
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._reseed(sampler_position(study, trial.number))

@@ -26,19 +26,17 @@ from hpopipe import checkpoints, space
 from hpopipe.config import Params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
+from hpopipe.hooks import Callback, after_trial_hooks
 from hpopipe.models import resolve_factory
 from hpopipe.recovery import (
     INTERRUPTED,
-    SeededSampler,
-    backup_sqlite,
     mark_interrupted,
     sampler_position,
     start_fresh,
 )
+from hpopipe.strategies import make_pruner, make_sampler, pruning_steps
 from hpopipe.tracking import NullTracker
 from hpopipe.train import Task, TrainingInterrupted, fit, task_of
-
-Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 log = logging.getLogger(__name__)
 
@@ -72,54 +70,9 @@ def study_name(params: Params, data_fingerprint: str) -> str:
     return f"{checkpoints.safe_name(params.model.label)}-{digest}"
 
 
-def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
-    """The configured sampler, re-seeded before every trial from ``seed`` (see SeededSampler)."""
-    cfg = params.hpo.sampler
-    base: optuna.samplers.BaseSampler
-    if cfg.name == "random":
-        base = optuna.samplers.RandomSampler(seed=params.seed)
-    elif cfg.name == "grid":
-        base = optuna.samplers.GridSampler(space.grid(params.search_space, cfg.grid_points), seed=params.seed)
-    else:
-        base = optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=cfg.n_startup_trials)
-    return SeededSampler(base, params.seed)
-
-
-def make_pruner(params: Params) -> optuna.pruners.BasePruner:
-    """The configured pruner; Hyperband's budget is ``train.max_epochs``."""
-    cfg = params.hpo.pruner
-    if cfg.name == "none":
-        return optuna.pruners.NopPruner()
-    if cfg.name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps
-        )
-    return optuna.pruners.HyperbandPruner(
-        min_resource=cfg.min_resource,
-        max_resource=params.train.max_epochs,
-        reduction_factor=cfg.reduction_factor,
-    )
-
-
 def sqlite_url(path: Path) -> str:
     """SQLite storage URL for a study file (absolute, so the cwd does not matter)."""
     return f"sqlite:///{path.resolve()}"
-
-
-def pruning_steps(params: Params) -> set[int] | None:
-    """Epochs at which asking the pruner can change anything (None: every epoch).
-
-    Successive halving only decides at its rung steps (min_resource * rf**k);
-    asking in between always answers "go on" but costs a storage round trip.
-    """
-    cfg = params.hpo.pruner
-    if cfg.name != "hyperband":
-        return None
-    steps, step = set(), cfg.min_resource
-    while step <= params.train.max_epochs:
-        steps.add(step)
-        step *= cfg.reduction_factor
-    return steps
 
 
 def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
@@ -361,6 +314,29 @@ def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
     ]
 
 
+def statistics(study: optuna.Study) -> dict[str, Any]:
+    """artifacts/hpo/statistics.json: counts by state, success rate, durations, the best trial."""
+    trials = study.get_trials(deepcopy=False)
+    durations = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_complete and t.datetime_start
+    ]
+    ranked = ranked_trials(study)
+    return {
+        "study": study.study_name,
+        "direction": study.direction.name.lower(),
+        "counts": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
+        "success_rate": (sum(t.state == TrialState.COMPLETE for t in trials) / len(trials))
+        if trials
+        else 0.0,
+        "total_duration_s": round(sum(durations), 3),
+        "mean_duration_s": round(sum(durations) / len(durations), 3) if durations else None,
+        "best_value": ranked[0]["value"] if ranked else None,
+        "best_trial": ranked[0]["number"] if ranked else None,
+    }
+
+
 def summary(study: optuna.Study) -> dict[str, Any]:
     """metrics/hpo.json: the best value and trial counts by state."""
     trials = study.get_trials(deepcopy=False)
@@ -391,6 +367,7 @@ def sweep(
     ``stop`` is polled between epochs and trials (see recovery.GracefulStop).
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
+    hooks = after_trial_hooks(params, storage_path, stop)  # and so does a bad hook
     x, y = to_arrays(train)
     task = task_of(schema, params.hpo.metric)
     fingerprint = data_fingerprint(train, schema)
@@ -404,23 +381,8 @@ def sweep(
     objective = Objective(params, data, name, tracker, stop)
     tags = {"study": name, "data_fingerprint": fingerprint, "stage": "hpo"}
     with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
-        run_sweep(study, params, objective, _after_trial_hooks(params, storage_path, stop))
+        run_sweep(study, params, objective, hooks)
     return study
-
-
-def _after_trial_hooks(params: Params, storage_path: Path, stop: Callable[[], bool] | None) -> list[Callback]:
-    hooks: list[Callback] = []
-    if stop is not None:
-        # A signal between two trials: do not start the next one.
-        hooks.append(lambda study, trial: study.stop() if stop() else None)
-    backup_dir = params.hpo.backup_dir
-    if backup_dir is not None:
-
-        def backup(study: optuna.Study, trial: FrozenTrial) -> None:
-            backup_sqlite(storage_path, backup_dir)
-
-        hooks.append(backup)
-    return hooks
 
 
 def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:

@@ -1,0 +1,54 @@
+"""What runs after every trial: progress lines, graceful stops, backups and user hooks."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe.config import Params
+from hpopipe.plugins import load_callable
+from hpopipe.recovery import backup_sqlite
+
+log = logging.getLogger(__name__)
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class TrialLogger:
+    """One line per finished trial, and a line for each new best with its improvement."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = trial.user_attrs.get("fail_reason", "")
+        value = "" if trial.value is None else f" value={trial.value:.6g}"
+        log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
+        if trial.state != TrialState.COMPLETE or trial.value is None or math.isnan(trial.value):
+            return
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if self.best is None or (trial.value > self.best if maximize else trial.value < self.best):
+            gain = "" if self.best is None else f" ({trial.value - self.best:+.6g})"
+            log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
+            self.best = trial.value
+
+
+def after_trial_hooks(params: Params, storage_path: Path, stop: Callable[[], bool] | None) -> list[Callback]:
+    """The callbacks a sweep runs after each trial, built-in ones first, then ``hpo.callbacks``."""
+    hooks: list[Callback] = [TrialLogger()]
+    if stop is not None:
+        # A signal between two trials: do not start the next one.
+        hooks.append(lambda study, trial: study.stop() if stop() else None)
+    backup_dir = params.hpo.backup_dir
+    if backup_dir is not None:
+
+        def backup(study: optuna.Study, trial: FrozenTrial) -> None:
+            backup_sqlite(storage_path, backup_dir)
+
+        hooks.append(backup)
+    hooks += [load_callable(ref, "hpo.callbacks") for ref in params.hpo.callbacks]
+    return hooks
