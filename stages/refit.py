@@ -19,7 +19,7 @@ def main() -> None:
         tracker.log_history(fitted.result.history)
         tracker.log_metrics({f"test_{k}": v for k, v in fitted.test_metrics.items()})
         if params.refit.log_model:
-            tracker.log_model(fitted.result.model.cpu(), train[0][:5])
+            tracker.log_model(fitted.result.model.cpu(), train[0][:5], params.refit.registered_model_name)
     save_model(artifacts.MODEL, fitted, best, schema)
     artifacts.write_json(artifacts.metrics_file("test"), fitted.test_metrics)
 

@@ -74,9 +74,18 @@ def test_mlflow_has_a_parent_run_per_stage_and_nested_trial_runs(project: Path) 
     names = set(runs["tags.mlflow.runName"])
     assert {"hpo", "cv", "refit"} <= names
     hpo_id = runs.loc[runs["tags.mlflow.runName"] == "hpo", "run_id"].iloc[0]
+    hpo_run = runs[runs["run_id"] == hpo_id].iloc[0]
+    study = json.loads((project / "metrics/hpo.json").read_text())["study"]
+    assert hpo_run["tags.study"] == study and hpo_run["tags.study_hash"] == study.rsplit("-", 1)[1]
+    assert hpo_run["tags.stage"] == "hpo" and len(hpo_run["tags.data_fingerprint"]) == 64
     trials = runs[runs["tags.mlflow.parentRunId"] == hpo_id]
     assert len(trials) == 4
     assert set(trials["tags.state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
+    assert (trials["metrics.duration_s"] > 0).all() and set(trials["status"]) == {"FINISHED"}
+    client = mlflow.MlflowClient()
+    (version,) = client.search_model_versions("name = 'hpopipe'")
+    refit_id = runs.loc[runs["tags.mlflow.runName"] == "refit", "run_id"].iloc[0]
+    assert version.run_id == refit_id
 
 
 def test_second_repro_does_nothing(project: Path) -> None:

@@ -350,6 +350,8 @@ class CvConfig(_Strict):
 class RefitConfig(_Strict):
     epochs: int | Literal["auto"] = "auto"
     log_model: bool = True
+    # Name in the MLflow Model Registry; null logs the model without registering it.
+    registered_model_name: str | None = Field(default="hpopipe", min_length=1, max_length=200)
 
     @field_validator("epochs", mode="before")
     @classmethod

@@ -97,7 +97,7 @@ def confusion(frame: pd.DataFrame, classes: Sequence[str]) -> Figure:
     counts = pd.crosstab(frame["actual"], frame["predicted"]).reindex(
         index=list(classes), columns=list(classes), fill_value=0
     )
-    side = max(4.4, 0.55 * len(classes) + 2.2)
+    side = max(3.6, 0.55 * len(classes) + 2.2)
     fig, ax = _figure(side + 0.8, side)
     image = ax.imshow(counts.to_numpy(), cmap="Blues")
     ax.set_xticks(range(len(classes)), labels=list(classes), rotation=45, ha="right")

@@ -227,7 +227,7 @@ table{border-collapse:collapse;font-size:.92rem}th,td{padding:.25rem .7rem;text-
 border-bottom:1px solid #e4e7eb}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.selected td{background:#fff7d6;font-weight:600}
 .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(30rem,1fr));gap:1rem 2rem}
-figure{margin:0}figure.wide{grid-column:1/-1}figure svg{width:100%;height:auto}
+figure{margin:0}figure.wide{grid-column:1/-1}figure svg{max-width:100%;height:auto}
 figcaption{color:#52606d;font-size:.88rem}.note{color:#8d2b0b}
 """
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from hpopipe.recovery import (
     start_fresh,
 )
 from hpopipe.strategies import make_pruner, make_sampler, pruning_steps
-from hpopipe.tracking import NullTracker
+from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.train import Task, TrainingInterrupted, fit, task_of
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class Objective:
         seed = derive_seed(self.params.seed, "trial", position)
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr("checkpoint", phash)
-        state = "FAIL"
+        state, started = "FAIL", time.perf_counter()
         with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
             try:
                 result = fit(
@@ -220,6 +221,9 @@ class Objective:
             finally:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
             self.tracker.log_history(result.history)
+            self.tracker.log_metrics(
+                {"duration_s": time.perf_counter() - started, "best_epoch": result.best_epoch}
+            )
         trial.set_user_attr("best_epoch", result.best_epoch)
         return result.best_score
 
@@ -379,7 +383,13 @@ def sweep(
     reconcile(study)
     data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
     objective = Objective(params, data, name, tracker, stop)
-    tags = {"study": name, "data_fingerprint": fingerprint, "stage": "hpo"}
+    tags = {
+        "study": name,
+        "study_hash": name.rsplit("-", 1)[-1],
+        "data_fingerprint": fingerprint,
+        "stage": "hpo",
+        "git_commit": git_commit(),
+    }
     with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
         run_sweep(study, params, objective, hooks)
     return study

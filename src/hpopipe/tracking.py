@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +52,8 @@ class NullTracker:
     def log_artifact(self, path: Path) -> None:
         """A file produced by the current run."""
 
-    def log_model(self, model: Any, example: Any) -> None:
-        """The refit model, with a signature inferred from ``example``."""
+    def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> None:
+        """The refit model, with a signature inferred from ``example``; registered when named."""
 
     def run_id(self) -> str | None:
         """The current run's id, if any."""
@@ -76,8 +78,28 @@ class MlflowTracker(NullTracker):
         self._mlflow = mlflow
         self._client = mlflow.MlflowClient()
         self._pending: list[_Batch] = []
-        mlflow.set_experiment(experiment)
+        self._experiment = mlflow.set_experiment(experiment)
         log.info("MLflow tracking at %s", mask_url(mlflow.get_tracking_uri()))
+        self._close_stale_runs()
+
+    def _close_stale_runs(self) -> None:
+        """Runs left RUNNING by a process that died on this host are marked KILLED.
+
+        A SIGKILL gives MLflow no chance to end its run; without this they would
+        show as running forever.
+        """
+        from mlflow.entities import ViewType
+
+        stale = self._client.search_runs(
+            [self._experiment.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`hpopipe.host` = '{socket.gethostname()}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+        )
+        for run in stale:
+            pid = int(run.data.tags.get("hpopipe.pid", "0"))
+            if pid and not _alive(pid):
+                self._client.set_terminated(run.info.run_id, status="KILLED")
+                log.warning("closed MLflow run %s (left RUNNING by dead process %d)", run.info.run_id, pid)
 
     @contextmanager
     def run(
@@ -95,6 +117,7 @@ class MlflowTracker(NullTracker):
         """
         mlflow = self._mlflow
         masked = {k: mask_url(v) for k, v in (tags or {}).items()}
+        masked.update({"hpopipe.host": socket.gethostname(), "hpopipe.pid": str(os.getpid())})
         with mlflow.start_run(run_name=name, nested=nested, tags=masked) as active:
             self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
             status = "FINISHED"
@@ -143,7 +166,7 @@ class MlflowTracker(NullTracker):
     def log_artifact(self, path: Path) -> None:
         self._mlflow.log_artifact(str(path))
 
-    def log_model(self, model: Any, example: Any) -> None:
+    def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> None:
         import numpy as np
         import torch
         from mlflow.models import infer_signature
@@ -159,11 +182,33 @@ class MlflowTracker(NullTracker):
             input_example=example,
             signature=infer_signature(example, output),
             pip_requirements=[f"torch=={torch.__version__}"],
+            registered_model_name=registered_name,
         )
 
     def run_id(self) -> str | None:
         active = self._mlflow.active_run()
         return active.info.run_id if active else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def git_commit() -> str:
+    """The commit the code runs from ("unknown" outside a git checkout): a tag on every stage run."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def make_tracker(enabled: bool = True) -> NullTracker:

@@ -1,0 +1,93 @@
+"""MLflow tracking against a real SQLite backend: batching, masking, crash leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from hpopipe.redact import mask_url
+from hpopipe.tracking import MlflowTracker
+from tests.conftest import subprocess_env
+
+CHILD = """
+import sys, time
+from hpopipe.tracking import MlflowTracker
+tracker = MlflowTracker("crash")
+with tracker.run("doomed"):
+    print("started", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def test_nested_run_sends_params_metrics_and_tags_in_one_batch(store: str) -> None:
+    tracker = MlflowTracker("batch")
+    with (
+        tracker.run("parent", tags={"stage": "hpo"}),
+        tracker.run("trial-0", params={"lr": 0.1}, nested=True),
+    ):
+        tracker.log_history([{"epoch": 1.0, "val_f1": 0.5}, {"epoch": 2.0, "val_f1": 0.7}])
+        tracker.set_tags({"state": "COMPLETE"})
+    client = mlflow.MlflowClient()
+    (child,) = mlflow.search_runs(
+        experiment_names=["batch"], filter_string="tags.mlflow.runName = 'trial-0'"
+    )["run_id"]
+    run = client.get_run(child)
+    assert run.data.params == {"lr": "0.1"} and run.data.tags["state"] == "COMPLETE"
+    history = client.get_metric_history(child, "val_f1")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7)]
+    assert run.info.status == "FINISHED"
+
+
+def test_a_failing_block_marks_the_run_failed(store: str) -> None:
+    tracker = MlflowTracker("fail")
+    with pytest.raises(RuntimeError), tracker.run("boom"):
+        raise RuntimeError("x")
+    (status,) = mlflow.search_runs(experiment_names=["fail"])["status"]
+    assert status == "FAILED"
+
+
+def test_passwords_never_reach_mlflow(store: str) -> None:
+    url = "postgresql://hpo:s3cr3t-canary@db.example:5432/optuna"
+    tracker = MlflowTracker("secrets")
+    with tracker.run("r", params={"storage": url}, tags={"storage": url}):
+        tracker.set_tags({"note": f"using {url}"})
+    run = mlflow.MlflowClient().get_run(mlflow.search_runs(experiment_names=["secrets"])["run_id"][0])
+    everything = str(run.data.params) + str(run.data.tags)
+    assert "s3cr3t-canary" not in everything and "hpo:***@db.example" in everything
+    assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+
+
+def test_runs_left_running_by_a_killed_process_are_closed_on_the_next_start(store: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        env=subprocess_env(MLFLOW_TRACKING_URI=store),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (status,) = mlflow.search_runs(experiment_names=["crash"])["status"]
+    assert status == "RUNNING"
+    MlflowTracker("crash")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        (status,) = mlflow.search_runs(experiment_names=["crash"])["status"]
+        if status != "RUNNING":
+            break
+    assert status == "KILLED"
