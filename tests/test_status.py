@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import select
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -101,6 +102,16 @@ def test_status_table_has_a_row_per_state_and_the_progress(study_db: Path) -> No
     assert "elapsed      2m 00s (while trials ran)" in text
 
 
+def test_a_finished_sweep_says_done(study_db: Path) -> None:
+    text = format_status(read_status(study_db, study="mlp-aaaa", n_trials=4))
+    assert "eta" in text and "done" not in text  # the budget is reached, but a trial still runs and one waits
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}")
+    study = optuna.load_study(study_name="mlp-aaaa", storage=storage)
+    for t in study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    assert format_status(read_status(study_db, n_trials=4)).splitlines()[-1] == "eta          done"
+
+
 def test_status_of_a_study_without_trials(tmp_path: Path) -> None:
     path = tmp_path / "study.db"
     optuna.create_study(study_name="empty", storage=storage(path))
@@ -171,15 +182,15 @@ def test_off_a_terminal_each_trial_is_one_log_line(caplog: pytest.LogCaptureFixt
     reporter = ProgressReporter(4, stream=stream, clock=ticking(10.0))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     with caplog.at_level(logging.INFO, logger="hpopipe.status"):
-        study.optimize(objective, n_trials=3, callbacks=[reporter])
+        study.optimize(objective, n_trials=3, callbacks=[reporter.clear, reporter])
     lines = [r.getMessage() for r in caplog.records if r.name == "hpopipe.status"]
     assert len(lines) == 3 and stream.getvalue() == ""
-    assert lines[0].startswith("trial 0 COMPLETE ") and "| 1/4 finished" in lines[0]
-    assert lines[1].startswith("trial 1 PRUNED - | 2/4 finished")
-    assert f"best {study.best_value:.4f}" in lines[2] and lines[2].endswith("ETA 10s")
+    assert lines[0].startswith("after trial 0: 1/4 finished, best ")
+    assert lines[1].startswith("after trial 1: 2/4 finished")  # trial 1 was pruned: it counts
+    assert lines[2] == f"after trial 2: 3/4 finished, best {study.best_value:.4f}, ETA 10s"
 
 
-def read_all(fd: int) -> bytes:
+def read_all(fd: int) -> str:
     data = b""
     while select.select([fd], [], [], 0.5)[0]:
         try:
@@ -189,25 +200,51 @@ def read_all(fd: int) -> bytes:
         if not chunk:
             break
         data += chunk
-    return data
+    return data.decode()
 
 
-def test_on_a_terminal_one_line_is_redrawn(caplog: pytest.LogCaptureFixture) -> None:
+def screen(output: str) -> list[str]:
+    """What a terminal shows after ``output``: carriage return, erase-line and newline applied."""
+    lines, col = [""], 0
+    for token in re.findall(r"\x1b\[2K|.", output, re.S):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            lines.append("")
+        elif token == "\x1b[2K":
+            lines[-1] = ""
+        else:
+            lines[-1] = lines[-1][:col] + token + lines[-1][col + 1 :]
+            col += 1
+    return lines
+
+
+def test_on_a_terminal_one_line_is_redrawn_below_the_log_lines() -> None:
     controller, terminal = os.openpty()
     with open(terminal, "w") as stream:
         reporter = ProgressReporter(3, stream=stream, clock=ticking(10.0))
         assert reporter.tty
+
+        def log_line(study: optuna.Study, trial: FrozenTrial) -> None:  # as hooks.TrialLogger would
+            stream.write(f"trial {trial.number} {trial.state.name}\n")
+
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        with caplog.at_level(logging.INFO, logger="hpopipe.status"):
-            study.optimize(objective, n_trials=3, callbacks=[reporter])
-    shown = read_all(controller).decode()
+        study.optimize(objective, n_trials=2, callbacks=[reporter.clear, log_line, reporter])
+        shown = read_all(controller)
+        assert screen(shown)[-3:] == [
+            "trial 0 COMPLETE",
+            "trial 1 PRUNED",
+            f"[################--------] 2/3 trials  best {study.best_value:.4f}  ETA 10s",
+        ]
+        study.optimize(objective, n_trials=1, callbacks=[reporter.clear, log_line, reporter])
+        shown += read_all(controller)
     os.close(controller)
-    assert not [r for r in caplog.records if r.name == "hpopipe.status"]
-    frames = shown.split("\r\x1b[2K")[1:]
-    assert len(frames) == 3
-    assert frames[0].startswith("[########----------------] 1/3 trials  best ")
-    assert frames[0].endswith("ETA 20s")  # 10 s per trial so far, 2 to go
-    assert frames[2].startswith("[########################] 3/3 trials") and frames[2].endswith("\r\n")
+    assert shown.count("\x1b[2K[") == 3  # drawn after every trial
+    assert screen(shown)[-3:] == [
+        "trial 2 COMPLETE",
+        f"[########################] 3/3 trials  best {study.best_value:.4f}  ETA 0s",
+        "",  # the budget is reached: the bar stays, and the cursor moves below it
+    ]
 
 
 def test_a_sweep_cut_short_ends_the_line() -> None:

@@ -170,7 +170,9 @@ def format_status(status: SweepStatus) -> str:
     rate = status.rate_per_min
     rows.append(("rate", "-" if rate is None else f"{rate:.2f} trials/min"))
     if status.n_trials is not None:
-        rows.append(("eta", format_duration(status.eta_s)))
+        pending = status.counts.get("RUNNING", 0) + status.counts.get("WAITING", 0)
+        done = status.finished >= status.n_trials and not pending
+        rows.append(("eta", "done" if done else format_duration(status.eta_s)))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
@@ -179,9 +181,14 @@ class ProgressReporter:
     """Optuna callback that shows a sweep's progress after every finished trial.
 
     On a terminal it redraws one line: a bar of finished / ``n_trials`` trials,
-    the best value and the ETA. Anywhere else (CI logs, files, DVC's captured
-    output) carriage returns would turn into noise, so it logs one plain line
-    per trial instead.
+    the best value and the ETA. Anywhere else (CI logs, files, Prefect) carriage
+    returns would be noise, so it logs one plain line per trial instead.
+
+    The bar shares the terminal with log lines. Register :meth:`clear` as the
+    first callback and the reporter itself as the last: the bar is erased
+    before the other callbacks log about the trial and drawn again below them.
+    The drawn line ends with a carriage return, so a line logged during the
+    next trial starts over the bar instead of after it.
     """
 
     BAR = 24
@@ -206,17 +213,15 @@ class ProgressReporter:
             eta = self.eta_s(done)
             if self.tty:
                 self._draw(done, best_value, eta)
-            else:
-                log.info(
-                    "trial %d %s %s | %d/%d finished, best %s, ETA %s",
-                    trial.number,
-                    trial.state.name,
-                    _value(trial.value),
-                    done,
-                    self.n_trials,
-                    _value(best_value),
-                    format_duration(eta),
-                )
+                return
+            log.info(
+                "after trial %d: %d/%d finished, best %s, ETA %s",
+                trial.number,
+                done,
+                self.n_trials,
+                _value(best_value),
+                format_duration(eta),
+            )
 
     def eta_s(self, done: int) -> float | None:
         """Remaining budget times the mean wall time per trial seen by this reporter."""
@@ -232,15 +237,26 @@ class ProgressReporter:
         return f"[{bar}] {done}/{self.n_trials} trials  best {_value(best)}  ETA {format_duration(eta)}"
 
     def _draw(self, done: int, best: float | None, eta: float | None) -> None:
-        self.stream.write("\r\x1b[2K" + self.line(done, best, eta))
+        self.stream.write(_ERASE + self.line(done, best, eta) + "\r")
         self._drawn = True
         if done >= self.n_trials:
             self.close()
         self.stream.flush()
 
+    def clear(self, study: optuna.Study | None = None, trial: FrozenTrial | None = None) -> None:
+        """Erase the bar so the next line starts clean (usable as an Optuna callback)."""
+        with self._lock:
+            if self._drawn:
+                self.stream.write(_ERASE)
+                self.stream.flush()
+                self._drawn = False
+
     def close(self) -> None:
-        """End the progress line (call when the sweep stops, also early); no-op off a terminal."""
+        """Leave the last bar on screen and move below it; call when the sweep ends, also early."""
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+_ERASE = "\r\x1b[2K"  # carriage return, then erase the whole line
