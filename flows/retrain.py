@@ -40,8 +40,8 @@ class StagePolicy:
 
 # The sweep keeps its finished trials and resumes a killed one, so a retry of hpo is cheap
 # progress; cv, refit and prepare are long enough for a transient failure (a killed worker, a
-# full disk cleared) to be worth one more try; select and cleanup are quick and deterministic,
-# so a retry would only fail again.
+# full disk cleared) to be worth one more try; select, cleanup and report are quick and
+# deterministic, so a retry would only fail again. A stage missing here gets DEFAULT_POLICY.
 POLICIES: dict[str, StagePolicy] = {
     "prepare": StagePolicy(retries=1, timeout_s=30 * 60),
     "hpo": StagePolicy(retries=2, timeout_s=12 * 3600),
@@ -49,6 +49,7 @@ POLICIES: dict[str, StagePolicy] = {
     "select": StagePolicy(retries=0, timeout_s=10 * 60),
     "refit": StagePolicy(retries=1, timeout_s=2 * 3600),
     "cleanup": StagePolicy(retries=0, timeout_s=30 * 60),
+    "report": StagePolicy(retries=0, timeout_s=30 * 60),  # plots and the HTML report, when dvc.yaml has it
 }
 DEFAULT_POLICY = StagePolicy(retries=0, timeout_s=6 * 3600)
 

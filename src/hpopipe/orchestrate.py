@@ -108,14 +108,21 @@ def _outputs(spec: Mapping[str, Any]) -> list[str]:
 
 
 def git_tracked_outputs(root: Path) -> list[str]:
-    """Metrics and plots that DVC leaves to git (``cache: false``): what a retrain commit holds."""
+    """Outputs DVC leaves to git (``cache: false``) and git does not ignore: what a retrain commits.
+
+    That is the metrics files and plot data; a ``cache: false`` output that ``.gitignore``
+    excludes (the study database: state, not a versioned artifact) stays out of the commit.
+    """
     paths: list[str] = []
     for spec in _read_stages(root / "dvc.yaml").values():
-        for key in ("metrics", "plots"):
+        for key in ("outs", "metrics", "plots"):
             for entry in spec.get(key) or []:
                 if isinstance(entry, dict):
                     paths.extend(p for p, opts in entry.items() if (opts or {}).get("cache") is False)
-    return paths
+    ignored = (
+        set(_git(root, "check-ignore", "--", *paths, check=False).stdout.splitlines()) if paths else set()
+    )
+    return [p for p in paths if p not in ignored]
 
 
 # ---------------------------------------------------------------- one stage through DVC
