@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench constraints clean-scratch
+.PHONY: setup repro test lint bench serve constraints clean-scratch
 
 setup: $(STAMP)
 
@@ -19,15 +19,20 @@ repro: $(STAMP)
 	dvc repro
 
 lint: $(STAMP)
-	ruff check src stages tests benchmarks
-	ruff format --check src stages tests benchmarks
-	mypy
+	ruff check src stages flows tests benchmarks
+	ruff format --check src stages flows tests benchmarks
+	mypy && mypy flows
 
 test: lint
 	pytest
 
 bench: $(STAMP)
 	python benchmarks/overhead.py
+	python benchmarks/strategies.py
+
+# Needs a Prefect server and PREFECT_API_URL (see README): registers retrain/nightly and runs it here.
+serve: $(STAMP)
+	hpopipe serve
 
 # Re-pin every install to what is in the venv now (run after changing pyproject.toml).
 constraints: $(STAMP)

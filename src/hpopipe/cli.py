@@ -13,6 +13,7 @@ from pathlib import Path
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.retrain_cli import add_parser as add_retrain_commands
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--from", dest="source", type=Path, required=True)
     b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     b.set_defaults(func=_restore)
+    add_retrain_commands(sub)
     return parser
 
 

@@ -361,6 +361,12 @@ class RefitConfig(_Strict):
         raise ValueError(f"must be 'auto' or a positive whole number of epochs, got {value!r}")
 
 
+class RetrainConfig(_Strict):
+    """The quality gate of `hpopipe retrain`: how much worse the new test metric may be."""
+
+    max_regression: float = Field(default=0.02, ge=0)
+
+
 class CleanupConfig(_Strict):
     keep_best: Count = Field(default=1, ge=0)
 
@@ -381,6 +387,7 @@ class Params(_Strict):
     cv: CvConfig
     refit: RefitConfig
     cleanup: CleanupConfig
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)  # no stage reads it: optional
 
     @field_validator("search_space", mode="before")
     @classmethod
