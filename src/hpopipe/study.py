@@ -220,10 +220,8 @@ class Objective:
                 raise
             finally:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
+                self.tracker.log_metrics({"duration_s": time.perf_counter() - started})
             self.tracker.log_history(result.history)
-            self.tracker.log_metrics(
-                {"duration_s": time.perf_counter() - started, "best_epoch": result.best_epoch}
-            )
         trial.set_user_attr("best_epoch", result.best_epoch)
         return result.best_score
 
