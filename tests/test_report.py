@@ -26,7 +26,7 @@ from matplotlib import image
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpopipe import checkpoints, report
+from hpopipe import checkpoints, plots, report
 from hpopipe.errors import HpopipeError
 from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
 from tests.test_contract import library_closure
@@ -206,6 +206,21 @@ def test_importances_fall_back_when_fanova_cannot_answer() -> None:
     frame = report.importance_frame(_study("minimize", [1.0] * 6), seed=0)
     assert set(frame["param"]) == {"x", "k"}
     assert math.isclose(frame["importance"].sum(), 1.0, abs_tol=1e-4)
+
+
+def test_conditional_parameters_are_drawn_where_they_were_sampled() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def conditional(trial: optuna.Trial) -> float:
+        branch = trial.suggest_categorical("branch", ["x", "y"])
+        value = trial.suggest_float(f"p{branch}", 1e-3, 1.0, log=True)
+        return value + (trial.suggest_int("depth", 1, 4) if branch == "x" else 0)
+
+    study.optimize(conditional, n_trials=10)
+    # Importances are computed over the parameters every trial has.
+    assert list(report.importance_frame(study, seed=0)["param"]) == ["branch"]
+    svg = plots.to_svg(plots.parallel_coordinates(study.trials, "loss", maximize=False), "parallel")
+    assert all(f">{name}<" in svg for name in ("branch", "depth", "px", "py", "loss"))
 
 
 def test_history_of_a_minimised_study_leaves_pruned_trials_out() -> None:

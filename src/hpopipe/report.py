@@ -330,7 +330,12 @@ def figures(sources: Sources, frames: dict[str, pd.DataFrame]) -> list[str]:
         svg = plots.to_svg(plots.importances(frames["importance"]), "importance")
         out.append(_figure(svg, "Parameter importances (fANOVA, normalised to sum to 1)."))
     else:
-        out.append(_note(f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials."))
+        out.append(
+            _note(
+                f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials "
+                "and parameters that every one of them sampled."
+            )
+        )
     complete = _complete(sources.study)
     if complete:
         svg = plots.to_svg(plots.parallel_coordinates(complete, metric, maximize), "parallel")
