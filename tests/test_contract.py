@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpopipe import artifacts
+from hpopipe import artifacts, report
 from hpopipe.config import Params, load_params
 from tests.conftest import REPO
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES: dict = DVC["stages"]
-PIPELINE_ORDER = ["prepare", "hpo", "cv", "select", "refit", "cleanup"]
+PIPELINE_ORDER = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
 
 
 def _hpopipe_imports(path: Path) -> set[str]:
@@ -104,6 +104,7 @@ def test_outputs_match_the_library_paths() -> None:
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},
         "select": {artifacts.BEST_CONFIG, artifacts.BEST_PARAMS},
         "refit": {artifacts.MODEL, artifacts.metrics_file("test")},
+        "report": {report.PLOTS_DIR, report.REPORT_HTML},
         "cleanup": {artifacts.metrics_file("cleanup")},
     }
     for name, paths in expected.items():

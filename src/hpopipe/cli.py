@@ -47,6 +47,14 @@ def _studies(args: argparse.Namespace) -> None:
         print(f"{row['name']:<24} {row['trials']:>6} {row['complete']:>8} {best:>10}")
 
 
+def _status(args: argparse.Namespace) -> None:
+    from hpopipe.config import load_params
+    from hpopipe.status import format_status, read_status
+
+    n_trials = load_params(args.params).hpo.n_trials if args.params.exists() else None
+    print(format_status(read_status(args.storage, args.study, n_trials)))
+
+
 def _default_study(args: argparse.Namespace) -> str:
     if args.study:
         return str(args.study)

@@ -70,6 +70,7 @@ def save_model(path: Path, fitted: Refit, best: dict[str, Any], schema: dict[str
             "schema": schema,
             "config": best,
             "y_scale": list(fitted.result.y_scale),
+            "history": fitted.result.history,
         },
     )
 

@@ -35,6 +35,7 @@ from hpopipe.recovery import (
     sampler_position,
     start_fresh,
 )
+from hpopipe.status import ProgressReporter
 from hpopipe.strategies import make_pruner, make_sampler, pruning_steps
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.train import Task, TrainingInterrupted, fit, task_of
@@ -369,7 +370,9 @@ def sweep(
     ``stop`` is polled between epochs and trials (see recovery.GracefulStop).
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
-    hooks = after_trial_hooks(params, storage_path, stop)  # and so does a bad hook
+    progress = ProgressReporter(params.hpo.n_trials)
+    # and so does a bad hook; the progress bar is cleared first and drawn last
+    hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, storage_path, stop), progress]
     x, y = to_arrays(train)
     task = task_of(schema, params.hpo.metric)
     fingerprint = data_fingerprint(train, schema)
@@ -389,7 +392,10 @@ def sweep(
         "git_commit": git_commit(),
     }
     with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
-        run_sweep(study, params, objective, hooks)
+        try:
+            run_sweep(study, params, objective, hooks)
+        finally:
+            progress.close()
     return study
 
 
