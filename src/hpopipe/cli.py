@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("studies", help="list the studies in the sweep storage")
     s.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     s.set_defaults(func=_studies)
+    st = sub.add_parser("status", help="the sweep so far: trials by state, best value, rate and ETA")
+    st.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    st.add_argument("--study", help="study name (default: the one whose trials started last)")
+    st.add_argument("--params", type=Path, default=Path("params.yaml"), help="read hpo.n_trials for the ETA")
+    st.set_defaults(func=_status)
     r = sub.add_parser(
         "resume", help="re-enqueue failed (or other) trials into the same study, after a backup"
     )
