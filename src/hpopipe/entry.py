@@ -28,7 +28,10 @@ def setup_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("HPOPIPE_LOG_LEVEL", "INFO").upper())
     # hpopipe logs each trial itself (hooks.TrialLogger); Optuna's own lines would repeat them.
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # Optuna resets its logger's level when first imported, so set it through Optuna.
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def run(main: Callable[[], object]) -> None:
