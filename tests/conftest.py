@@ -7,11 +7,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def prepared() -> tuple[Any, dict]:
+    """The default data prepared with TINY_PARAMS: (train frame, schema), once per module."""
+    from hpopipe.config import parse_params
+    from hpopipe.data import prepare, read_table
+
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    params = parse_params(raw)
+    prep = prepare(read_table(params.data.path), params.data, params.seed)
+    return prep.train, prep.schema
 
 
 @pytest.fixture(autouse=True)

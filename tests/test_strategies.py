@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import pytest
 import yaml
 from optuna.trial import TrialState
 
 from hpopipe.config import parse_params
-from hpopipe.data import prepare, read_table
 from hpopipe.errors import HpopipeError
 from hpopipe.study import statistics, sweep
 from hpopipe.tracking import NullTracker
@@ -34,15 +32,6 @@ def raw_params(tmp_path: Path, **hpo: Any) -> dict[str, Any]:
     raw["hpo"].update({"n_trials": 3, "checkpoint_dir": str(tmp_path / "ckpt"), **hpo})
     raw["train"].update(max_epochs=3)
     return raw
-
-
-@pytest.fixture(scope="module")
-def prepared() -> tuple[pd.DataFrame, dict]:
-    raw = yaml.safe_load(TINY_PARAMS)
-    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
-    params = parse_params(raw)
-    prep = prepare(read_table(params.data.path), params.data, params.seed)
-    return prep.train, prep.schema
 
 
 def run(raw: dict[str, Any], prepared: tuple, db: Path) -> optuna.Study:

@@ -12,7 +12,6 @@ import yaml
 from optuna.trial import TrialState
 
 from hpopipe.config import Params, parse_params
-from hpopipe.data import prepare, read_table
 from hpopipe.errors import HpopipeError
 from hpopipe.study import export_trials, ranked_trials, sqlite_url, study_name, summary, sweep
 from hpopipe.tracking import NullTracker
@@ -30,15 +29,6 @@ def make_params(tmp_path: Path, **overrides: Any) -> Params:
             node = node[key]
         node[leaf] = value
     return parse_params(raw)
-
-
-@pytest.fixture(scope="module")
-def prepared() -> tuple[pd.DataFrame, dict]:
-    raw = yaml.safe_load(TINY_PARAMS)
-    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
-    params = parse_params(raw)
-    prep = prepare(read_table(params.data.path), params.data, params.seed)
-    return prep.train, prep.schema
 
 
 def run(params: Params, prepared: tuple[pd.DataFrame, dict], db: Path) -> optuna.Study:
