@@ -38,7 +38,7 @@ from hpopipe.recovery import (
 from hpopipe.status import ProgressReporter
 from hpopipe.strategies import make_pruner, make_sampler, pruning_steps
 from hpopipe.tracking import NullTracker, git_commit
-from hpopipe.train import Task, TrainingInterrupted, fit, task_of
+from hpopipe.train import FitResult, Task, TrainingInterrupted, fit, task_of
 
 log = logging.getLogger(__name__)
 
@@ -190,41 +190,47 @@ class Objective:
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr("checkpoint", phash)
         state, started = "FAIL", time.perf_counter()
+        pruned: optuna.TrialPruned | None = None
         with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
             try:
-                result = fit(
-                    self.params.model,
-                    sampled,
-                    self.params.train,
-                    self.data.task,
-                    self.data.fit,
-                    self.data.val,
-                    seed=seed,
-                    reporter=_pruning_reporter(trial, pruning_steps(self.params)),
-                    checkpoint=checkpoints.trial_checkpoint(
-                        self.params.hpo.checkpoint_dir, self.study, phash
-                    ),
-                    resume="retry_of" in trial.user_attrs,
-                    should_stop=self.stop,
-                    on_resume=lambda epoch: trial.set_user_attr("resumed_from_epoch", epoch),
-                )
+                result = self._fit(trial, sampled, seed, phash)
                 state = "COMPLETE"
-            except optuna.TrialPruned:
-                state = "PRUNED"
-                raise
+                self.tracker.log_history(result.history)
+            except optuna.TrialPruned as err:
+                state, pruned = "PRUNED", err  # re-raised below: a pruned run finished, it did not fail
             except TrainingInterrupted as err:
+                state = INTERRUPTED
+                self.tracker.end_as_killed()
                 mark_interrupted(trial.study, trial, f"{INTERRUPTED}: {err}")
                 trial.study.stop()
-                return math.nan  # Optuna records NaN as FAIL, without a traceback for a clean stop
             except Exception as err:
                 trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
                 raise
             finally:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
                 self.tracker.log_metrics({"duration_s": time.perf_counter() - started})
-            self.tracker.log_history(result.history)
+        if pruned is not None:
+            raise pruned
+        if state == INTERRUPTED:
+            return math.nan  # Optuna records NaN as FAIL, without a traceback for a clean stop
         trial.set_user_attr("best_epoch", result.best_epoch)
         return result.best_score
+
+    def _fit(self, trial: optuna.Trial, sampled: dict[str, Any], seed: int, phash: str) -> FitResult:
+        return fit(
+            self.params.model,
+            sampled,
+            self.params.train,
+            self.data.task,
+            self.data.fit,
+            self.data.val,
+            seed=seed,
+            reporter=_pruning_reporter(trial, pruning_steps(self.params)),
+            checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
+            resume="retry_of" in trial.user_attrs,
+            should_stop=self.stop,
+            on_resume=lambda epoch: trial.set_user_attr("resumed_from_epoch", epoch),
+        )
 
 
 def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[int, float], None]:

@@ -49,6 +49,9 @@ class NullTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         """Tags on the current run (e.g. the trial's final state)."""
 
+    def end_as_killed(self) -> None:
+        """End the current run as KILLED (a trial stopped by a signal) instead of FINISHED."""
+
     def log_artifact(self, path: Path) -> None:
         """A file produced by the current run."""
 
@@ -67,6 +70,7 @@ class _Batch:
     params: dict[str, str]
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    status: str = "FINISHED"
 
 
 class MlflowTracker(NullTracker):
@@ -130,7 +134,9 @@ class MlflowTracker(NullTracker):
                 status = "FAILED"
                 raise
             finally:
-                self._flush(active.info.run_id, self._pending.pop())
+                batch = self._pending.pop()
+                self._flush(active.info.run_id, batch)
+                status = batch.status if status == "FINISHED" else status
                 if status != "FINISHED":
                     mlflow.end_run(status=status)
 
@@ -162,6 +168,10 @@ class MlflowTracker(NullTracker):
     def set_tags(self, tags: dict[str, str]) -> None:
         if self._pending:
             self._pending[-1].tags.update({k: mask_url(v) for k, v in tags.items()})
+
+    def end_as_killed(self) -> None:
+        if self._pending:
+            self._pending[-1].status = "KILLED"
 
     def log_artifact(self, path: Path) -> None:
         self._mlflow.log_artifact(str(path))
