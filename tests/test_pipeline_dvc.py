@@ -41,7 +41,7 @@ def set_param(root: Path, dotted: str, value: object) -> None:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_project(tmp_path_factory.mktemp("proj"), TINY_PARAMS)
     ran, _ = repro(root)
-    assert ran == ["prepare", "hpo", "cv", "select", "refit", "cleanup"]
+    assert ran == ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
     return root
 
 
@@ -99,7 +99,7 @@ def test_second_repro_does_nothing(project: Path) -> None:
 def test_refit_param_reruns_only_refit_and_what_follows(project: Path) -> None:
     set_param(project, "refit.epochs", 3)
     ran, _ = repro(project)
-    assert ran == ["refit", "cleanup"]
+    assert ran == ["refit", "report", "cleanup"]
 
 
 def test_library_change_marks_only_dependent_stages_stale(project: Path) -> None:
