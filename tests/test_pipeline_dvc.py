@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 def repro(root: Path, *args: str) -> tuple[list[str], str]:
     """Run `dvc repro`; return the stages that ran and the whole output."""
-    env = subprocess_env(HPOPIPE_TRACKING="on", MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db")
+    env = subprocess_env(
+        HPOPIPE_TRACKING="on", HPOPIPE_LOG_LEVEL="INFO", MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db"
+    )
     proc = subprocess.run(["dvc", "repro", *args], cwd=root, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
