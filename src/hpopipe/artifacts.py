@@ -32,6 +32,11 @@ MODEL = Path("models/model.pt")
 METRICS = Path("metrics")
 
 
+def sqlite_url(path: Path) -> str:
+    """SQLite storage URL for a study file (absolute, so the cwd does not matter)."""
+    return f"sqlite:///{path.resolve()}"
+
+
 def metrics_file(stage: str) -> Path:
     """One metrics file per stage, named after it."""
     return METRICS / f"{stage}.json"

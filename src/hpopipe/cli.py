@@ -69,12 +69,11 @@ def _default_study(args: argparse.Namespace) -> str:
 
 def _resume(args: argparse.Namespace) -> None:
     from hpopipe.recovery import parse_states, retry_states
-    from hpopipe.study import sqlite_url
 
     if not args.storage.exists():
         raise HpopipeError(f"--storage: {args.storage}: file not found")
     states = parse_states(args.states if args.states else "fail")
-    backup, n = retry_states(_default_study(args), sqlite_url(args.storage), states)
+    backup, n = retry_states(_default_study(args), artifacts.sqlite_url(args.storage), states)
     print(f"backed the study up as {backup}; re-enqueued {n} trial(s): run `dvc repro` to run them")
 
 

@@ -101,7 +101,7 @@ def open_study(path: Path, name: str) -> optuna.Study:
     if not path.exists():
         raise HpopipeError(f"{path}: not found (run the stage that produces it first: dvc repro)")
     try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{path.resolve()}")
+        return optuna.load_study(study_name=name, storage=artifacts.sqlite_url(path))
     except KeyError:
         raise HpopipeError(f"{path}: no study named {name!r} (metrics/hpo.json names it)") from None
 

@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def _storage(path: Path) -> optuna.storages.RDBStorage:
     if not path.is_file():
         raise HpopipeError(f"--storage: {path}: file not found (no sweep has run here yet: dvc repro)")
     try:
-        return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+        return optuna.storages.RDBStorage(sqlite_url(path))
     except sqlalchemy.exc.DatabaseError as err:
         raise HpopipeError(f"--storage: {path}: not an Optuna SQLite file ({err.orig})") from None
 

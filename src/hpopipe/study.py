@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.model_selection import train_test_split
 
 from hpopipe import checkpoints, space
+from hpopipe.artifacts import sqlite_url
 from hpopipe.config import Params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
@@ -70,11 +71,6 @@ def study_name(params: Params, data_fingerprint: str) -> str:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{checkpoints.safe_name(params.model.label)}-{digest}"
-
-
-def sqlite_url(path: Path) -> str:
-    """SQLite storage URL for a study file (absolute, so the cwd does not matter)."""
-    return f"sqlite:///{path.resolve()}"
 
 
 def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
