@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench serve constraints clean-scratch
+.PHONY: setup repro test lint bench serve constraints clean-scratch deps
 
 setup: $(STAMP)
 
@@ -19,8 +19,8 @@ repro: $(STAMP)
 	dvc repro
 
 lint: $(STAMP)
-	ruff check src stages flows tests benchmarks
-	ruff format --check src stages flows tests benchmarks
+	ruff check src stages flows tests benchmarks tools
+	ruff format --check src stages flows tests benchmarks tools
 	mypy && mypy flows
 
 test: lint
@@ -38,6 +38,10 @@ serve: $(STAMP)
 constraints: $(STAMP)
 	@{ sed -n '1,2p' constraints.txt; pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort; } > constraints.tmp
 	@mv constraints.tmp constraints.txt
+
+# Recompute each stage's library deps in dvc.yaml from its imports (the contract test checks them).
+deps: $(STAMP)
+	python tools/regen_deps.py
 
 clean-scratch:
 	rm -rf .hpopipe

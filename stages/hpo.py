@@ -3,8 +3,9 @@
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
+from hpopipe.exports import export_trials, ranked_trials, statistics, summary
 from hpopipe.recovery import GracefulStop
-from hpopipe.study import export_trials, ranked_trials, statistics, summary, sweep
+from hpopipe.study import sweep
 from hpopipe.tracking import make_tracker
 
 

@@ -20,7 +20,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
-from hpopipe.study import sqlite_url
+from hpopipe.artifacts import sqlite_url
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 pytestmark = pytest.mark.slow

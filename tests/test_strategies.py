@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.study import statistics, sweep
+from hpopipe.exports import statistics
+from hpopipe.study import sweep
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
 

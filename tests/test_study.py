@@ -11,9 +11,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from hpopipe.artifacts import sqlite_url
 from hpopipe.config import Params, parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.study import export_trials, ranked_trials, sqlite_url, study_name, summary, sweep
+from hpopipe.exports import export_trials, ranked_trials, summary
+from hpopipe.study import study_name, sweep
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
 

@@ -36,7 +36,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _studies(args: argparse.Namespace) -> None:
-    from hpopipe.study import list_studies
+    from hpopipe.exports import list_studies
 
     rows = list_studies(args.storage)
     if not rows:

@@ -278,87 +278,6 @@ def run_sweep(
         )
 
 
-def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
-    """One row per trial: number, state, value, duration, best epoch, one column per parameter."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        duration = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if t.datetime_complete and t.datetime_start
-            else math.nan
-        )
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "value": t.value if t.value is not None else math.nan,
-            "duration_s": round(duration, 3),
-            "best_epoch": t.user_attrs.get("best_epoch"),
-        }
-        row.update({f"params_{n}": t.params.get(n) for n in names})
-        rows.append(row)
-    columns = ["number", "state", "value", "duration_s", "best_epoch"] + [f"params_{n}" for n in names]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
-    return frame
-
-
-def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
-    """COMPLETE trials, best first (ties by trial number), with their typed params."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
-    return [
-        {
-            "number": t.number,
-            "value": t.value,
-            "params": t.params,
-            "best_epoch": t.user_attrs.get("best_epoch"),
-            "checkpoint": t.user_attrs.get("checkpoint"),
-        }
-        for t in ordered
-    ]
-
-
-def statistics(study: optuna.Study) -> dict[str, Any]:
-    """artifacts/hpo/statistics.json: counts by state, success rate, durations, the best trial."""
-    trials = study.get_trials(deepcopy=False)
-    durations = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in trials
-        if t.datetime_complete and t.datetime_start
-    ]
-    ranked = ranked_trials(study)
-    return {
-        "study": study.study_name,
-        "direction": study.direction.name.lower(),
-        "counts": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
-        "success_rate": (sum(t.state == TrialState.COMPLETE for t in trials) / len(trials))
-        if trials
-        else 0.0,
-        "total_duration_s": round(sum(durations), 3),
-        "mean_duration_s": round(sum(durations) / len(durations), 3) if durations else None,
-        "best_value": ranked[0]["value"] if ranked else None,
-        "best_trial": ranked[0]["number"] if ranked else None,
-    }
-
-
-def summary(study: optuna.Study) -> dict[str, Any]:
-    """metrics/hpo.json: the best value and trial counts by state."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {
-        s.name.lower(): sum(t.state == s for t in trials)
-        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    }
-    ranked = ranked_trials(study)
-    return {
-        "study": study.study_name,
-        "best_value": ranked[0]["value"] if ranked else None,
-        "best_trial": ranked[0]["number"] if ranked else None,
-        "n_trials": len(trials),
-        **counts,
-    }
-
-
 def sweep(
     params: Params,
     train: pd.DataFrame,
@@ -406,17 +325,3 @@ def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
     return digest.hexdigest()
-
-
-def list_studies(path: Path) -> list[dict[str, Any]]:
-    """Every study in a SQLite storage file, with its trial counts and best value."""
-    if not path.exists():
-        return []
-    storage = sqlite_url(path)
-    rows = []
-    for s in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        best = s.best_trial.value if s.best_trial is not None else None
-        rows.append({"name": s.study_name, "trials": s.n_trials, "complete": complete, "best": best})
-    return rows
