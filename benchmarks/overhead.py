@@ -64,6 +64,7 @@ from hpopipe.atomic import atomic_write_text
 from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
 from hpopipe.models import build
+from hpopipe.storage import sqlite_spec
 from hpopipe.study import Objective, SweepData, derive_seed, split_validation, sweep
 from hpopipe.tracking import MlflowTracker
 from hpopipe.train import Task, hyper, task_of
@@ -208,7 +209,7 @@ def run_sweep(workload: Workload, profile: cProfile.Profile | None = None) -> Sw
             start, cpu = time.perf_counter(), time.process_time()
             if profile is not None:
                 profile.enable()
-            study = sweep(params, workload.train, workload.schema, workdir / "study.db", tracker)
+            study = sweep(params, workload.train, workload.schema, sqlite_spec(workdir / "study.db"), tracker)
             if profile is not None:
                 profile.disable()
             sweep_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu

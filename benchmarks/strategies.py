@@ -27,6 +27,7 @@ import yaml
 
 from hpopipe.config import parse_params
 from hpopipe.data import prepare, read_table
+from hpopipe.storage import sqlite_spec
 from hpopipe.study import sweep
 from hpopipe.tracking import NullTracker
 
@@ -54,7 +55,7 @@ def run_one(strategy: str, seed: int, trials: int, epochs: int) -> dict[str, Any
         params = params_for(strategy, seed, trials, epochs, Path(tmp))
         prep = prepare(read_table(params.data.path), params.data, params.seed)
         start = time.perf_counter()
-        study = sweep(params, prep.train, prep.schema, Path(tmp) / "study.db", NullTracker())
+        study = sweep(params, prep.train, prep.schema, sqlite_spec(Path(tmp) / "study.db"), NullTracker())
         wall = time.perf_counter() - start
         return {"strategy": strategy, "seed": seed, "wall_s": wall, "curve": best_curve(study)}
 

@@ -1,10 +1,11 @@
-"""DVC stage `hpo`: the Optuna sweep -> artifacts/hpo/{study.db,trials.csv,ranked_trials.json}, metrics."""
+"""DVC stage `hpo`: the Optuna sweep (study in hpo.storage) -> artifacts/hpo/{trials.csv,...}, metrics."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
 from hpopipe.exports import export_trials, ranked_trials, statistics, summary
 from hpopipe.recovery import GracefulStop
+from hpopipe.storage import resolve
 from hpopipe.study import sweep
 from hpopipe.tracking import make_tracker
 
@@ -13,13 +14,13 @@ def main() -> None:
     params = load_params()
     train, schema = artifacts.read_frame(artifacts.TRAIN), artifacts.read_json(artifacts.SCHEMA)
     with GracefulStop().installed() as stop:
-        study = sweep(params, train, schema, artifacts.STUDY_DB, make_tracker(), stop)
+        study = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
     ranked = ranked_trials(study)
     artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
     artifacts.write_json(artifacts.RANKED_JSON, {"study": study.study_name, "trials": ranked})
     artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
     artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0]["params"] if ranked else {})
-    artifacts.write_json(artifacts.metrics_file("hpo"), summary(study))
+    artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})
     if stop.exit_code:  # exports are written; a non-zero exit keeps dvc.lock from recording a cut sweep
         raise SystemExit(stop.exit_code)
 

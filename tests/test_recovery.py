@@ -40,7 +40,7 @@ def sweep_params(**hpo: Any) -> dict[str, Any]:
 
 def start(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", module]
-    environment = subprocess_env(PYTHONPATH=str(REPO), HPOPIPE_TEST_DELAY="0.01", **env)
+    environment = subprocess_env(**{"PYTHONPATH": str(REPO), "HPOPIPE_TEST_DELAY": "0.01", **env})
     return subprocess.Popen(
         cmd,
         cwd=workdir,

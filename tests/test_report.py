@@ -275,14 +275,14 @@ def test_the_same_outputs_give_the_same_bytes(classification: Path) -> None:
 def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"^metrics/hpo\.json: not found"):
         report.load_sources()
-    with pytest.raises(HpopipeError, match=r"study\.db: not found"):
-        report.open_study(tmp_path / "study.db", "mlp-0")
-    assert not (tmp_path / "study.db").exists()  # reading never creates a storage
+    with inside(tmp_path), pytest.raises(HpopipeError, match=r"study\.db: not found"):
+        report.open_study("sqlite", "mlp-0")
+    assert not (tmp_path / "artifacts").exists()  # reading never creates a storage
 
 
 def test_a_study_missing_from_the_storage_is_named(classification: Path) -> None:
-    with pytest.raises(HpopipeError, match="no study named 'mlp-nope'"):
-        report.open_study(classification / "artifacts/hpo/study.db", "mlp-nope")
+    with inside(classification), pytest.raises(HpopipeError, match="no study named 'mlp-nope'"):
+        report.open_study("sqlite", "mlp-nope")
 
 
 # ---------------------------------------------------------------- the stage in the pipeline

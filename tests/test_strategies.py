@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.exports import statistics
+from hpopipe.storage import sqlite_spec
 from hpopipe.study import sweep
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
@@ -36,7 +37,7 @@ def raw_params(tmp_path: Path, **hpo: Any) -> dict[str, Any]:
 
 
 def run(raw: dict[str, Any], prepared: tuple, db: Path) -> optuna.Study:
-    return sweep(parse_params(raw), prepared[0], prepared[1], db, NullTracker())
+    return sweep(parse_params(raw), prepared[0], prepared[1], sqlite_spec(db), NullTracker())
 
 
 def finished(study: optuna.Study) -> int:

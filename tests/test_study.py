@@ -15,6 +15,7 @@ from hpopipe.artifacts import sqlite_url
 from hpopipe.config import Params, parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.exports import export_trials, ranked_trials, summary
+from hpopipe.storage import sqlite_spec
 from hpopipe.study import study_name, sweep
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
@@ -34,7 +35,7 @@ def make_params(tmp_path: Path, **overrides: Any) -> Params:
 
 
 def run(params: Params, prepared: tuple[pd.DataFrame, dict], db: Path) -> optuna.Study:
-    return sweep(params, prepared[0], prepared[1], db, NullTracker())
+    return sweep(params, prepared[0], prepared[1], sqlite_spec(db), NullTracker())
 
 
 def test_name_ignores_budget_but_not_space(tmp_path: Path) -> None:

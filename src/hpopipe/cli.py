@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.retrain_cli import add_parser as add_retrain_commands
 from hpopipe.space_export import add_space_parser
+from hpopipe.sweep_cli import add_parser as add_sweep_commands
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -51,9 +53,17 @@ def _studies(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
     from hpopipe.status import format_status, read_status
+    from hpopipe.storage import open_storage, resolve
 
-    n_trials = load_params(args.params).hpo.n_trials if args.params.exists() else None
-    print(format_status(read_status(args.storage, args.study, n_trials)))
+    params = load_params(args.params) if args.params.exists() else None
+    n_trials = params.hpo.n_trials if params else None
+    source: Any = args.storage
+    if args.storage is None:
+        spec = resolve(params.hpo.storage if params else "sqlite")
+        if spec.path is not None and not spec.path.exists():
+            raise HpopipeError(f"hpo.storage: {spec.path}: not found (no sweep has run here yet: dvc repro)")
+        source = spec.path if spec.kind == "sqlite" else open_storage(spec)
+    print(format_status(read_status(source, args.name or args.study, n_trials)))
 
 
 def _default_study(args: argparse.Namespace) -> str:
@@ -100,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("studies", help="list the studies in the sweep storage")
     s.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     s.set_defaults(func=_studies)
-    st = sub.add_parser("status", help="the sweep so far: trials by state, best value, rate and ETA")
-    st.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
-    st.add_argument("--study", help="study name (default: the one whose trials started last)")
+    st = sub.add_parser("status", help="the sweep so far: state, trials by state, best value, rate, workers")
+    st.add_argument("name", nargs="?", help="study name (default: the one whose trials started last)")
+    st.add_argument("--storage", type=Path, help="a SQLite study file (default: hpo.storage in --params)")
+    st.add_argument("--study", help="same as NAME")
     st.add_argument("--params", type=Path, default=Path("params.yaml"), help="read hpo.n_trials for the ETA")
     st.set_defaults(func=_status)
     r = sub.add_parser(
@@ -118,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     b.set_defaults(func=_restore)
     add_retrain_commands(sub)
+    add_sweep_commands(sub)
     add_space_parser(sub)
     return parser
 

@@ -10,6 +10,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from hpopipe.errors import HpopipeError
+from hpopipe.redact import mask_url
 
 CLASSIFICATION_METRICS = ("macro_f1", "accuracy", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -313,6 +315,34 @@ PrunerConfig = Annotated[
 ]
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2")
+
+
+def check_storage_setting(value: str) -> None:
+    """Validate an ``hpo.storage`` setting (``env:NAME`` is read later, by hpopipe.storage)."""
+    if value in ("sqlite", "journal"):
+        return
+    if value.startswith("env:"):
+        if not value[4:].isidentifier():
+            raise ValueError(f"{value!r}: after 'env:' comes an environment variable name")
+        return
+    check_storage_url(value, in_params=True)
+
+
+def check_storage_url(url: str, in_params: bool) -> None:
+    """Only PostgreSQL URLs are accepted, and none with a password when it sits in params.yaml."""
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            f"unknown storage {mask_url(url)!r}: use sqlite, journal, postgresql://user@host/db or env:NAME"
+        )
+    if in_params and parts.password:
+        raise ValueError(
+            "a password here would be copied into dvc.lock and git: "
+            "put the URL in an environment variable and write 'env:NAME'"
+        )
+
+
 class HpoConfig(_Strict):
     n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
@@ -324,6 +354,35 @@ class HpoConfig(_Strict):
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
     fresh: bool = False
     backup_dir: Path | None = None
+    # Scale-out (README "Parallel and distributed sweeps"): none of these changes the study's identity.
+    n_workers: Count = Field(default=1, ge=1, le=256)
+    storage: str = "sqlite"  # sqlite | journal | postgresql://user@host/db | env:NAME
+    backend: Literal["local", "prefect"] = "local"
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    grace_s: float = Field(default=60.0, gt=0)
+    max_retry: Count = Field(default=2, ge=0)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        check_storage_setting(value)
+        return value
+
+    @model_validator(mode="after")
+    def _writers(self) -> HpoConfig:
+        several = self.n_workers > 1 or self.backend == "prefect"
+        if several and self.storage == "sqlite":
+            raise ValueError(
+                "storage: SQLite takes one writer, but several workers would share it "
+                "(use journal on one machine, or postgresql)"
+            )
+        if self.backend == "prefect" and self.storage == "journal":
+            raise ValueError("storage: Prefect workers may run on other machines: use a postgresql storage")
+        if self.backup_dir is not None and self.storage != "sqlite":
+            raise ValueError("backup_dir: backs up the SQLite file; back up a journal or database yourself")
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s: {self.grace_s} must exceed heartbeat_s ({self.heartbeat_s})")
+        return self
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
@@ -469,6 +528,10 @@ def _one_line(err: ValidationError, source: str) -> str:
         ctx = first.get("ctx", {})
         where = f"{where}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
         msg = f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
+    # A section's validator names the key it refuses first ("storage: ..."): fold it into the place.
+    key = re.match(r"^([a-z_]+): ", msg)
+    if key and where != "(top level)":
+        where, msg = f"{where}.{key.group(1)}", msg[key.end() :]
     more = len(err.errors()) - 1
     tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     # A key or value with a line break must not break the one-line promise.

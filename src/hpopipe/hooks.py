@@ -37,17 +37,23 @@ class TrialLogger:
             self.best = trial.value
 
 
-def after_trial_hooks(params: Params, storage_path: Path, stop: Callable[[], bool] | None) -> list[Callback]:
-    """The callbacks a sweep runs after each trial, built-in ones first, then ``hpo.callbacks``."""
+def after_trial_hooks(
+    params: Params, storage_path: Path | None, stop: Callable[[], bool] | None
+) -> list[Callback]:
+    """The callbacks a sweep runs after each trial, built-in ones first, then ``hpo.callbacks``.
+
+    ``storage_path`` is the SQLite file to back up (``hpo.backup_dir``); None for other storages.
+    """
     hooks: list[Callback] = [TrialLogger()]
     if stop is not None:
         # A signal between two trials: do not start the next one.
         hooks.append(lambda study, trial: study.stop() if stop() else None)
     backup_dir = params.hpo.backup_dir
-    if backup_dir is not None:
+    if backup_dir is not None and storage_path is not None:
+        source = storage_path
 
         def backup(study: optuna.Study, trial: FrozenTrial) -> None:
-            backup_sqlite(storage_path, backup_dir)
+            backup_sqlite(source, backup_dir)
 
         hooks.append(backup)
     hooks += [load_callable(ref, "hpo.callbacks") for ref in params.hpo.callbacks]

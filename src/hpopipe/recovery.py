@@ -29,6 +29,7 @@ from hpopipe.errors import HpopipeError
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"  # user attribute on trials killed or stopped by a signal
+CRASHES = "crashes"  # user attribute: how many times this configuration's worker died (hpo.max_retry)
 
 
 def sampler_position(study: optuna.Study, number: int) -> int:
@@ -143,15 +144,18 @@ def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, rea
     study.enqueue_trial(frozen.params, user_attrs=retry_attrs(frozen), skip_if_exists=False)
 
 
-def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
-    """User attributes of a retry: where it came from, and its place in a straight run.
+def retry_attrs(trial: FrozenTrial, crashes: int | None = None) -> dict[str, Any]:
+    """User attributes of a retry: where it came from, its place in a straight run, deaths so far.
 
-    Both point at the first attempt, so a retry of a retry still derives the
-    same seed and finds the same checkpoint.
+    ``retry_of`` and ``position`` point at the first attempt, so a retry of a
+    retry still derives the same seed and finds the same checkpoint.
     """
-    attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
+    attrs: dict[str, Any] = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
     if "position" in trial.user_attrs:
         attrs["position"] = trial.user_attrs["position"]
+    crashes = int(trial.user_attrs.get(CRASHES, 0)) if crashes is None else crashes
+    if crashes:
+        attrs[CRASHES] = crashes
     return attrs
 
 
@@ -203,7 +207,7 @@ def restore_sqlite(backup_dir: Path, target: Path) -> Path | None:
     return kept
 
 
-def backup_name(study_name: str, storage: str) -> str:
+def backup_name(study_name: str, storage: str | optuna.storages.BaseStorage) -> str:
     """The next free ``<name>_backup-<n>`` in a storage."""
     existing = set(optuna.study.get_all_study_names(storage))
     n = 0
@@ -212,7 +216,9 @@ def backup_name(study_name: str, storage: str) -> str:
     return f"{study_name}_backup-{n}"
 
 
-def retry_states(study_name: str, storage: str, states: Sequence[TrialState]) -> tuple[str, int]:
+def retry_states(
+    study_name: str, storage: str | optuna.storages.BaseStorage, states: Sequence[TrialState]
+) -> tuple[str, int]:
     """Back the study up, then rebuild it with the trials in ``states`` re-enqueued.
 
     The rebuilt study keeps every other finished trial as it was; the chosen
@@ -242,7 +248,9 @@ def retry_states(study_name: str, storage: str, states: Sequence[TrialState]) ->
     return backup, len(again)
 
 
-def start_fresh(study_name: str, storage: str, checkpoint_dir: Path) -> str | None:
+def start_fresh(
+    study_name: str, storage: str | optuna.storages.BaseStorage, checkpoint_dir: Path
+) -> str | None:
     """``hpo.fresh``: move the study aside as a backup and drop its checkpoints."""
     if study_name not in optuna.study.get_all_study_names(storage):
         return None

@@ -25,6 +25,7 @@ from hpopipe import artifacts, plots
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.refit import load_model
+from hpopipe.storage import open_storage, resolve
 from hpopipe.train import as_tensor, predict, task_of
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def load_sources() -> Sources:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
     test, history = predict_test_split(artifacts.MODEL, artifacts.TEST)
     return Sources(
-        study=open_study(artifacts.STUDY_DB, str(hpo["study"])),
+        study=open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
         cv_results=artifacts.read_frame(artifacts.CV_RESULTS),
         cv_summary=artifacts.read_json(artifacts.metrics_file("cv")),
         best=artifacts.read_yaml(artifacts.BEST_CONFIG),
@@ -96,14 +97,15 @@ def load_sources() -> Sources:
     )
 
 
-def open_study(path: Path, name: str) -> optuna.Study:
-    """Load a finished study for reading; never creates a storage file where none exists."""
-    if not path.exists():
-        raise HpopipeError(f"{path}: not found (run the stage that produces it first: dvc repro)")
+def open_study(setting: str, name: str) -> optuna.Study:
+    """Load the finished study from the storage the sweep used; never creates an empty one."""
+    spec = resolve(setting)
+    if spec.path is not None and not spec.path.exists():
+        raise HpopipeError(f"{spec.path}: not found (run the stage that produces it first: dvc repro)")
     try:
-        return optuna.load_study(study_name=name, storage=artifacts.sqlite_url(path))
+        return optuna.load_study(study_name=name, storage=open_storage(spec))
     except KeyError:
-        raise HpopipeError(f"{path}: no study named {name!r} (metrics/hpo.json names it)") from None
+        raise HpopipeError(f"{spec.display}: no study named {name!r} (metrics/hpo.json names it)") from None
 
 
 def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, list[dict[str, float]]]:

@@ -3,7 +3,8 @@
 Both read only the Optuna storage, which a running sweep keeps up to date
 (SQLite in WAL mode lets a reader in while the sweep writes). The module
 imports nothing of the pipeline but its error type: the sweep calls the
-reporter, so whatever this module imports becomes a dependency of the hpo stage.
+reporter, so whatever this module imports becomes a dependency of the hpo stage
+(:mod:`hpopipe.lifecycle`, which the sweep imports anyway, is the exception).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe import lifecycle
 from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
 
@@ -43,6 +45,8 @@ class SweepStatus:
     best_trial: int | None
     busy_s: float
     n_trials: int | None = None
+    state: str = "running"
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -64,21 +68,29 @@ class SweepStatus:
 
 
 def read_status(
-    path: Path, study: str | None = None, n_trials: int | None = None, now: datetime | None = None
+    path: Path | str | optuna.storages.BaseStorage,
+    study: str | None = None,
+    n_trials: int | None = None,
+    now: datetime | None = None,
 ) -> SweepStatus:
-    """Snapshot a study in a SQLite study file; without a name, the study that ran last.
+    """Snapshot a study (in a SQLite file, or any storage); without a name, the study that ran last.
 
     ``now`` (naive local time, as Optuna stores it) closes the interval of a
     trial still running; it defaults to the current time.
     """
-    storage = _storage(path)
-    name = study if study is not None else latest_study(storage, path)
+    storage = _storage(Path(path)) if isinstance(path, str | Path) else path
+    where = str(path) if isinstance(path, str | Path) else "the storage"
+    name = study if study is not None else latest_study(storage, where)
     try:
         loaded = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise HpopipeError(f"--study: no study named {name!r} in {path}") from None
+        raise HpopipeError(f"--study: no study named {name!r} in {where}") from None
     trials = loaded.get_trials(deepcopy=False)
     best = _best(loaded)
+    sweep = lifecycle.sweep_record(loaded)
+    state = "pending" if not trials and sweep["state"] == "running" else str(sweep["state"])
+    if n_trials is None and isinstance(sweep.get("n_trials"), int):
+        n_trials = sweep["n_trials"]
     return SweepStatus(
         study=name,
         direction=loaded.direction.name.lower(),
@@ -87,6 +99,8 @@ def read_status(
         best_trial=None if best is None else best.number,
         busy_s=busy_seconds(trials, now or datetime.now()),
         n_trials=n_trials,
+        state=state,
+        workers=lifecycle.workers(loaded),
     )
 
 
@@ -100,7 +114,7 @@ def _storage(path: Path) -> optuna.storages.RDBStorage:
         raise HpopipeError(f"--storage: {path}: not an Optuna SQLite file ({err.orig})") from None
 
 
-def latest_study(storage: optuna.storages.BaseStorage, path: Path) -> str:
+def latest_study(storage: optuna.storages.BaseStorage, path: Path | str) -> str:
     """The study whose trials started last; backups (``<name>_backup-<n>``) only when alone."""
     summaries = optuna.study.get_all_study_summaries(storage)
     if not summaries:
@@ -161,7 +175,7 @@ def _value(value: float | None) -> str:
 
 def format_status(status: SweepStatus) -> str:
     """The ``hpopipe status`` table: one row per trial state, then best, elapsed, rate and ETA."""
-    rows = [("study", f"{status.study} ({status.direction})")]
+    rows = [("study", f"{status.study} ({status.direction})"), ("state", status.state)]
     rows += [(s.name.lower(), str(status.counts.get(s.name, 0))) for s in TrialState]
     budget = f" of {status.n_trials}" if status.n_trials is not None else ""
     rows.append(("finished", f"{status.finished}{budget} (complete + pruned)"))
@@ -174,8 +188,18 @@ def format_status(status: SweepStatus) -> str:
         pending = status.counts.get("RUNNING", 0) + status.counts.get("WAITING", 0)
         done = status.finished >= status.n_trials and not pending
         rows.append(("eta", "done" if done else format_duration(status.eta_s)))
+    rows += [(f"worker {wid}", _worker_line(rec)) for wid, rec in sorted(status.workers.items())]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _worker_line(record: dict[str, Any], now: float | None = None) -> str:
+    """``last heartbeat 4s ago, trial 7`` (or ``exited``) for one worker."""
+    age = format_duration(max((now or time.time()) - float(record.get("heartbeat", 0.0)), 0.0))
+    if record.get("state") == "exited":
+        return f"exited ({age} ago)"
+    trial = record.get("trial")
+    return f"last heartbeat {age} ago" + ("" if trial is None else f", trial {trial}")
 
 
 class ProgressReporter:

@@ -1,7 +1,8 @@
-"""The Optuna study: its identity, storage, sampler and pruner, the sweep, and its exports.
+"""The Optuna study: its identity, the objective, and the sweep that runs it to budget.
 
-The study is the source of truth for trials; ``trials.csv`` and
-``best_trials.json`` are exports of it.
+The study is the source of truth for trials; :mod:`hpopipe.exports` writes
+the files that later stages read. Where it is stored is :mod:`hpopipe.storage`;
+the loop each worker runs is :mod:`hpopipe.workers`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
 from sklearn.model_selection import train_test_split
 
-from hpopipe import checkpoints, space
-from hpopipe.artifacts import sqlite_url
+from hpopipe import checkpoints, lifecycle, space
 from hpopipe.config import Params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
@@ -37,13 +34,13 @@ from hpopipe.recovery import (
     start_fresh,
 )
 from hpopipe.status import ProgressReporter
+from hpopipe.storage import StorageSpec, budget_lock, open_storage
 from hpopipe.strategies import make_pruner, make_sampler, pruning_steps
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.train import FitResult, Task, TrainingInterrupted, fit, task_of
+from hpopipe.workers import FINISHED, Budget, fail_stale, spawn_local, work
 
 log = logging.getLogger(__name__)
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -73,25 +70,6 @@ def study_name(params: Params, data_fingerprint: str) -> str:
     return f"{checkpoints.safe_name(params.model.label)}-{digest}"
 
 
-def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
-    """SQLite in WAL mode with normal syncing: about 10x cheaper commits per reported epoch.
-
-    WAL survives a killed process (what crash recovery is about); it can lose
-    the last commits only if the operating system itself crashes.
-    """
-    storage = optuna.storages.RDBStorage(sqlite_url(path))
-
-    @sqlalchemy.event.listens_for(storage.engine, "connect")
-    def _pragmas(connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    storage.engine.dispose()  # reconnect so the pragmas apply to every connection
-    return storage
-
-
 def open_study(params: Params, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or load it when a run with the same identity exists."""
     return optuna.create_study(
@@ -102,21 +80,6 @@ def open_study(params: Params, name: str, storage: str | optuna.storages.BaseSto
         pruner=make_pruner(params),
         load_if_exists=True,
     )
-
-
-def reconcile(study: optuna.Study) -> int:
-    """Fail trials left RUNNING by a killed process and queue their params again.
-
-    With one worker, a RUNNING trial at start-up can only be a leftover of a
-    crash; re-enqueuing the same parameters lets the retry resume from the
-    dead trial's checkpoint.
-    """
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-    for trial in stale:
-        mark_interrupted(study, trial, "interrupted (the process died)")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        log.warning("trial %d was left RUNNING by a dead process: failed it and queued a retry", trial.number)
-    return len(stale)
 
 
 @dataclass
@@ -135,27 +98,6 @@ def split_validation(x: np.ndarray, y: np.ndarray, task: Task, val_size: float, 
         x, y, test_size=val_size, random_state=seed, stratify=stratify
     )
     return SweepData((x_fit, y_fit), (x_val, y_val), task)
-
-
-class _FailureGuard:
-    """Stops the sweep after ``limit`` failures in a row, remembering the first reason."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.streak, self.first_reason = limit, 0, ""
-
-    @property
-    def tripped(self) -> bool:
-        return self.streak >= self.limit
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.FAIL or trial.user_attrs.get(INTERRUPTED):
-            self.streak = 0
-            return
-        self.streak += 1
-        if self.streak == 1:
-            self.first_reason = str(trial.user_attrs.get("fail_reason", "unknown"))
-        if self.streak >= self.limit:
-            study.stop()
 
 
 class Objective:
@@ -198,7 +140,6 @@ class Objective:
                 state = INTERRUPTED
                 self.tracker.end_as_killed()
                 mark_interrupted(trial.study, trial, f"{INTERRUPTED}: {err}")
-                trial.study.stop()
             except Exception as err:
                 trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
                 raise
@@ -238,86 +179,131 @@ def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[
     return report
 
 
-def count_finished(study: optuna.Study) -> int:
-    """Trials that count toward ``n_trials``: COMPLETE and PRUNED."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def run_sweep(
-    study: optuna.Study, params: Params, objective: Objective, after_trial: list[Callback] | None = None
-) -> None:
-    """Run trials until ``n_trials`` have finished (existing ones count) or the timeout hits.
-
-    Queued retries run first, even when the budget is already reached: they
-    replace trials that a crash or a signal cut short.
-    """
-    done = count_finished(study)
-    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    if done >= params.hpo.n_trials and not waiting:
-        log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
-        return
-    log.info(
-        "study %s: %d finished trials, running up to %d more",
-        study.study_name,
-        done,
-        max(params.hpo.n_trials - done, waiting),
-    )
-    guard = _FailureGuard(params.hpo.max_failures)
-    callbacks: list[Callback] = [guard, *(after_trial or [])]
-    if waiting:
-        study.optimize(objective, n_trials=waiting, catch=(Exception,), callbacks=callbacks)
-    if count_finished(study) < params.hpo.n_trials and not guard.tripped and not objective.stopped():
-        budget = optuna.study.MaxTrialsCallback(params.hpo.n_trials, states=FINISHED)
-        study.optimize(
-            objective, timeout=params.hpo.timeout, catch=(Exception,), callbacks=[budget, *callbacks]
-        )
-    if guard.tripped:
-        raise HpopipeError(
-            f"hpo.max_failures: {guard.streak} trials failed in a row; "
-            f"the first failure was: {guard.first_reason}"
-        )
+def budget_of(params: Params) -> Budget:
+    """What bounds each worker of this sweep."""
+    hpo = params.hpo
+    return Budget(hpo.n_trials, hpo.timeout, hpo.max_failures, hpo.grace_s, hpo.heartbeat_s, hpo.max_retry)
 
 
 def sweep(
     params: Params,
     train: pd.DataFrame,
     schema: dict[str, Any],
-    storage_path: Path,
+    spec: StorageSpec,
     tracker: NullTracker,
     stop: Callable[[], bool] | None = None,
+    params_path: str = "params.yaml",
 ) -> optuna.Study:
     """The whole hpo stage: open (or resume) the study for these settings and run it to budget.
 
-    ``stop`` is polled between epochs and trials (see recovery.GracefulStop).
+    The stage is the sweep's coordinator: it creates the study, fails trials of
+    dead workers, runs the workers (itself, N local processes, or Prefect
+    deployment runs) and returns once the budget is spent. ``stop`` is polled
+    between epochs and trials (see recovery.GracefulStop).
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
-    progress = ProgressReporter(params.hpo.n_trials)
-    # and so does a bad hook; the progress bar is cleared first and drawn last
-    hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, storage_path, stop), progress]
-    x, y = to_arrays(train)
-    task = task_of(schema, params.hpo.metric)
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(spec)
     if params.hpo.fresh:
-        start_fresh(name, sqlite_url(storage_path), params.hpo.checkpoint_dir / checkpoints.safe_name(name))
-    study = open_study(params, name, sqlite_storage(storage_path))
-    reconcile(study)
-    data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
-    objective = Objective(params, data, name, tracker, stop)
+        start_fresh(name, storage, params.hpo.checkpoint_dir / checkpoints.safe_name(name))
+    study = open_study(params, name, storage)
+    _begin(study, params)
+    with budget_lock(spec, storage, name):
+        fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
     tags = {
         "study": name,
         "study_hash": name.rsplit("-", 1)[-1],
         "data_fingerprint": fingerprint,
+        "storage": spec.display,
         "stage": "hpo",
         "git_commit": git_commit(),
     }
-    with tracker.run("hpo", params={"n_trials": params.hpo.n_trials, "metric": params.hpo.metric}, tags=tags):
-        try:
-            run_sweep(study, params, objective, hooks)
-        finally:
-            progress.close()
+    hpo = params.hpo
+    run_params = {"n_trials": hpo.n_trials, "metric": hpo.metric, "n_workers": hpo.n_workers}
+    with tracker.run("hpo", params=run_params, tags=tags):
+        if params.hpo.backend == "local" and params.hpo.n_workers == 1:
+            healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
+        else:
+            tracker.check_several_writers(f"hpo.n_workers is {params.hpo.n_workers}")
+            healthy = _fan_out(params, name, params_path, tracker, stop)
+    _end(study, params, healthy)
     return study
+
+
+def _begin(study: optuna.Study, params: Params) -> None:
+    """Mark the sweep running with this budget; a canceled sweep stays canceled until resumed."""
+    record = lifecycle.sweep_record(study)
+    if record["state"] == "canceled":
+        raise HpopipeError(
+            f"sweep {study.study_name} is canceled: `hpopipe sweep resume {study.study_name}` to run it again"
+        )
+    n_trials = params.hpo.n_trials
+    if record["state"] == "paused":
+        log.warning("sweep %s is paused: waiting for `hpopipe sweep resume`", study.study_name)
+        lifecycle.set_sweep_state(study, "paused", record.get("reason", ""), n_trials=n_trials)
+    else:
+        lifecycle.set_sweep_state(study, "running", n_trials=n_trials)
+
+
+def _fan_out(
+    params: Params, name: str, params_path: str, tracker: NullTracker, stop: Callable[[], bool] | None
+) -> bool:
+    """Run the workers elsewhere: N local processes, or N runs of the Prefect worker deployment."""
+    never: Callable[[], bool] = lambda: False  # noqa: E731
+    env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
+    codes = spawn_local(params.hpo.n_workers, name, params_path, stop or never, env)
+    bad = [c for c in codes if c != 0]
+    if bad:  # the sweep may still be whole: the others took over a dead worker's trial
+        log.warning("%d of %d workers exited with codes %s", len(bad), len(codes), bad)
+    return not bad or bool(stop and stop())  # workers stopped by our signal are not broken
+
+
+def _end(study: optuna.Study, params: Params, healthy: bool) -> None:
+    """Record how the sweep ended; a failed or canceled sweep is an error for the stage.
+
+    ``healthy`` is False when a worker crashed: short of the budget, that is an
+    error too (a worker that stopped on a signal, a hook or the timeout is not).
+    """
+    record = lifecycle.sweep_record(study)
+    if record["state"] == "failed":
+        raise HpopipeError(str(record.get("reason", "the sweep failed")))
+    if record["state"] == "canceled":
+        raise HpopipeError(f"sweep {study.study_name} was canceled ({record.get('reason', '')})")
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if done < params.hpo.n_trials and not healthy:
+        raise HpopipeError(
+            f"hpo: the workers stopped with {done} of {params.hpo.n_trials} trials finished (see their log)"
+        )
+    if done >= params.hpo.n_trials:
+        lifecycle.set_sweep_state(study, "finished", n_trials=params.hpo.n_trials)
+
+
+def join(
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    study: optuna.Study,
+    spec: StorageSpec,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None = None,
+    wid: str | None = None,
+) -> str:
+    """One worker's share of a sweep: the hpo stage itself, or ``hpopipe worker`` anywhere.
+
+    Returns why the worker stopped (see :func:`hpopipe.workers.work`).
+    """
+    progress = ProgressReporter(params.hpo.n_trials)
+    # a bad hook fails here; the progress bar is cleared first and drawn last
+    hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, spec.path, stop), progress]
+    x, y = to_arrays(train)
+    task = task_of(schema, params.hpo.metric)
+    data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
+    objective = Objective(params, data, study.study_name, tracker, stop)
+    try:
+        return work(study, spec, objective, budget_of(params), hooks, stop or (lambda: False), wid)
+    finally:
+        progress.close()
 
 
 def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpopipe.errors import HpopipeError
 from hpopipe.redact import mask_url
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class NullTracker:
     def run_id(self) -> str | None:
         """The current run's id, if any."""
         return None
+
+    def check_several_writers(self, why: str) -> None:
+        """Refuse a tracking store that several processes cannot write to at once."""
 
 
 @dataclass
@@ -122,7 +126,11 @@ class MlflowTracker(NullTracker):
         mlflow = self._mlflow
         masked = {k: mask_url(v) for k, v in (tags or {}).items()}
         masked.update({"hpopipe.host": socket.gethostname(), "hpopipe.pid": str(os.getpid())})
-        with mlflow.start_run(run_name=name, nested=nested, tags=masked) as active:
+        # A worker process nests its trial runs under the coordinator's hpo run.
+        parent = os.environ.get("HPOPIPE_PARENT_RUN_ID") if nested and not mlflow.active_run() else None
+        with mlflow.start_run(
+            run_name=name, nested=nested, tags=masked, parent_run_id=parent or None
+        ) as active:
             self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
             status = "FINISHED"
             try:
@@ -198,6 +206,15 @@ class MlflowTracker(NullTracker):
     def run_id(self) -> str | None:
         active = self._mlflow.active_run()
         return active.info.run_id if active else None
+
+    def check_several_writers(self, why: str) -> None:
+        uri = self._mlflow.get_tracking_uri()
+        if not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
+            raise HpopipeError(
+                f"MLflow: {mask_url(uri)} takes one writer, but {why}: point MLFLOW_TRACKING_URI "
+                "at a tracking server (mlflow server --backend-store-uri postgresql://...) "
+                "or set HPOPIPE_TRACKING=off"
+            )
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,57 @@
+"""``hpopipe worker``: join a sweep from any machine that reaches its storage and prepared data.
+
+Like ``wandb agent``: start as many as you like, whenever you like; each runs
+trials until the sweep's budget is spent, then exits 0. The study to join is
+the one this checkout's params.yaml and prepared data describe, so a worker
+with other settings can never add trials of another configuration to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from hpopipe import artifacts
+from hpopipe.config import load_params
+from hpopipe.errors import HpopipeError
+from hpopipe.lifecycle import worker_id
+from hpopipe.storage import open_storage, resolve
+from hpopipe.study import data_fingerprint, join, open_study, study_name
+from hpopipe.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+
+def _threads() -> None:
+    """Take the CPU-thread share the coordinator gave this worker (HPOPIPE_THREADS)."""
+    share = os.environ.get("HPOPIPE_THREADS", "")
+    if share.isdigit() and int(share) > 0:
+        import torch
+
+        torch.set_num_threads(int(share))
+
+
+def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callable[[], bool]) -> str:
+    """Join the sweep and run trials until it is done; returns why the worker stopped."""
+    params = load_params(params_path)
+    for path in (artifacts.TRAIN, artifacts.SCHEMA):
+        if not path.exists():
+            raise HpopipeError(f"{path}: not found (run `dvc repro prepare` or `dvc pull` in this checkout)")
+    train, schema = artifacts.read_frame(artifacts.TRAIN), artifacts.read_json(artifacts.SCHEMA)
+    name = study_name(params, data_fingerprint(train, schema))
+    if study is not None and study != name:
+        raise HpopipeError(
+            f"--study: {study!r} is not the sweep this checkout describes ({name}): "
+            "run the worker with the sweep's params.yaml and prepared data"
+        )
+    spec = resolve(params.hpo.storage)
+    tracker = make_tracker()
+    tracker.check_several_writers("a worker shares the sweep with other processes")
+    _threads()
+    wid = wid or worker_id()
+    log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
+    study_ = open_study(params, name, open_storage(spec))
+    reason = join(params, train, schema, study_, spec, tracker, stop, wid)
+    log.info("worker %s stops: %s", wid, reason)
+    return reason

@@ -1,0 +1,107 @@
+"""A sweep's shared state, kept in the study itself so every worker on every machine sees it.
+
+Two kinds of record live in the study's user attributes:
+
+- ``sweep``: ``{"state": running|paused|canceled|failed|finished, "reason": ..., "n_trials": N}``,
+  set by ``hpopipe sweep pause|resume|cancel`` and by the workers; honoured between trials.
+- ``worker:<id>``: each worker's host, pid, current trial and last heartbeat (epoch seconds).
+
+A RUNNING trial is *stale* when its worker stopped beating for longer than the
+grace period, or when that worker ran on this host and its process is gone
+(so a restart does not have to wait out the grace period).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe.errors import HpopipeError
+
+SWEEP = "sweep"
+WORKER_PREFIX = "worker:"
+STATES = ("pending", "running", "paused", "canceled", "failed", "finished")
+# What `hpopipe sweep <action>` sets.
+ACTIONS = {"pause": "paused", "resume": "running", "cancel": "canceled"}
+
+
+def worker_id() -> str:
+    """``<host>:<pid>``: unique among live workers, and tells whether a worker is local."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sweep_record(study: optuna.Study) -> dict[str, Any]:
+    """The sweep's lifecycle record (running when none was written yet)."""
+    record = study.user_attrs.get(SWEEP)
+    return dict(record) if isinstance(record, dict) else {"state": "running"}
+
+
+def set_sweep_state(study: optuna.Study, state: str, reason: str = "", **extra: Any) -> None:
+    """Record the sweep's state; every worker reads it before starting a trial."""
+    record = {**sweep_record(study), "state": state, "reason": reason, **extra}
+    study.set_user_attr(SWEEP, record)
+
+
+def apply_action(study: optuna.Study, action: str) -> str:
+    """``pause``/``resume``/``cancel`` a sweep; returns the new state."""
+    current = sweep_record(study)["state"]
+    if action == "pause" and current in ("canceled", "finished"):
+        raise HpopipeError(f"sweep {study.study_name}: cannot pause a {current} sweep")
+    state = ACTIONS[action]
+    set_sweep_state(study, state, reason=f"hpopipe sweep {action}")
+    return state
+
+
+def workers(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Every worker that has joined the sweep, by id."""
+    return {
+        key[len(WORKER_PREFIX) :]: value
+        for key, value in study.user_attrs.items()
+        if key.startswith(WORKER_PREFIX) and isinstance(value, dict)
+    }
+
+
+def beat(study: optuna.Study, wid: str, trial: int | None, state: str = "running") -> None:
+    """Write this worker's heartbeat record."""
+    host, _, pid = wid.rpartition(":")
+    record = {"host": host, "pid": int(pid) if pid.isdigit() else 0}
+    record.update({"heartbeat": time.time(), "trial": trial, "state": state})
+    study.set_user_attr(WORKER_PREFIX + wid, record)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a local process exists (signal 0 checks without sending anything)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_alive(record: dict[str, Any] | None, grace_s: float, now: float | None = None) -> bool:
+    """Whether a worker record belongs to a live worker."""
+    if not record or record.get("state") == "exited":
+        return False
+    if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
+        return False
+    return (now or time.time()) - float(record.get("heartbeat", 0.0)) <= grace_s
+
+
+def stale_trials(study: optuna.Study, grace_s: float) -> list[FrozenTrial]:
+    """RUNNING trials whose worker is dead: by pid on this host, else by heartbeat age."""
+    known = workers(study)
+    now = time.time()
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not worker_alive(known.get(str(t.user_attrs.get("worker", ""))), grace_s, now)
+    ]

@@ -1,0 +1,269 @@
+"""The loop every sweep worker runs: one in-process worker, N local processes, or many machines.
+
+Each worker, between trials: honours the sweep's lifecycle (paused, canceled),
+fails trials of dead workers and queues their retries, and - holding the
+study's budget lock - either starts a trial or sees that the budget is spent.
+Counting and starting under one lock is what makes the number of trials
+exact whatever the timing: COMPLETE + PRUNED never exceeds ``hpo.n_trials``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe import lifecycle
+from hpopipe.recovery import CRASHES, INTERRUPTED, retry_attrs
+from hpopipe.storage import StorageSpec, budget_lock
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+Objective = Callable[[optuna.Trial], Any]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What bounds a worker: the shared trial budget, its own wall time, failures in a row."""
+
+    n_trials: int
+    timeout_s: float | None
+    max_failures: int
+    grace_s: float
+    heartbeat_s: float
+    max_retry: int
+
+
+class _FailureGuard:
+    """Counts this worker's failures in a row, remembering the first reason."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.streak, self.first_reason = limit, 0, ""
+
+    @property
+    def tripped(self) -> bool:
+        return self.streak >= self.limit
+
+    def __call__(self, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL or trial.user_attrs.get(INTERRUPTED):
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak == 1:
+            self.first_reason = str(trial.user_attrs.get("fail_reason", "unknown"))
+
+
+class Heartbeat:
+    """A daemon thread that writes this worker's record every ``interval`` seconds."""
+
+    def __init__(self, study: optuna.Study, wid: str, interval: float) -> None:
+        self.study, self.wid, self.interval = study, wid, interval
+        self.trial: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{wid}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        lifecycle.beat(self.study, self.wid, None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=self.interval + 5)
+        try:
+            lifecycle.beat(self.study, self.wid, None, state="exited")
+        except Exception as err:  # the storage may be what failed; the record then ages out
+            log.warning("could not record that worker %s exited: %s", self.wid, err)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                lifecycle.beat(self.study, self.wid, self.trial)
+            except Exception as err:  # a missed beat is not fatal; many in a row make us stale
+                log.warning("heartbeat of worker %s failed: %s", self.wid, err)
+
+
+def fail_stale(study: optuna.Study, grace_s: float, max_retry: int) -> int:
+    """Fail the RUNNING trials of dead workers; queue a retry unless one died ``max_retry`` times.
+
+    Call under the budget lock, so two workers never retry the same trial twice.
+    """
+    failed = 0
+    for trial in lifecycle.stale_trials(study, grace_s):
+        crashes = int(trial.user_attrs.get(CRASHES, 0)) + 1
+        storage, tid = study._storage, trial._trial_id
+        try:
+            storage.set_trial_user_attr(tid, INTERRUPTED, True)
+            storage.set_trial_user_attr(tid, CRASHES, crashes)
+            if crashes > max_retry:
+                reason = f"its worker died {crashes} times; not retried (hpo.max_retry: {max_retry})"
+            else:
+                reason = "interrupted (its worker process died)"
+            storage.set_trial_user_attr(tid, "fail_reason", reason)
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its worker was alive after all and finished it
+        if crashes <= max_retry:
+            study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial, crashes), skip_if_exists=False)
+        log.warning("trial %d: %s", trial.number, reason)
+        failed += 1
+    return failed
+
+
+def _next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | str:
+    """Start a trial, or say why not: ``done`` (budget spent) or ``wait`` (others may still fail)."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    done = sum(t.state in FINISHED for t in trials)
+    if done >= n_trials:
+        return "done"
+    if len(trials) >= n_trials:
+        return "wait"  # the rest are running elsewhere; take over if one of them dies
+    trial = study.ask()
+    trial.set_user_attr("worker", wid)
+    return trial
+
+
+def _values(result: Any) -> list[float] | str:
+    """The objective's value(s) as floats, or why they are not a usable result."""
+    items = list(result) if isinstance(result, Sequence) and not isinstance(result, str) else [result]
+    try:
+        values = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return f"objective returned {result!r}, not a number"
+    if not all(math.isfinite(v) for v in values):
+        return f"objective returned {result!r}, not a finite number"
+    return values
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
+    """Run one trial and record its end: COMPLETE, PRUNED, or FAIL with the reason.
+
+    NaN, infinities and non-numbers are failures here (Optuna would record an
+    infinite value as COMPLETE).
+    """
+    try:
+        result = objective(trial)
+    except optuna.TrialPruned:
+        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    except Exception as err:
+        _give_reason(study, trial, f"{type(err).__name__}: {err}"[:500])
+        log.debug("trial %d failed", trial.number, exc_info=True)
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    values = _values(result)
+    if isinstance(values, str):
+        _give_reason(study, trial, values)
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    return study.tell(trial, values, skip_if_finished=True)
+
+
+def _give_reason(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial failed, unless the objective already did (read fresh: it may
+    have written through the storage, which the live trial's cache does not see)."""
+    if "fail_reason" not in study._storage.get_trial(trial._trial_id).user_attrs:
+        trial.set_user_attr("fail_reason", reason)
+
+
+def _after_trial(study: optuna.Study, trial: FrozenTrial, callbacks: Sequence[Callback]) -> bool:
+    """Run the after-trial hooks; True when one of them asked the study to stop.
+
+    Optuna only lets ``study.stop()`` be called inside its optimize loop, and
+    user hooks written for Optuna call it: we open the same window around them.
+    """
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        for callback in callbacks:
+            callback(study, trial)
+    finally:
+        study._thread_local.in_optimize_loop = False
+    return bool(study._stop_flag)
+
+
+def work(
+    study: optuna.Study,
+    spec: StorageSpec,
+    objective: Objective,
+    budget: Budget,
+    callbacks: Sequence[Callback] = (),
+    stop: Callable[[], bool] = lambda: False,
+    wid: str | None = None,
+) -> str:
+    """Run trials until the budget is spent, the sweep is paused for good, canceled or failed.
+
+    Returns why the worker stopped: ``done``, ``canceled``, ``failed``, ``timeout``,
+    ``stopped`` (a hook stopped it) or ``interrupted`` (a signal).
+    """
+    wid = wid or lifecycle.worker_id()
+    guard = _FailureGuard(budget.max_failures)
+    deadline = None if budget.timeout_s is None else time.monotonic() + budget.timeout_s
+    poll = min(1.0, budget.heartbeat_s)
+    with Heartbeat(study, wid, budget.heartbeat_s) as heart:
+        while True:
+            if stop():
+                return "interrupted"
+            state = lifecycle.sweep_record(study)["state"]
+            if state in ("canceled", "failed"):
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            if state == "paused":
+                time.sleep(poll)
+                continue
+            with budget_lock(spec, study._storage, study.study_name):
+                fail_stale(study, budget.grace_s, budget.max_retry)
+                trial = _next_trial(study, wid, budget.n_trials)
+            if trial == "done":
+                return "done"
+            if isinstance(trial, str):
+                time.sleep(poll)
+                continue
+            heart.trial = trial.number
+            frozen = run_trial(study, trial, objective)
+            heart.trial = None
+            guard(frozen)
+            if _after_trial(study, frozen, callbacks):
+                return "stopped"
+            if guard.tripped:
+                reason = (
+                    f"hpo.max_failures: {guard.streak} trials failed in a row; "
+                    f"the first failure was: {guard.first_reason}"
+                )
+                lifecycle.set_sweep_state(study, "failed", reason)
+                return "failed"
+
+
+def spawn_local(
+    n: int, study: str, params_path: str, stop: Callable[[], bool], env: dict[str, str] | None = None
+) -> list[int]:
+    """Run ``n`` worker processes on this machine and wait for them; returns their exit codes.
+
+    Each gets an equal share of the CPU threads. A signal to this process is
+    passed on to them, so they stop after their epoch like a single worker would.
+    """
+    threads = max(1, (os.cpu_count() or 1) // n)
+    cmd = [sys.executable, "-m", "hpopipe.cli", "worker", "--params", params_path, "--study", study]
+    child_env = {**os.environ, **(env or {}), "HPOPIPE_THREADS": str(threads)}
+    procs = [subprocess.Popen(cmd, env=child_env) for _ in range(n)]
+    log.info("started %d local workers (%d CPU threads each)", n, threads)
+    forwarded = False
+    while any(p.poll() is None for p in procs):
+        if stop() and not forwarded:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            forwarded = True
+        time.sleep(0.2)
+    return [int(p.returncode) for p in procs]

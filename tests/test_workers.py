@@ -1,0 +1,375 @@
+"""Several workers on one study: exact budgets, dead workers' trials retried, the sweep lifecycle,
+and the storages they share (Optuna journal file, PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hpopipe import lifecycle
+from hpopipe.config import parse_params
+from hpopipe.errors import HpopipeError
+from hpopipe.storage import StorageSpec, open_storage, resolve
+from hpopipe.workers import FINISHED, Budget, fail_stale, work
+from tests.conftest import REPO, TINY_PARAMS
+
+BUDGET = Budget(n_trials=12, timeout_s=None, max_failures=5, grace_s=30.0, heartbeat_s=0.5, max_retry=2)
+
+
+def journal(tmp_path: Path) -> StorageSpec:
+    return resolve("journal", root=tmp_path)
+
+
+def new_study(spec: StorageSpec, name: str = "s") -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=open_storage(spec), load_if_exists=True)
+
+
+def sleepy(trial: optuna.Trial) -> float:
+    """A trial that takes a little time, so workers overlap."""
+    x = trial.suggest_float("x", -1.0, 1.0)
+    time.sleep(0.05)
+    return x * x
+
+
+def _worker(path: str, n_trials: int) -> None:
+    spec = StorageSpec("journal", path, Path(path))
+    study = optuna.load_study(study_name="s", storage=open_storage(spec))
+    budget = Budget(n_trials, None, 5, 30.0, 0.5, 2)
+    work(study, spec, sleepy, budget, wid=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def test_workers_racing_for_the_last_trials_never_exceed_the_budget(tmp_path: Path) -> None:
+    spec = journal(tmp_path)
+    study = new_study(spec)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(spec.url, 13)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 13
+    assert sorted(t.number for t in trials) == list(range(13))
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) >= 2  # they shared the work
+    records = lifecycle.workers(study)
+    assert set(records) == workers | set(records) and all(r["state"] == "exited" for r in records.values())
+
+
+def _running_trial(study: optuna.Study, worker: str) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_float("x", -1.0, 1.0)
+    trial.set_user_attr("worker", worker)
+    return trial
+
+
+def test_a_dead_local_workers_trial_is_failed_and_queued_again(tmp_path: Path) -> None:
+    study = new_study(journal(tmp_path))
+    dead = f"{socket.gethostname()}:999999"  # no such process on this host
+    lifecycle.beat(study, dead, 0)
+    trial = _running_trial(study, dead)
+    assert fail_stale(study, grace_s=3600, max_retry=2) == 1  # no need to wait out the grace period
+    failed, retry = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and failed.user_attrs["interrupted"] is True
+    assert failed.user_attrs["fail_reason"] == "interrupted (its worker process died)"
+    assert retry.state == TrialState.WAITING and retry.system_attrs["fixed_params"] == trial.params
+    assert retry.user_attrs == {"retry_of": trial.number, "crashes": 1}
+    assert fail_stale(study, grace_s=3600, max_retry=2) == 0  # failed once, retried once
+
+
+def test_a_configuration_that_keeps_killing_its_worker_is_given_up_after_max_retry(tmp_path: Path) -> None:
+    study = new_study(journal(tmp_path))
+    dead = f"{socket.gethostname()}:999999"
+    lifecycle.beat(study, dead, 0)
+    _running_trial(study, dead)
+    for _ in range(3):
+        fail_stale(study, grace_s=3600, max_retry=2)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            retry = study.ask()  # pops the queued retry, as the next worker would
+            retry.set_user_attr("worker", dead)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert [t.user_attrs["crashes"] for t in trials] == [1, 2, 3]
+    assert "not retried (hpo.max_retry: 2)" in trials[-1].user_attrs["fail_reason"]
+
+
+def test_a_remote_worker_is_dead_only_after_the_grace_period(tmp_path: Path) -> None:
+    now = time.time()
+    fresh = {"host": "elsewhere", "pid": 1, "heartbeat": now - 5, "state": "running"}
+    old = {**fresh, "heartbeat": now - 120}
+    assert lifecycle.worker_alive(fresh, grace_s=60, now=now)
+    assert not lifecycle.worker_alive(old, grace_s=60, now=now)
+    assert not lifecycle.worker_alive({**fresh, "state": "exited"}, grace_s=60, now=now)
+    assert not lifecycle.worker_alive(None, grace_s=60, now=now)
+
+
+def test_a_paused_sweep_starts_no_trial_until_resumed_and_a_canceled_one_stops(tmp_path: Path) -> None:
+    spec = journal(tmp_path)
+    study = new_study(spec)
+    lifecycle.apply_action(study, "pause")
+    budget = Budget(3, 1.5, 5, 30.0, 0.2, 2)  # the timeout ends the paused wait
+    assert work(study, spec, sleepy, budget) == "timeout"
+    assert study.get_trials(deepcopy=False) == []
+    lifecycle.apply_action(study, "resume")
+    assert work(study, spec, sleepy, budget) == "done"
+    assert len(study.get_trials(deepcopy=False, states=FINISHED)) == 3
+    lifecycle.apply_action(study, "cancel")
+    more = Budget(6, None, 5, 30.0, 0.2, 2)
+    assert work(study, spec, sleepy, more) == "canceled"
+    assert len(study.get_trials(deepcopy=False)) == 3
+    with pytest.raises(HpopipeError, match="cannot pause a canceled sweep"):
+        lifecycle.apply_action(study, "pause")
+
+
+def test_infinite_and_non_numeric_values_fail_with_a_reason(tmp_path: Path) -> None:
+    spec = journal(tmp_path)
+    study = new_study(spec)
+    results = iter([float("inf"), "abc", float("nan"), 0.5])
+    budget = Budget(1, None, 5, 30.0, 0.5, 2)
+    assert work(study, spec, lambda trial: next(results), budget) == "done"
+    reasons = [t.user_attrs.get("fail_reason", "") for t in study.get_trials(deepcopy=False)]
+    assert [t.state for t in study.get_trials(deepcopy=False)][-1] == TrialState.COMPLETE
+    assert "not a finite number" in reasons[0] and "not a number" in reasons[1]
+    assert "not a finite number" in reasons[2]
+
+
+def test_a_hook_that_stops_the_study_stops_the_worker(tmp_path: Path) -> None:
+    spec = journal(tmp_path)
+    study = new_study(spec)
+    budget = Budget(5, None, 5, 30.0, 0.5, 2)
+    assert work(study, spec, sleepy, budget, [lambda s, t: s.stop()]) == "stopped"
+    assert len(study.get_trials(deepcopy=False)) == 1
+
+
+def params(**hpo: Any) -> dict[str, Any]:
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    raw["hpo"].update(hpo)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("hpo", "message"),
+    [
+        ({"n_workers": 2}, "hpo.storage: SQLite takes one writer"),
+        ({"backend": "prefect", "storage": "journal"}, "hpo.storage: Prefect workers may run on other"),
+        ({"storage": "postgresql://me:s3cret@db/hpo"}, "hpo.storage: a password here would be copied"),
+        ({"storage": "mysql://db/hpo"}, "hpo.storage: unknown storage 'mysql://db/hpo'"),
+        ({"storage": "redis://db"}, "hpo.storage: unknown storage"),
+        ({"storage": "env:1BAD"}, "hpo.storage: 'env:1BAD': after 'env:' comes"),
+        ({"storage": "journal", "backup_dir": "b"}, "hpo.backup_dir: backs up the SQLite file"),
+        ({"heartbeat_s": 30, "grace_s": 10}, "hpo.grace_s"),
+    ],
+)
+def test_storage_settings_that_cannot_work_are_refused(hpo: dict[str, Any], message: str) -> None:
+    with pytest.raises(HpopipeError) as err:
+        parse_params(params(**hpo))
+    assert message in str(err.value) and "\n" not in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_a_storage_url_from_the_environment_is_checked_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HPOPIPE_TEST_URL", raising=False)
+    with pytest.raises(HpopipeError, match="environment variable HPOPIPE_TEST_URL is not set"):
+        resolve("env:HPOPIPE_TEST_URL")
+    monkeypatch.setenv("HPOPIPE_TEST_URL", "sqlite:///x.db")
+    with pytest.raises(HpopipeError, match="unknown storage"):
+        resolve("env:HPOPIPE_TEST_URL")
+    monkeypatch.setenv("HPOPIPE_TEST_URL", "postgresql://me:s3cret@db:5432/hpo")
+    spec = resolve("env:HPOPIPE_TEST_URL")
+    assert spec.kind == "postgresql" and spec.display == "postgresql+psycopg2://me:***@db:5432/hpo"
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPOPIPE_TEST_URL", "postgresql://me:s3cret@127.0.0.1:1/nowhere")
+    spec = resolve("env:HPOPIPE_TEST_URL")
+    with pytest.raises(HpopipeError) as err:
+        open_storage(spec)
+    assert str(err.value).startswith(
+        "hpo.storage: cannot use postgresql+psycopg2://me:***@127.0.0.1:1/nowhere"
+    )
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_signal_constants_are_what_the_coordinator_forwards() -> None:
+    assert signal.SIGTERM == 15  # children map it to exit 143, like a single worker
+
+
+# ---------------------------------------------------------------- the hpo stage with several workers
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_recovery import run_stage, sweep_params
+
+    workdir = tmp_path_factory.mktemp("prepared")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
+    proc = run_stage(workdir, "stages.prepare")
+    assert proc.returncode == 0, proc.stdout
+    return workdir / "data/prepared"
+
+
+def stage_project(workdir: Path, prepared: Path, n_trials: int, **hpo: Any) -> Path:
+    import shutil
+
+    from tests.test_recovery import sweep_params
+
+    raw = sweep_params(**hpo)
+    raw["hpo"]["n_trials"] = n_trials
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copytree(prepared, workdir / "data/prepared")
+    return workdir
+
+
+def load_study(workdir: Path, setting: str) -> optuna.Study:
+    here = os.getcwd()
+    os.chdir(workdir)
+    try:
+        storage = open_storage(resolve(setting))
+    finally:
+        os.chdir(here)
+    (name,) = [n for n in optuna.study.get_all_study_names(storage) if "_backup-" not in n]
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def assert_exact(study: optuna.Study, n_trials: int) -> set[str]:
+    """The issue's invariants; returns the workers that ran trials."""
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert sum(t.state in FINISHED for t in trials) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs.get("fail_reason"), t.number
+    assert all(
+        t.value is not None and abs(t.value) < float("inf") for t in trials if t.state.name == "COMPLETE"
+    )
+    return {str(t.user_attrs["worker"]) for t in trials}
+
+
+@pytest.mark.slow
+def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, prepared_dir: Path) -> None:
+    from tests.test_recovery import run_stage
+
+    workdir = stage_project(tmp_path, prepared_dir, 6, n_workers=2, storage="journal")
+    proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03")
+    assert proc.returncode == 0, proc.stdout
+    workers = assert_exact(load_study(workdir, "journal"), 6)
+    assert len(workers) == 2
+    assert "started 2 local workers (1 CPU threads each)" in proc.stdout
+    assert (workdir / "artifacts/hpo/trials.csv").exists()
+    status = cli(workdir, "status")
+    assert re.search(r"state +finished", status) and re.search(r"finished +6 of 6", status)
+    assert sum(line.startswith("worker ") and "exited" in line for line in status.splitlines()) == 2
+    # The lifecycle from the command line: a canceled sweep refuses to run until resumed.
+    assert "canceled" in cli(workdir, "sweep", "cancel")
+    again = run_stage(workdir)
+    assert again.returncode == 2 and "is canceled: `hpopipe sweep resume" in again.stdout
+    assert "running" in cli(workdir, "sweep", "resume")
+    assert run_stage(workdir).returncode == 0
+    assert re.search(r"state +finished", cli(workdir, "status"))
+
+
+def cli(workdir: Path, *args: str) -> str:
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    cmd = [sys.executable, "-m", "hpopipe.cli", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prepared_dir: Path) -> None:
+    from tests.test_recovery import start
+
+    workdir = stage_project(
+        tmp_path, prepared_dir, 6, n_workers=2, storage="journal", grace_s=5, heartbeat_s=1
+    )
+    proc = start(workdir, HPOPIPE_TEST_DELAY="0.05")
+    victim = None
+    deadline = time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:
+        assert proc.poll() is None
+        try:
+            running = load_study(workdir, "journal").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (ValueError, KeyError, OSError):
+            running = []
+        with_epochs = [t for t in running if len(t.intermediate_values) >= 2]
+        if with_epochs:
+            victim = with_epochs[0]
+        time.sleep(0.1)
+    assert victim is not None, "no trial got to epoch 2"
+    pid = int(str(victim.user_attrs["worker"]).rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    study = load_study(workdir, "journal")
+    assert_exact(study, 6)
+    dead = study.trials[victim.number]
+    assert (
+        dead.state == TrialState.FAIL
+        and dead.user_attrs["fail_reason"] == "interrupted (its worker process died)"
+    )
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.state in FINISHED and retry.user_attrs["worker"] != victim.user_attrs["worker"]
+    assert retry.user_attrs.get("resumed_from_epoch", 0) >= 1  # it went on from the dead trial's checkpoint
+    assert "1 of 2 workers exited with codes [-9]" in out
+
+
+@pytest.fixture
+def postgres_url() -> Any:
+    """A database of our own on this machine's PostgreSQL; the URL carries a canary password."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"hpopipe_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    # Trust authentication ignores the password: it is there to prove it never leaks.
+    yield f"postgresql://postgres:canary-pw-31337@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgres_study_and_the_password_never_shows(
+    tmp_path: Path, prepared_dir: Path, postgres_url: str
+) -> None:
+    from tests.test_recovery import run_stage
+
+    workdir = stage_project(tmp_path, prepared_dir, 5, n_workers=2, storage="env:HPOPIPE_TEST_PG")
+    proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_TEST_PG=postgres_url)
+    assert proc.returncode == 0, proc.stdout
+    os.environ["HPOPIPE_TEST_PG"] = postgres_url
+    try:
+        study = load_study(workdir, "env:HPOPIPE_TEST_PG")
+        assert len(assert_exact(study, 5)) == 2
+        attrs = repr([t.user_attrs for t in study.trials]) + repr(study.user_attrs)
+    finally:
+        del os.environ["HPOPIPE_TEST_PG"]
+    written = "".join(
+        p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file() and "prepared" not in str(p)
+    )
+    for text in (proc.stdout, attrs, written):
+        assert "canary-pw-31337" not in text
