@@ -14,6 +14,7 @@ grace period, or when that worker ran on this host and its process is gone
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from typing import Any
@@ -71,6 +72,8 @@ def beat(study: optuna.Study, wid: str, trial: int | None, state: str = "running
     host, _, pid = wid.rpartition(":")
     record = {"host": host, "pid": int(pid) if pid.isdigit() else 0}
     record.update({"heartbeat": time.time(), "trial": trial, "state": state})
+    # Peak resident memory of this process so far (Linux reports KiB): for status and benchmarks.
+    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     study.set_user_attr(WORKER_PREFIX + wid, record)
 
 
