@@ -13,6 +13,7 @@ from pathlib import Path
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.names import check_name
 from hpopipe.retrain_cli import add_parser as add_retrain_commands
 from hpopipe.space_export import add_space_parser
 
@@ -52,19 +53,20 @@ def _status(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
     from hpopipe.status import format_status, read_status
 
+    study = None if args.study is None else check_name(args.study, "--study")
     n_trials = load_params(args.params).hpo.n_trials if args.params.exists() else None
-    print(format_status(read_status(args.storage, args.study, n_trials)))
+    print(format_status(read_status(args.storage, study, n_trials)))
 
 
 def _default_study(args: argparse.Namespace) -> str:
-    if args.study:
-        return str(args.study)
+    if args.study is not None:
+        return check_name(args.study, "--study")
     path = artifacts.metrics_file("hpo")
     if not path.exists():
         raise HpopipeError(
             f"--study: not given, and {path} (which names the last sweep's study) does not exist"
         )
-    return str(artifacts.read_json(path)["study"])
+    return check_name(artifacts.read_json(path).get("study"), f"{path}: study")
 
 
 def _resume(args: argparse.Namespace) -> None:

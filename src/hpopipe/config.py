@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from hpopipe.errors import HpopipeError
+from hpopipe.names import name_problem
 
 CLASSIFICATION_METRICS = ("macro_f1", "accuracy", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -351,7 +352,7 @@ class RefitConfig(_Strict):
     epochs: int | Literal["auto"] = "auto"
     log_model: bool = True
     # Name in the MLflow Model Registry; null logs the model without registering it.
-    registered_model_name: str | None = Field(default="hpopipe", min_length=1, max_length=200)
+    registered_model_name: str | None = "hpopipe"
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -359,6 +360,14 @@ class RefitConfig(_Strict):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             return value
         raise ValueError(f"must be 'auto' or a positive whole number of epochs, got {value!r}")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class RetrainConfig(_Strict):
