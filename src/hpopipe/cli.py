@@ -31,9 +31,27 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
+    from hpopipe.tracking import experiment_name
 
     params = load_params(args.params)
+    experiment_name()  # HPOPIPE_EXPERIMENT, which the hpo, cv and refit stages would refuse
     print(f"{args.params}: ok ({len(params.search_space)} tuned parameters, {params.hpo.n_trials} trials)")
+    # Imported only now: a params.yaml mistake is reported without loading pandas and scikit-learn.
+    from hpopipe.data import check_folds, prepare, read_table, to_arrays
+
+    if not params.data.path.exists():  # e.g. DVC-tracked data not pulled yet: params alone are checked
+        print(f"{params.data.path}: not found, so the data was not checked")
+        return
+    # The same steps as the prepare stage, in memory: nothing is written.
+    prepared = prepare(read_table(params.data.path), params.data, params.seed)
+    check_folds(
+        to_arrays(prepared.train)[1],
+        prepared.schema,
+        params.cv.folds,
+        f"the train split of {params.data.path}",
+    )
+    rows = prepared.schema["n_rows"]
+    print(f"{params.data.path}: ok ({rows['train']} train and {rows['test']} test rows; cv.folds fits)")
 
 
 def _studies(args: argparse.Namespace) -> None:
@@ -96,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="CSV or Parquet with the training columns")
     p.add_argument("--output", type=Path, required=True, help="CSV or Parquet to write")
     p.set_defaults(func=_predict)
-    v = sub.add_parser("validate", help="check params.yaml without running anything")
+    v = sub.add_parser("validate", help="check params.yaml (and the data it names) without running anything")
     v.add_argument("--params", type=Path, default=Path("params.yaml"))
     v.set_defaults(func=_validate)
     s = sub.add_parser("studies", help="list the studies in the sweep storage")
