@@ -3,7 +3,7 @@
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.cv import cross_validate, summarise
-from hpopipe.data import to_arrays
+from hpopipe.data import check_folds, to_arrays
 from hpopipe.entry import run
 from hpopipe.tracking import make_tracker
 from hpopipe.train import task_of
@@ -11,9 +11,11 @@ from hpopipe.train import task_of
 
 def main() -> None:
     params = load_params()
-    ranked = artifacts.read_json(artifacts.RANKED_JSON)["trials"]
     x, y = to_arrays(artifacts.read_frame(artifacts.TRAIN))
-    task = task_of(artifacts.read_json(artifacts.SCHEMA), params.hpo.metric)
+    schema = artifacts.read_json(artifacts.SCHEMA)
+    check_folds(y, schema, params.cv.folds, str(artifacts.TRAIN))
+    ranked = artifacts.read_json(artifacts.RANKED_JSON)["trials"]
+    task = task_of(schema, params.hpo.metric)
     tracker = make_tracker()
     with tracker.run("cv", params={"top_k": params.cv.top_k, "folds": params.cv.folds}):
         results = cross_validate(params, ranked, x, y, task, tracker)

@@ -423,7 +423,7 @@ def test_load_refuses_python_objects(tmp_path: Path, where: str) -> None:
     text = tag if where == "top" else REPO_PARAMS.read_text(encoding="utf-8") + f"\nevil: {tag}\n"
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(HpopipeError, match="not valid YAML"):
+    with pytest.raises(HpopipeError, match=r"tag '!!python/object/apply:os.system' at line \d+ is refused"):
         load_params(path)
     assert not marker.exists()
 
@@ -448,4 +448,45 @@ def test_load_non_utf8_file(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_bytes(b"seed: 1\ndata: \xff\xfe\n")
     with pytest.raises(HpopipeError, match=str(path)):
+        load_params(path)
+
+
+# --- YAML-level problems safe_load would let through or report vaguely ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "seed: 1\nsearch_space:\n  lr: {type: uniform, min: 0, max: 1}\n"
+            "  lr: {type: choice, values: [1]}\n",
+            "search_space.lr: duplicate key at line 4 (first at line 3)",
+        ),
+        ("seed: 1\nseed: 2\n", "seed: duplicate key at line 2 (first at line 1)"),
+        ("a: [{b: 1, b: 2}]\n", "a[0].b: duplicate key at line 1"),
+        ("seed: !!python/name:os.system\n", "seed: tag '!!python/name:os.system' at line 1 is refused"),
+        ("hpo: {n_trials: !custom 3}\n", "hpo.n_trials: tag '!custom' at line 1 is refused"),
+        ("!!python/object/apply:os.getcwd []\n", "(top level): tag '!!python/object/apply:os.getcwd'"),
+    ],
+)
+def test_load_names_duplicate_keys_and_unsafe_tags(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(HpopipeError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'a: {1: x, "1": y}\n',  # an int and a string key are two keys
+        "x: &x {a: 1}\ny: {<<: *x, b: 2}\n",  # merge keys are not duplicates
+        "a: &a [1, 2]\nb: [*a, *a]\n",  # an alias used twice is not a duplicate
+    ],
+)
+def test_load_allows_distinct_keys_merges_and_aliases(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(HpopipeError, match="Field required"):  # gets as far as the schema
         load_params(path)

@@ -463,3 +463,52 @@ def test_metric_must_fit_inferred_task(penguins_csv: Path, target: str, metric: 
     assert "\n" not in message
     assert f"hpo.metric {metric!r}" in message and "data.task" in message
     assert task_of(schema, "log_loss" if schema["task"] == "classification" else "mae").kind == schema["task"]
+
+
+def test_zero_byte_file_is_called_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(HpopipeError) as info:
+        data.read_table(path)
+    assert str(info.value) == f"data.path: {path}: the file is empty (0 bytes)"
+
+
+def test_infinite_regression_target(tmp_path: Path) -> None:
+    frame = small_frame([1.0, 2.5, 3.0, 4.0] * 5)
+    frame.loc[3, "y"] = float("inf")
+    message = prepare_error(tmp_path, frame, task="regression")
+    assert message == f"data.target: 'y' has 1 infinite value(s) in {tmp_path / 't.csv'}"
+
+
+def test_all_missing_target_logs_no_drop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="hpopipe.data"):
+        prepare_error(tmp_path, small_frame([None] * 20))
+    assert "dropped" not in caplog.text  # the error is the only line the user sees
+
+
+@pytest.mark.parametrize(
+    ("classes", "folds", "message"),
+    [
+        ([0, 1] * 3, 7, "cv.folds: 7 folds need at least 7 training rows; train has 6"),
+        (
+            [0] * 10 + [1] * 4,
+            5,
+            "cv.folds: 5 folds need at least 5 rows of every class; class 'q' has 4 in train",
+        ),
+        (
+            [0] * 10 + [1] * 0,
+            2,
+            "cv.folds: 2 folds need at least 2 rows of every class; class 'q' has 0 in train",
+        ),
+    ],
+)
+def test_check_folds_refuses(classes: list[int], folds: int, message: str) -> None:
+    schema = {"task": "classification", "classes": ["p", "q"]}
+    with pytest.raises(HpopipeError) as info:
+        data.check_folds(np.array(classes), schema, folds, "train")
+    assert str(info.value) == message
+
+
+def test_check_folds_passes_when_every_class_fills_every_fold() -> None:
+    data.check_folds(np.array([0] * 5 + [1] * 5), {"task": "classification", "classes": ["p", "q"]}, 5, "t")
+    data.check_folds(np.arange(5, dtype=float), {"task": "regression", "classes": []}, 5, "t")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,11 @@ class CheckpointError(ValueError):
 def load(path: Path) -> dict[str, Any]:
     """Load tensors and plain containers only (never arbitrary pickled objects)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Said of files that are not torch.save's (e.g. a planted raw pickle), which are refused
+            # below anyway: the one-line error is the message, not a warning on top of it.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise CheckpointError(
             str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

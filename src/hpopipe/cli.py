@@ -14,6 +14,7 @@ from typing import Any
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.names import check_name
 from hpopipe.retrain_cli import add_parser as add_retrain_commands
 from hpopipe.space_export import add_space_parser
 from hpopipe.sweep_cli import add_parser as add_sweep_commands
@@ -32,9 +33,27 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
+    from hpopipe.tracking import experiment_name
 
     params = load_params(args.params)
+    experiment_name()  # HPOPIPE_EXPERIMENT, which the hpo, cv and refit stages would refuse
     print(f"{args.params}: ok ({len(params.search_space)} tuned parameters, {params.hpo.n_trials} trials)")
+    # Imported only now: a params.yaml mistake is reported without loading pandas and scikit-learn.
+    from hpopipe.data import check_folds, prepare, read_table, to_arrays
+
+    if not params.data.path.exists():  # e.g. DVC-tracked data not pulled yet: params alone are checked
+        print(f"{params.data.path}: not found, so the data was not checked")
+        return
+    # The same steps as the prepare stage, in memory: nothing is written.
+    prepared = prepare(read_table(params.data.path), params.data, params.seed)
+    check_folds(
+        to_arrays(prepared.train)[1],
+        prepared.schema,
+        params.cv.folds,
+        f"the train split of {params.data.path}",
+    )
+    rows = prepared.schema["n_rows"]
+    print(f"{params.data.path}: ok ({rows['train']} train and {rows['test']} test rows; cv.folds fits)")
 
 
 def _studies(args: argparse.Namespace) -> None:
@@ -63,18 +82,20 @@ def _status(args: argparse.Namespace) -> None:
         if spec.path is not None and not spec.path.exists():
             raise HpopipeError(f"hpo.storage: {spec.path}: not found (no sweep has run here yet: dvc repro)")
         source = spec.path if spec.kind == "sqlite" else open_storage(spec)
-    print(format_status(read_status(source, args.name or args.study, n_trials)))
+    name = args.name or args.study
+    study = None if name is None else check_name(name, "NAME")
+    print(format_status(read_status(source, study, n_trials)))
 
 
 def _default_study(args: argparse.Namespace) -> str:
-    if args.study:
-        return str(args.study)
+    if args.study is not None:
+        return check_name(args.study, "--study")
     path = artifacts.metrics_file("hpo")
     if not path.exists():
         raise HpopipeError(
             f"--study: not given, and {path} (which names the last sweep's study) does not exist"
         )
-    return str(artifacts.read_json(path)["study"])
+    return check_name(artifacts.read_json(path).get("study"), f"{path}: study")
 
 
 def _resume(args: argparse.Namespace) -> None:
@@ -104,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="CSV or Parquet with the training columns")
     p.add_argument("--output", type=Path, required=True, help="CSV or Parquet to write")
     p.set_defaults(func=_predict)
-    v = sub.add_parser("validate", help="check params.yaml without running anything")
+    v = sub.add_parser("validate", help="check params.yaml (and the data it names) without running anything")
     v.add_argument("--params", type=Path, default=Path("params.yaml"))
     v.set_defaults(func=_validate)
     s = sub.add_parser("studies", help="list the studies in the sweep storage")

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from hpopipe.errors import HpopipeError
+from hpopipe.names import name_problem
 from hpopipe.redact import mask_url
 
 CLASSIFICATION_METRICS = ("macro_f1", "accuracy", "roc_auc", "log_loss")
@@ -410,7 +411,7 @@ class RefitConfig(_Strict):
     epochs: int | Literal["auto"] = "auto"
     log_model: bool = True
     # Name in the MLflow Model Registry; null logs the model without registering it.
-    registered_model_name: str | None = Field(default="hpopipe", min_length=1, max_length=200)
+    registered_model_name: str | None = "hpopipe"
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -418,6 +419,14 @@ class RefitConfig(_Strict):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             return value
         raise ValueError(f"must be 'auto' or a positive whole number of epochs, got {value!r}")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class RetrainConfig(_Strict):
@@ -560,9 +569,58 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except OSError as err:
         raise HpopipeError(f"{path}: cannot read ({err.strerror})") from None
     try:
+        _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader), path)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise HpopipeError(f"{path}: not valid YAML{where}") from None
     return parse_params(raw, str(path))
+
+
+# Tags safe_load can build; anything else (``!!python/object``, ``!custom``) is refused by name.
+_SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag is not None)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(root: yaml.Node | None, path: Path) -> None:
+    """Refuse duplicate keys and unsafe tags, naming the key and the line.
+
+    safe_load keeps the last of two equal keys without a word, so a search-space
+    entry written twice (say with another distribution) would silently lose one.
+    Walked on the composed tree, before anything is constructed; aliases are
+    visited once, so an alias bomb costs nothing.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        line = node.start_mark.line + 1
+        label = where or "(top level)"
+        if node.tag not in _SAFE_TAGS and node.tag != _MERGE_TAG:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise HpopipeError(f"{path}: {label}: tag {tag!r} at line {line} is refused (plain values only)")
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            stack += _mapping_children(node, where, path)
+
+
+def _mapping_children(node: yaml.MappingNode, where: str, path: Path) -> list[tuple[yaml.Node, str]]:
+    first: dict[tuple[str, str], int] = {}
+    children: list[tuple[yaml.Node, str]] = []
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, yaml.ScalarNode) else f"<{key.tag}>"
+        dotted = f"{where}.{name}" if where else name
+        ident = (key.tag, name)  # 1 and "1" are different keys
+        if key.tag != _MERGE_TAG and ident in first:
+            raise HpopipeError(
+                f"{path}: {dotted}: duplicate key at line {key.start_mark.line + 1} "
+                f"(first at line {first[ident]}); YAML would silently keep only the last"
+            )
+        first.setdefault(ident, key.start_mark.line + 1)
+        children += [(key, dotted), (value, dotted)]
+    return children

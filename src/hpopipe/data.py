@@ -43,6 +43,8 @@ def read_table(path: Path, field: str = "data.path") -> pd.DataFrame:
         raise HpopipeError(f"{field}: {path}: file not found")
     if path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
         raise HpopipeError(f"{field}: {path}: must be a .csv or .parquet file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise HpopipeError(f"{field}: {path}: the file is empty (0 bytes)")
     try:
         df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
@@ -82,11 +84,11 @@ def _clean(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         raise HpopipeError("data.drop_columns: cannot drop the target column")
     df = df.drop(columns=list(cfg.drop_columns))
     n_missing = int(df[cfg.target].isna().sum())
+    if n_missing == len(df):
+        raise HpopipeError(f"data.target: every value of {cfg.target!r} is missing")
     if n_missing:
         log.info("dropped %d row(s) with a missing target", n_missing)
         df = df[df[cfg.target].notna()].reset_index(drop=True)
-    if df.empty:
-        raise HpopipeError(f"data.target: every value of {cfg.target!r} is missing")
     if df.shape[1] < 2:
         raise HpopipeError(f"data.path: {cfg.path}: no feature columns besides the target")
     return df
@@ -97,6 +99,9 @@ def _check_target(y: pd.Series, task: str, cfg: DataConfig) -> None:
         raise HpopipeError(f"data.target: {cfg.target!r} is constant ({y.iloc[0]!r})")
     if task == "regression" and not pd.api.types.is_numeric_dtype(y):
         raise HpopipeError(f"data.target: {cfg.target!r} is not numeric, so it cannot be regressed")
+    if task == "regression" and not np.isfinite(y.to_numpy(dtype=float)).all():
+        n_inf = int((~np.isfinite(y.to_numpy(dtype=float))).sum())
+        raise HpopipeError(f"data.target: {cfg.target!r} has {n_inf} infinite value(s) in {cfg.path}")
     if task == "classification":
         counts = y.value_counts()
         # Stratification and k-fold CV both need every class in every split.
@@ -240,6 +245,28 @@ def prepare(df: pd.DataFrame, cfg: DataConfig, seed: int) -> Prepared:
         splits.append(frame)
     schema["n_rows"] = {"train": len(train_raw), "test": len(test_raw)}
     return Prepared(train=splits[0], test=splits[1], schema=schema)
+
+
+def check_folds(y: np.ndarray, schema: dict[str, Any], folds: int, source: str) -> None:
+    """Refuse a ``cv.folds`` the training rows cannot fill, before any fold is fitted.
+
+    scikit-learn only warns when a class has fewer rows than folds (some folds
+    then lack the class, and their scores mean something else), so this is
+    checked here, by name, instead.
+    """
+    if len(y) < folds:
+        raise HpopipeError(
+            f"cv.folds: {folds} folds need at least {folds} training rows; {source} has {len(y)}"
+        )
+    if schema["task"] != "classification":
+        return
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(schema["classes"]))
+    smallest = int(counts.argmin())
+    if counts[smallest] < folds:
+        raise HpopipeError(
+            f"cv.folds: {folds} folds need at least {folds} rows of every class; "
+            f"class {schema['classes'][smallest]!r} has {int(counts[smallest])} in {source}"
+        )
 
 
 def to_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -483,13 +483,13 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from hpopipe.tracking import EXPERIMENT
+    from hpopipe.tracking import experiment_name
 
     # Unset, MLflow's store is mlflow.db in the directory the stages ran in (see the README).
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     try:
         client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(EXPERIMENT)
+        experiment = client.get_experiment_by_name(experiment_name())
         if experiment is None:
             return {}
         runs = client.search_runs(

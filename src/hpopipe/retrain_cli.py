@@ -18,6 +18,7 @@ from types import ModuleType
 
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.names import check_name
 from hpopipe.orchestrate import DEFAULT_BRANCH
 
 FLOW_FILE = Path("flows/retrain.py")
@@ -89,6 +90,7 @@ def _retrain(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from prefect.settings import PREFECT_API_URL
 
+    name = check_name(args.name, "--name")
     project = args.project_dir.resolve()
     flows = load_flow_module(project)
     if not PREFECT_API_URL.value():
@@ -100,7 +102,7 @@ def _serve(args: argparse.Namespace) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll otherwise
     os.chdir(project)  # the deployment's entrypoint is recorded relative to the checkout
     kwargs = {"cron": args.cron} if args.cron else {}
-    flows.serve_nightly(project_dir=project, name=args.name, **kwargs)
+    flows.serve_nightly(project_dir=project, name=name, **kwargs)
 
 
 def load_flow_module(project: Path) -> ModuleType:

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe.errors import HpopipeError
+from hpopipe.names import check_name
 from hpopipe.redact import mask_url
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = os.environ.get("HPOPIPE_EXPERIMENT", "hpopipe")
+DEFAULT_EXPERIMENT = "hpopipe"
+
+
+def experiment_name() -> str:
+    """The MLflow experiment: ``HPOPIPE_EXPERIMENT``, else ``hpopipe``; refused when unsafe as a name."""
+    return check_name(os.environ.get("HPOPIPE_EXPERIMENT", DEFAULT_EXPERIMENT), "HPOPIPE_EXPERIMENT")
 
 
 class NullTracker:
@@ -80,8 +86,10 @@ class _Batch:
 class MlflowTracker(NullTracker):
     """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
 
-    def __init__(self, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, experiment: str | None = None) -> None:
         import mlflow
+
+        experiment = experiment_name() if experiment is None else check_name(experiment, "experiment")
 
         self._mlflow = mlflow
         self._client = mlflow.MlflowClient()
@@ -239,7 +247,13 @@ def git_commit() -> str:
 
 
 def make_tracker(enabled: bool = True) -> NullTracker:
-    """MLflow unless tracking is switched off (``HPOPIPE_TRACKING=off``)."""
+    """MLflow unless tracking is switched off (``HPOPIPE_TRACKING=off``).
+
+    A bad ``HPOPIPE_EXPERIMENT`` is refused even with tracking off: the stage
+    calls this before any training, and the mistake should not wait for the
+    day tracking is switched back on.
+    """
+    experiment = experiment_name()
     if not enabled or os.environ.get("HPOPIPE_TRACKING", "").lower() in {"0", "off", "false"}:
         return NullTracker()
-    return MlflowTracker()
+    return MlflowTracker(experiment)
