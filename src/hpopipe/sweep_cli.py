@@ -13,8 +13,12 @@ def _worker(args: argparse.Namespace) -> None:
     from hpopipe.agent import run_agent
     from hpopipe.recovery import GracefulStop
 
+    from hpopipe.names import check_name
+
+    study = None if args.study is None else check_name(args.study, "--study")
+    wid = None if args.id is None else check_name(args.id, "--id")
     with GracefulStop().installed() as stop:
-        reason = run_agent(str(args.params), args.study, args.id, stop)
+        reason = run_agent(str(args.params), study, wid, stop)
     if reason == "failed":
         raise HpopipeError("the sweep failed (hpopipe status shows why)")
     print(f"worker stopped: {reason}")
@@ -28,9 +32,12 @@ def load_named_study(params_path: Path, name: str | None) -> Any:
 
     from hpopipe import artifacts
     from hpopipe.config import load_params
+    from hpopipe.names import check_name
     from hpopipe.storage import open_storage, resolve
 
-    if name is None:
+    if name is not None:
+        name = check_name(name, "NAME")
+    else:
         path = artifacts.metrics_file("hpo")
         if not path.exists():
             raise HpopipeError(f"NAME: not given, and {path} (which names the last study) does not exist")

@@ -124,12 +124,17 @@ def fail_stale(study: optuna.Study, grace_s: float, max_retry: int) -> int:
 
 
 def _next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | str:
-    """Start a trial, or say why not: ``done`` (budget spent) or ``wait`` (others may still fail)."""
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    """Start a trial, or say why not: ``done`` (budget spent) or ``wait`` (others may still fail).
+
+    Queued trials run even past the budget: they are retries someone asked for
+    (``hpopipe resume``); a dead worker's retry always falls within it.
+    """
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+    queued = any(t.state == TrialState.WAITING for t in trials)
     done = sum(t.state in FINISHED for t in trials)
-    if done >= n_trials:
+    if done >= n_trials and not queued:
         return "done"
-    if len(trials) >= n_trials:
+    if sum(t.state != TrialState.WAITING for t in trials) >= n_trials and not queued:
         return "wait"  # the rest are running elsewhere; take over if one of them dies
     trial = study.ask()
     trial.set_user_attr("worker", wid)
