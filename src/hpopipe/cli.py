@@ -13,6 +13,7 @@ from pathlib import Path
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.fanout_cli import add_parser as add_fanout_commands
 from hpopipe.retrain_cli import add_parser as add_retrain_commands
 from hpopipe.space_export import add_space_parser
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     b.set_defaults(func=_restore)
     add_retrain_commands(sub)
+    add_fanout_commands(sub)
     add_space_parser(sub)
     return parser
 
