@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe import artifacts
+from hpopipe.errors import HpopipeError
 from hpopipe.fanout import WorkerRun
 from hpopipe.redact import mask_url
 
@@ -99,5 +101,23 @@ class OpenedSweep:
 
 
 def open_sweep(root: Path, params: str = "params.yaml", study: str | None = None) -> OpenedSweep:
-    """Load the study that ``hpopipe worker`` in ``root`` with these arguments joined."""
-    raise NotImplementedError("waits for hpopipe.storage on main")  # TODO(sweepflow): wire after merge
+    """Load the study that ``hpopipe worker`` joined in the checkout ``root`` with these arguments.
+
+    The name is derived as the workers derive it (params.yaml and the prepared data), unless
+    given; the storage is the one ``hpo.storage`` names, with ``env:NAME`` read from this
+    process's environment.
+    """
+    from hpopipe.config import load_params
+    from hpopipe.storage import open_storage, resolve
+    from hpopipe.study import data_fingerprint, study_name
+
+    loaded = load_params(root / params)
+    if study is None:
+        train = artifacts.read_frame(root / artifacts.TRAIN)
+        study = study_name(loaded, data_fingerprint(train, artifacts.read_json(root / artifacts.SCHEMA)))
+    spec = resolve(loaded.hpo.storage, root / artifacts.HPO)
+    try:
+        opened = optuna.load_study(study_name=study, storage=open_storage(spec))
+    except KeyError:
+        raise HpopipeError(f"study {study!r}: not found in {spec.display} (no worker joined it)") from None
+    return OpenedSweep(opened, spec.display, loaded.hpo.n_trials)
