@@ -311,3 +311,24 @@ def wait_for_running_trial(url: str, proc: subprocess.Popen[str], epochs: int = 
             return running[0]
         time.sleep(0.05)
     raise AssertionError(f"no trial got to epoch {epochs}")
+
+
+def test_fan_out_errors_name_the_missing_pool_or_deployment(
+    server: Server, client: Any, tmp_path: Path
+) -> None:
+    from hpopipe.errors import HpopipeError
+    from hpopipe.fanout import run_workers
+
+    with pytest.raises(HpopipeError) as missing:
+        run_workers(1, {"project_dir": str(tmp_path)}, deployment="sweep-worker/nowhere")
+    assert str(missing.value) == (
+        f"deployment 'sweep-worker/nowhere': not found on {server.url} "
+        "(register it: hpopipe deploy-worker --pool NAME)"
+    )
+    cmd = [sys.executable, "-m", "hpopipe.cli", "deploy-worker", "--pool", "nope", "--project-dir", str(REPO)]
+    proc = subprocess.run(cmd, env=server.env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"hpopipe: error: --pool: no work pool 'nope' on {server.url} "
+        "(create it: prefect work-pool create nope --type process)"
+    )
