@@ -15,6 +15,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Fixtures shared by the modules that need a real Prefect server (`server`, `client`).
+pytest_plugins = ["tests.prefect_server"]
+
 
 @pytest.fixture(scope="module")
 def prepared() -> tuple[Any, dict]:

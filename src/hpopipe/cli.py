@@ -14,6 +14,7 @@ from typing import Any
 from hpopipe import artifacts
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.fanout_cli import add_parser as add_fanout_commands
 from hpopipe.names import check_name
 from hpopipe.retrain_cli import add_parser as add_retrain_commands
 from hpopipe.space_export import add_space_parser
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_restore)
     add_retrain_commands(sub)
     add_sweep_commands(sub)
+    add_fanout_commands(sub)
     add_space_parser(sub)
     return parser
 

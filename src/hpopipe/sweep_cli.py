@@ -11,9 +11,8 @@ from hpopipe.errors import HpopipeError
 
 def _worker(args: argparse.Namespace) -> None:
     from hpopipe.agent import run_agent
-    from hpopipe.recovery import GracefulStop
-
     from hpopipe.names import check_name
+    from hpopipe.recovery import GracefulStop
 
     study = None if args.study is None else check_name(args.study, "--study")
     wid = None if args.id is None else check_name(args.id, "--id")
