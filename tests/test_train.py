@@ -213,7 +213,9 @@ def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndar
     result = train.fit(
         MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt
     )
-    assert listings == [["trial.pt"]] * 3  # no temp file left behind
+    # No temp file left behind; from epoch 2 on the epoch before is kept as a fallback.
+    assert listings == [["trial.pt"], ["trial.prev.pt", "trial.pt"], ["trial.prev.pt", "trial.pt"]]
+    assert checkpoints.load(checkpoints.previous(ckpt))["epoch"] == 2
     for epoch in (1, 2, 3):
         saved = checkpoints.load(snapshots / f"{epoch}.pt")
         assert saved["epoch"] == epoch
@@ -275,8 +277,9 @@ def test_damaged_checkpoint_is_ignored(problem: dict[str, np.ndarray], tmp_path:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "trial.pt"
     train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
-    blob = ckpt.read_bytes()
-    ckpt.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
+    for path in (ckpt, checkpoints.previous(ckpt)):  # both damaged: nothing to fall back to
+        blob = path.read_bytes()
+        path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
     straight = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4)
     result = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4, checkpoint=ckpt, resume=True)
     assert result.resumed_from_epoch == 0

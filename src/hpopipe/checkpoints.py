@@ -1,7 +1,9 @@
 """Atomic checkpoint files, safe loading, and the retention policy for trial checkpoints.
 
 Trial checkpoints live in a scratch folder that is never a DVC output, so
-deleting them never makes ``dvc repro`` re-run a stage.
+deleting them never makes ``dvc repro`` re-run a stage. Each save keeps the
+previous checkpoint beside the new one (``<hash>.prev.pt``): a kill between
+writing and renaming, or a file the disk truncated, costs one epoch, not the trial.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 
 from hpopipe.atomic import temp_path
+from hpopipe.errors import HpopipeError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,22 @@ def safe_name(name: str) -> str:
     return cleaned or "_"
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save is not atomic on its own: write to a temp file, then rename."""
+def previous(path: Path) -> Path:
+    """Where the checkpoint before ``path``'s current one is kept: ``x.pt`` -> ``x.prev.pt``."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save(path: Path, payload: dict[str, Any], keep_previous: bool = False) -> None:
+    """torch.save is not atomic on its own: write to a temp file, then rename.
+
+    With ``keep_previous`` (trial checkpoints) the current file is first renamed to
+    :func:`previous`, so at every instant one complete checkpoint exists:
+    the new one, or (killed between the two renames) the previous one.
+    """
     with temp_path(path) as tmp:
         torch.save(payload, tmp)
+        if keep_previous and path.exists():
+            os.replace(path, previous(path))
 
 
 class CheckpointError(ValueError):
@@ -76,8 +92,52 @@ def try_load(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def load_resumable(path: Path, phash: str) -> dict[str, Any] | None:
+    """The newest usable checkpoint of the configuration ``phash``, or None to start over.
+
+    The latest file is tried first, then the previous one; a file that is
+    unreadable, or that belongs to another configuration (it would resume the
+    wrong model), is refused with a warning that names it.
+    """
+    for candidate in (path, previous(path)):
+        if not candidate.exists():
+            continue
+        try:
+            ckpt = load(candidate)
+        except CheckpointError as err:
+            log.warning("checkpoint %s is unreadable (%s): not resuming from it", candidate, err)
+            continue
+        if ckpt.get("params_hash") != phash:
+            log.warning(
+                "refusing checkpoint %s: it was written for params hash %s, this trial's is %s",
+                candidate,
+                ckpt.get("params_hash"),
+                phash,
+            )
+            continue
+        if candidate != path:
+            log.warning("resuming from the previous checkpoint %s (epoch %s)", candidate, ckpt.get("epoch"))
+        return ckpt
+    return None
+
+
+def owner(name: str) -> str | None:
+    """The params hash a scratch file belongs to: ``h.pt``, ``h.prev.pt`` and save's ``.h.pt.*.tmp``."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        return name[1:].split(".", 1)[0]
+    if name.endswith(".prev.pt"):
+        return name.removesuffix(".prev.pt")
+    if name.endswith(".pt"):
+        return name.removesuffix(".pt")
+    return None
+
+
 def cleanup(folder: Path, keep: set[str]) -> tuple[int, int]:
-    """Delete every ``*.pt`` in ``folder`` whose stem is not in ``keep``.
+    """Delete the checkpoint files in ``folder`` of every params hash not in ``keep``.
+
+    A trial's files are its checkpoint, the previous one and temp files a kill
+    left behind. Symbolic links are never followed or deleted: what they point
+    at may live anywhere.
 
     Returns:
         (files deleted, bytes freed)
@@ -85,13 +145,33 @@ def cleanup(folder: Path, keep: set[str]) -> tuple[int, int]:
     if not folder.is_dir():
         return 0, 0
     deleted = freed = 0
-    for path in sorted(folder.glob("*.pt")):
-        if path.stem in keep:
+    for path in sorted(folder.iterdir()):
+        key = owner(path.name)
+        if key is None or key in keep:
+            continue
+        if path.is_symlink() or not path.is_file():
+            log.warning("cleanup: leaving %s alone (not a regular file)", path)
             continue
         size = path.stat().st_size
         path.unlink()
         deleted, freed = deleted + 1, freed + size
     return deleted, freed
+
+
+def study_folder(root: Path, study_name: str) -> Path:
+    """A study's scratch folder, refused when it is a symlink or resolves outside ``root``.
+
+    Cleanup deletes files in it; a link planted there (or a root moved by
+    a symlinked study folder) must never turn that into deleting elsewhere.
+    """
+    folder = root / safe_name(study_name)
+    if folder.is_symlink():
+        raise HpopipeError(
+            f"hpo.checkpoint_dir: {folder} is a symbolic link; cleanup refuses to delete in it"
+        )
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise HpopipeError(f"hpo.checkpoint_dir: {folder} resolves outside {root}; cleanup refuses it")
+    return folder
 
 
 def cleanup_study(
@@ -103,6 +183,6 @@ def cleanup_study(
     checkpoint. Only the study's scratch folder is touched, never a DVC output.
     """
     keep = {t["checkpoint"] for t in ranked[:keep_best] if t.get("checkpoint")}
-    deleted, freed = cleanup(root / safe_name(study_name), keep)
+    deleted, freed = cleanup(study_folder(root, study_name), keep)
     log.info("cleanup: deleted %d checkpoint(s), freed %d bytes, kept %d", deleted, freed, len(keep))
     return {"study": study_name, "deleted": deleted, "bytes_freed": freed, "kept": len(keep)}

@@ -41,7 +41,7 @@ def evaluate_candidate(
     rows = []
     device = resolve_device(params.train.device)
     for fold, (train_idx, test_idx) in enumerate(folds(x, y, task, params.cv.folds, params.seed)):
-        seed = derive_seed(params.seed, "cv", candidate["number"], fold)
+        seed = derive_seed(params.seed, "cv", candidate.get("position", candidate["number"]), fold)
         inner = split_validation(x[train_idx], y[train_idx], task, params.data.val_size, seed)
         result = fit(params.model, candidate["params"], params.train, task, inner.fit, inner.val, seed=seed)
         x_test = as_tensor(x[test_idx], device)

@@ -1,16 +1,24 @@
-"""The edge where user errors become one line on stderr and exit status 2."""
+"""The edge of a stage process: user errors become one line on stderr and exit status 2, and a
+stage whose ``dvc`` died stops instead of running on as an orphan."""
 
 from __future__ import annotations
 
 import logging
 import os
+import select
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from hpopipe.errors import HpopipeError
 from hpopipe.redact import mask_url
 
 EXIT_USER_ERROR = 2
+_SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"}
+log = logging.getLogger(__name__)
 
 
 class _MaskingFormatter(logging.Formatter):
@@ -34,9 +42,78 @@ def setup_logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _parent_of(pid: int) -> int:
+    """The parent pid from /proc (field 4 of stat, after the parenthesised command name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def launcher_pid() -> int:
+    """The process that started this one, looking through ``sh -c`` wrappers.
+
+    DVC runs a stage's ``cmd`` through ``$SHELL -c``; bash execs the command but
+    dash does not, so the parent may be a shell that outlives a killed ``dvc``.
+    """
+    pid = os.getppid()
+    try:
+        while pid > 1 and Path(f"/proc/{pid}/comm").read_text().strip() in _SHELLS:
+            pid = _parent_of(pid)
+    except (OSError, ValueError, IndexError):
+        pass  # no /proc (not Linux) or the process is gone: watch what we have
+    return pid
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Block until ``pid`` exits: a pidfd where Linux has one (no pid-reuse race), else polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+def watch_launcher(pid: int | None = None) -> threading.Thread:
+    """Stop this process as if by SIGTERM once ``pid`` (default: :func:`launcher_pid`) exits.
+
+    DVC does not forward SIGTERM to its stage: a ``dvc repro`` that is
+    terminated would leave the stage training as an orphan whose result no
+    one records. The signal goes to this process, so a stage with a graceful
+    stop (hpo) checkpoints, fails its trial as interrupted and writes its
+    exports; any other stage simply ends.
+    """
+    target = launcher_pid() if pid is None else pid
+
+    def watch() -> None:
+        _wait_for_exit(target)
+        log.warning("the process that launched this stage (pid %d) exited: stopping", target)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="hpopipe-launcher-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(main: Callable[[], object]) -> None:
-    """Call ``main``; print an HpopipeError as one line and exit 2, without a traceback."""
+    """Call ``main``; print an HpopipeError as one line and exit 2, without a traceback.
+
+    Under DVC (``DVC_STAGE`` is set) the stage also stops when ``dvc`` dies.
+    A stage started by hand is left alone: ``nohup`` must keep meaning nohup.
+    """
     setup_logging()
+    if os.environ.get("DVC_STAGE"):
+        watch_launcher()
     try:
         main()
     except HpopipeError as err:

@@ -53,6 +53,9 @@ def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
             "params": t.params,
             "best_epoch": t.user_attrs.get("best_epoch"),
             "checkpoint": t.user_attrs.get("checkpoint"),
+            # The trial's place in an uninterrupted sweep: a retry after a crash has a new number
+            # but the same position, and CV seeds by it so a crash does not change CV results.
+            "position": t.user_attrs.get("position", t.number),
         }
         for t in ordered
     ]

@@ -208,9 +208,10 @@ def fit(
     With ``val``, every epoch is scored on it, early stopping applies
     (``patience``, ``min_delta``) and the best weights are restored; without
     it (the refit) the model trains for exactly ``epochs`` epochs.
-    ``checkpoint`` enables per-epoch crash recovery; with ``resume`` an
-    existing file with the same configuration hash is continued from its last
-    epoch (a retry of a killed trial), otherwise it is overwritten; the
+    ``checkpoint`` enables per-epoch crash recovery (the epoch before is kept
+    as a fallback); with ``resume`` an existing file with the same configuration
+    hash is continued from its last epoch (a retry of a killed trial), otherwise
+    it is overwritten; the
     restored epochs are reported again so the pruner sees the whole curve.
     ``should_stop`` is polled after every epoch's checkpoint; ``on_resume``
     hears the epoch a resumed run continues from, before anything can prune it.
@@ -250,7 +251,7 @@ def fit(
             loop.stopped = loop.epoch - loop.best_epoch >= cfg.patience
         loop.history.append(row)
         if checkpoint is not None:
-            checkpoints.save(checkpoint, loop.state(phash))
+            checkpoints.save(checkpoint, loop.state(phash), keep_previous=True)
         if reporter is not None and val is not None:
             reporter(loop.epoch, row[f"val_{task.metric}"])
         if should_stop is not None and should_stop() and not loop.stopped and loop.epoch < max_epochs:
@@ -265,8 +266,8 @@ def fit(
 def _maybe_resume(loop: _Loop, checkpoint: Path | None, phash: str) -> int:
     if checkpoint is None:
         return 0
-    ckpt = checkpoints.try_load(checkpoint)
-    if ckpt is None or ckpt.get("params_hash") != phash:
+    ckpt = checkpoints.load_resumable(checkpoint, phash)
+    if ckpt is None:
         return 0
     loop.restore(ckpt)
     return loop.epoch

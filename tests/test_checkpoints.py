@@ -1,0 +1,223 @@
+"""Crash-recovery checkpoints under faults: a kill inside save, a truncated file, a foreign file, and
+cleanup that must never delete outside its checkpoint root (real kills, real symlinks)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hpopipe import checkpoints, train
+from hpopipe.config import ModelConfig, TrainConfig
+from hpopipe.errors import HpopipeError
+from tests.conftest import REPO, subprocess_env
+
+MLP = ModelConfig(name="mlp")
+PARAMS = {"width": 16, "n_layers": 2, "dropout": 0.2}
+CLS = train.Task("classification", 2, "accuracy")
+SETTINGS = TrainConfig(max_epochs=5, patience=100, batch_size=32, device="cpu")
+
+# A child process that saves epochs 1..3 of a checkpoint and SIGKILLs itself inside the save of
+# epoch 3, at the rename named by argv[2]: "rotate" (current -> previous) or "publish" (temp -> current).
+_KILL_IN_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from hpopipe import checkpoints
+
+path, where = Path(sys.argv[1]), sys.argv[2]
+real = os.replace
+def replace(src, dst):
+    is_publish = str(src).endswith(".tmp")
+    if EPOCH == 3 and is_publish == (where == "publish"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+for EPOCH in (1, 2, 3):
+    checkpoints.save(path, {"params_hash": "h", "epoch": EPOCH, "w": torch.full((1000,), float(EPOCH))},
+                     keep_previous=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return (x[:240], y[:240]), (x[240:], y[240:])
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("where", ["rotate", "publish"])
+def test_a_kill_inside_save_leaves_a_loadable_checkpoint(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "h.pt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_IN_SAVE, str(path), where], env=subprocess_env(), cwd=REPO
+    )
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert any(name.endswith(".tmp") for name in left)  # epoch 3, written but never published
+    if where == "publish":
+        assert not path.exists()  # killed between the two renames: only the previous one is there
+    ckpt = checkpoints.load_resumable(path, "h")  # epoch 2: the newest one that was complete
+    assert ckpt is not None and ckpt["epoch"] == 2
+    assert torch.equal(ckpt["w"], torch.full((1000,), 2.0))
+    deleted, _ = checkpoints.cleanup(tmp_path, set())  # the orphaned temp file goes with the rest
+    assert deleted == len(left) and not list(tmp_path.iterdir())
+
+
+def test_truncated_latest_falls_back_to_the_previous_one_and_names_it(
+    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tr, val = problem
+    ckpt = tmp_path / "trial.pt"
+    straight = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5)
+    train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(blob[: len(blob) // 2])  # the disk lost the end of the newest file
+    with caplog.at_level(logging.WARNING, logger="hpopipe.checkpoints"):
+        resumed = train.fit(
+            MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=ckpt, resume=True
+        )
+    assert resumed.resumed_from_epoch == 2
+    assert f"checkpoint {ckpt} is unreadable" in caplog.text
+    assert f"resuming from the previous checkpoint {checkpoints.previous(ckpt)}" in caplog.text
+    # Epoch 3 is trained again from epoch 2's state: the result is the straight run's, bit for bit.
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.history == straight.history
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(
+    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tr, val = problem
+    other, ckpt = tmp_path / "other.pt", tmp_path / "trial.pt"
+    train.fit(MLP, {**PARAMS, "width": 8}, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=other)
+    ckpt.write_bytes(other.read_bytes())  # a file under this trial's name, written for other params
+    with caplog.at_level(logging.WARNING, logger="hpopipe.checkpoints"):
+        result = train.fit(
+            MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True
+        )
+    assert result.resumed_from_epoch == 0 and len(result.history) == 2
+    assert f"refusing checkpoint {ckpt}" in caplog.text
+    assert checkpoints.params_hash(PARAMS, 3) in caplog.text
+
+
+def test_five_epochs_equal_three_plus_two_resumed_bit_for_bit(
+    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path
+) -> None:
+    tr, val = problem
+    straight_ckpt, ckpt = tmp_path / "straight.pt", tmp_path / "trial.pt"
+    straight = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=straight_ckpt)
+    train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    resumed = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=ckpt, resume=True)
+    assert resumed.resumed_from_epoch == 3
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.history == straight.history
+    a, b = checkpoints.load(straight_ckpt), checkpoints.load(ckpt)  # optimiser and RNG states too
+    assert same_weights(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert torch.equal(a["rng_torch"], b["rng_torch"]) and torch.equal(a["rng_generator"], b["rng_generator"])
+
+
+# --- cleanup ---------------------------------------------------------------------------------------------
+
+
+def scratch(folder: Path, *hashes: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for h in hashes:
+        for name in (f"{h}.pt", f"{h}.prev.pt", f".{h}.pt.x1y2.tmp"):
+            (folder / name).write_bytes(b"x" * 10)
+
+
+def test_cleanup_deletes_every_file_of_a_dropped_trial_and_keeps_the_kept_ones(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    scratch(root / "study", "aaaa", "bbbb", "cccc")
+    (root / "study/notes.txt").write_text("not a checkpoint")
+    ranked = [{"checkpoint": "bbbb"}, {"checkpoint": "aaaa"}, {"checkpoint": "cccc"}]
+    report = checkpoints.cleanup_study(root, "study", ranked, keep_best=1)
+    assert report == {"study": "study", "deleted": 6, "bytes_freed": 60, "kept": 1}
+    left = sorted(p.name for p in (root / "study").iterdir())
+    assert left == [".bbbb.pt.x1y2.tmp", "bbbb.prev.pt", "bbbb.pt", "notes.txt"]
+
+
+def test_cleanup_never_follows_a_symlinked_checkpoint(tmp_path: Path) -> None:
+    root, outside = tmp_path / "ckpt", tmp_path / "outside"
+    scratch(root / "study", "aaaa")
+    outside.mkdir()
+    canary = outside / "precious.pt"
+    canary.write_bytes(b"keep me")
+    (root / "study/dddd.pt").symlink_to(canary)
+    (root / "study/dddd.prev.pt").symlink_to(outside)
+    report = checkpoints.cleanup_study(root, "study", [], keep_best=1)
+    assert report["deleted"] == 3  # aaaa's files only
+    assert canary.read_bytes() == b"keep me"
+    assert (root / "study/dddd.pt").is_symlink() and (root / "study/dddd.prev.pt").is_symlink()
+
+
+def test_cleanup_refuses_a_symlinked_study_folder(tmp_path: Path) -> None:
+    root, outside = tmp_path / "ckpt", tmp_path / "outside"
+    scratch(outside, "aaaa")
+    root.mkdir()
+    (root / "study").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(HpopipeError, match="symbolic link"):
+        checkpoints.cleanup_study(root, "study", [], keep_best=1)
+    assert len(list(outside.iterdir())) == 3
+
+
+@pytest.mark.parametrize("name", ["../outside", "..", "/abs/outside", "a/../../outside"])
+def test_a_study_name_cannot_leave_the_root(tmp_path: Path, name: str) -> None:
+    root, outside = tmp_path / "ckpt", tmp_path / "outside"
+    scratch(outside, "aaaa")
+    root.mkdir()
+    folder = checkpoints.study_folder(root, name)
+    assert folder.parent == root and folder.name not in {"", ".", ".."}
+    checkpoints.cleanup_study(root, name, [], keep_best=1)
+    assert len(list(outside.iterdir())) == 3
+
+
+def test_a_symlinked_root_is_fine(tmp_path: Path) -> None:
+    """Pointing hpo.checkpoint_dir at a scratch disk by a link is a normal setup."""
+    real = tmp_path / "scratch-disk"
+    scratch(real / "study", "aaaa")
+    (tmp_path / "ckpt").symlink_to(real, target_is_directory=True)
+    assert checkpoints.cleanup_study(tmp_path / "ckpt", "study", [], keep_best=1)["deleted"] == 3
+
+
+def test_the_cleanup_stage_refuses_in_one_line(tmp_path: Path) -> None:
+    """The stage edge: exit 2 and one line naming the folder, nothing deleted."""
+    import yaml
+
+    from tests.conftest import TINY_PARAMS
+
+    outside = tmp_path / "outside"
+    scratch(outside, "aaaa")
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["hpo"]["checkpoint_dir"] = "ckpt"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt/study").symlink_to(outside, target_is_directory=True)
+    ranked = tmp_path / "artifacts/hpo/ranked_trials.json"
+    ranked.parent.mkdir(parents=True)
+    ranked.write_text('{"study": "study", "trials": []}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.cleanup"],
+        cwd=tmp_path,
+        env=subprocess_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"hpopipe: error: hpo.checkpoint_dir: {Path('ckpt/study')} is a symbolic link; "
+        "cleanup refuses to delete in it"
+    ]
+    assert len(list(outside.iterdir())) == 3
