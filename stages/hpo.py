@@ -1,9 +1,9 @@
-"""DVC stage `hpo`: the Optuna sweep -> artifacts/hpo/{study.db,trials.csv,ranked_trials.json}, metrics."""
+"""DVC stage `hpo`: the Optuna sweep -> artifacts/hpo/ (study.db, trials, ranking, Pareto front), metrics."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
-from hpopipe.exports import export_trials, ranked_trials, statistics, summary
+from hpopipe.exports import export_trials, pareto_front, ranked_trials, statistics, summary
 from hpopipe.recovery import GracefulStop
 from hpopipe.study import sweep
 from hpopipe.tracking import make_tracker
@@ -17,6 +17,7 @@ def main() -> None:
     ranked = ranked_trials(study)
     artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
     artifacts.write_json(artifacts.RANKED_JSON, {"study": study.study_name, "trials": ranked})
+    artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
     artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
     artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0]["params"] if ranked else {})
     artifacts.write_json(artifacts.metrics_file("hpo"), summary(study))
