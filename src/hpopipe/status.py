@@ -43,6 +43,7 @@ class SweepStatus:
     best_trial: int | None
     busy_s: float
     n_trials: int | None = None
+    front_size: int | None = None  # multi-objective studies: trials on the Pareto front
 
     @property
     def finished(self) -> int:
@@ -79,14 +80,16 @@ def read_status(
         raise HpopipeError(f"--study: no study named {name!r} in {path}") from None
     trials = loaded.get_trials(deepcopy=False)
     best = _best(loaded)
+    multi = len(loaded.directions) > 1
     return SweepStatus(
         study=name,
-        direction=loaded.direction.name.lower(),
+        direction=", ".join(d.name.lower() for d in loaded.directions),
         counts={s.name: sum(t.state == s for t in trials) for s in TrialState},
         best_value=None if best is None else best.value,
         best_trial=None if best is None else best.number,
         busy_s=busy_seconds(trials, now or datetime.now()),
         n_trials=n_trials,
+        front_size=len(loaded.best_trials) if multi else None,
     )
 
 
@@ -117,6 +120,8 @@ def latest_study(storage: optuna.storages.BaseStorage, path: Path) -> str:
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
+    if len(study.directions) > 1:  # no single best: the Pareto front (front_size) instead
+        return None
     try:
         return study.best_trial
     except ValueError:  # no COMPLETE trial yet
@@ -166,7 +171,12 @@ def format_status(status: SweepStatus) -> str:
     budget = f" of {status.n_trials}" if status.n_trials is not None else ""
     rows.append(("finished", f"{status.finished}{budget} (complete + pruned)"))
     best = _value(status.best_value)
-    rows.append(("best so far", best if status.best_trial is None else f"{best} (trial {status.best_trial})"))
+    if status.front_size is not None:
+        rows.append(("pareto front", f"{status.front_size} trials"))
+    else:
+        rows.append(
+            ("best so far", best if status.best_trial is None else f"{best} (trial {status.best_trial})")
+        )
     rows.append(("elapsed", f"{format_duration(status.busy_s)} (while trials ran)"))
     rate = status.rate_per_min
     rows.append(("rate", "-" if rate is None else f"{rate:.2f} trials/min"))
