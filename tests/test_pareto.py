@@ -24,6 +24,7 @@ from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.exports import export_trials, pareto_front, ranked_trials, statistics, summary
 from hpopipe.models import build
+from hpopipe.orchestrate import read_results
 from hpopipe.select import best_config
 from hpopipe.space_export import export_space
 from hpopipe.status import format_status, read_status
@@ -345,6 +346,7 @@ def test_every_stage_runs_on_a_multi_objective_sweep(tmp_path: Path, monkeypatch
     }
     assert source["trial"] == max(scores, key=lambda t: (scores[t], -t))
     assert source["weighted_score"] == pytest.approx(scores[source["trial"]])
+    assert read_results(tmp_path).cv_trial == source["trial"]  # the retrain summary shows select's choice
     page = (tmp_path / "reports/index.html").read_text()
     assert "Multi-objective (macro_f1, n_params)" in page and "<code>weighted</code>" in page
     assert json.loads((tmp_path / "metrics/test.json").read_text())["accuracy"] > 0.5
