@@ -1,9 +1,9 @@
-"""DVC stage `hpo`: the Optuna sweep (study in hpo.storage) -> artifacts/hpo/{trials.csv,...}, metrics."""
+"""DVC stage `hpo`: the sweep (study in hpo.storage) -> artifacts/hpo/ (trials, ranking, Pareto front)."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
-from hpopipe.exports import export_trials, ranked_trials, statistics, summary
+from hpopipe.exports import export_trials, pareto_front, ranked_trials, statistics, summary
 from hpopipe.recovery import GracefulStop
 from hpopipe.storage import resolve
 from hpopipe.study import sweep
@@ -18,6 +18,7 @@ def main() -> None:
     ranked = ranked_trials(study)
     artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
     artifacts.write_json(artifacts.RANKED_JSON, {"study": study.study_name, "trials": ranked})
+    artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
     artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
     artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0]["params"] if ranked else {})
     artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})

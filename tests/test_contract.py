@@ -98,6 +98,7 @@ def test_outputs_match_the_library_paths() -> None:
             artifacts.RANKED_JSON,
             artifacts.STATISTICS_JSON,
             artifacts.BEST_TRIAL_PARAMS,
+            artifacts.PARETO_CSV,
             artifacts.metrics_file("hpo"),
         },
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},

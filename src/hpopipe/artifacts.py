@@ -25,6 +25,7 @@ TRIALS_CSV = HPO / "trials.csv"
 RANKED_JSON = HPO / "ranked_trials.json"
 STATISTICS_JSON = HPO / "statistics.json"
 BEST_TRIAL_PARAMS = HPO / "best_parameters.json"
+PARETO_CSV = HPO / "pareto.csv"
 CV_RESULTS = Path("artifacts/cv/results.csv")
 BEST_CONFIG = Path("artifacts/best/config.yaml")
 BEST_PARAMS = Path("artifacts/best/params.json")

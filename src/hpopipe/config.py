@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,6 +30,9 @@ CLASSIFICATION_METRICS = ("macro_f1", "accuracy", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 MAXIMIZED_METRICS = frozenset({"macro_f1", "accuracy", "roc_auc", "r2"})
 Metric = Literal["macro_f1", "accuracy", "roc_auc", "log_loss", "rmse", "mae", "r2"]
+# An objective of a multi-objective sweep: a validation metric, or the model's trainable parameter count.
+ObjectiveName = Literal["macro_f1", "accuracy", "roc_auc", "log_loss", "rmse", "mae", "r2", "n_params"]
+MODEL_SIZE = "n_params"
 Scalar = bool | int | float | str
 # A whole number written as one: "10", 10.0 and true are refused, not coerced.
 Count = Annotated[int, Field(strict=True)]
@@ -348,6 +351,8 @@ class HpoConfig(_Strict):
     n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
     metric: Metric = "macro_f1"
+    # Multi-objective: two or more objectives; ``metric`` then is (and defaults to) the first.
+    metrics: list[ObjectiveName] | None = None
     sampler: SamplerConfig = Field(default_factory=TpeSampler)
     pruner: PrunerConfig = Field(default_factory=HyperbandPruner)
     callbacks: list[str] = Field(default_factory=list)
@@ -385,9 +390,66 @@ class HpoConfig(_Strict):
             raise ValueError(f"grace_s: {self.grace_s} must exceed heartbeat_s ({self.heartbeat_s})")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_is_first_of_metrics(cls, data: Any) -> Any:
+        # With `metrics`, `metric` is the first of them (early stopping, CV and refit score by it),
+        # and a multi-objective study cannot prune: `pruner` defaults to none instead of hyperband.
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), list) or not data["metrics"]:
+            return data
+        first = data["metrics"][0]
+        if first == MODEL_SIZE:
+            raise ValueError(
+                f"hpo.metrics: the first objective must be a validation metric, not {MODEL_SIZE!r} "
+                "(early stopping, CV and the refit score by it)"
+            )
+        if first not in get_args(Metric):  # left to the field's own check, which names it
+            return data
+        if "metric" in data and data["metric"] != first:
+            raise ValueError(
+                f"hpo.metric: {data['metric']!r} must be left out "
+                f"or equal the first of hpo.metrics ({first!r})"
+            )
+        return {"pruner": {"name": "none"}, **data, "metric": first}
+
+    @model_validator(mode="after")
+    def _multi_objective(self) -> HpoConfig:
+        if self.metrics is None:
+            return self
+        if len(self.metrics) < 2:
+            raise ValueError("hpo.metrics: list two or more objectives (for one, use hpo.metric)")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"hpo.metrics: {self.metrics} names an objective twice")
+        if not isinstance(self.pruner, NoPruner):
+            raise ValueError(
+                f"hpo.pruner: {self.pruner.name!r} cannot be used with hpo.metrics: "
+                "Optuna cannot prune a multi-objective study (leave hpo.pruner out or set {name: none})"
+            )
+        if isinstance(self.sampler, CmaesSampler):
+            raise ValueError(
+                "hpo.sampler: 'cmaes' optimises a single objective; with hpo.metrics use "
+                "nsga2, tpe, random, grid, gp or qmc"
+            )
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        """The names of the study's objectives: ``metrics``, or ``[metric]`` for one."""
+        return list(self.metrics) if self.metrics is not None else [self.metric]
+
+    @property
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """One direction per objective; each follows from the metric (n_params is minimised)."""
+        return [objective_direction(name) for name in self.objectives]
+
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
-        return "maximize" if self.metric in MAXIMIZED_METRICS else "minimize"
+        return objective_direction(self.metric)
+
+
+def objective_direction(name: str) -> Literal["maximize", "minimize"]:
+    """``maximize`` for the metrics in MAXIMIZED_METRICS, ``minimize`` for the rest and n_params."""
+    return "maximize" if name in MAXIMIZED_METRICS else "minimize"
 
 
 class TrainConfig(_Strict):
@@ -402,9 +464,43 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class BestFirstMetric(_Strict):
+    """Select the candidate with the best CV mean of the first objective (``hpo.metric``)."""
+
+    rule: Literal["best_first_metric"] = "best_first_metric"
+
+
+class WeightedSelect(_Strict):
+    """Select the candidate with the highest sum of weight x CV mean over every objective.
+
+    Higher is better; the sign of a weight says which way its objective is good:
+    positive for a maximised metric, negative for a minimised one (n_params, log_loss).
+    """
+
+    rule: Literal["weighted"]
+    weights: dict[str, float] = Field(min_length=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _finite_nonzero(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not math.isfinite(weight) or weight == 0:
+                raise ValueError(f"{name}: weight must be a finite non-zero number, got {weight}")
+        return value
+
+
+SelectRule = Annotated[BestFirstMetric | WeightedSelect, Field(discriminator="rule")]
+
+
 class CvConfig(_Strict):
     top_k: Count = Field(default=3, gt=0)
     folds: Count = Field(default=5, ge=2, le=50)
+    select: SelectRule = Field(default_factory=BestFirstMetric)
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _rule_name(cls, value: Any) -> Any:
+        return {"rule": value} if isinstance(value, str) else value
 
 
 class RefitConfig(_Strict):
@@ -492,6 +588,10 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _metric_fits_task(self) -> Params:
         check_metric_fits_task(self.hpo.metric, self.data.task)
+        for name in self.hpo.objectives[1:]:
+            if name != MODEL_SIZE:
+                check_metric_fits_task(name, self.data.task, key="hpo.metrics:")
+        check_select_rule(self.cv.select, self.hpo)
         return self
 
 
@@ -505,20 +605,45 @@ def _normalise_spec(name: str, spec: Any) -> Any:
     return spec
 
 
-def check_metric_fits_task(metric: str, task: str) -> None:
+def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric") -> None:
     """Refuse a metric that cannot be computed for the task (e.g. rmse on classes)."""
     if task == "classification" and metric not in CLASSIFICATION_METRICS:
-        raise ValueError(f"hpo.metric {metric!r} is for regression, but data.task is classification")
+        raise ValueError(f"{key} {metric!r} is for regression, but data.task is classification")
     if task == "regression" and metric not in REGRESSION_METRICS:
-        raise ValueError(f"hpo.metric {metric!r} is for classification, but data.task is regression")
+        raise ValueError(f"{key} {metric!r} is for classification, but data.task is regression")
+
+
+def check_select_rule(rule: BestFirstMetric | WeightedSelect, hpo: HpoConfig) -> None:
+    """A weighted rule weighs every objective of a multi-objective sweep, each in its direction."""
+    if not isinstance(rule, WeightedSelect):
+        return
+    if hpo.metrics is None:
+        raise ValueError("cv.select.rule: 'weighted' needs hpo.metrics (two or more objectives)")
+    if set(rule.weights) != set(hpo.metrics):
+        raise ValueError(
+            f"cv.select.weights: name exactly the objectives of hpo.metrics {hpo.metrics}, "
+            f"got {sorted(rule.weights)}"
+        )
+    for name in hpo.metrics:
+        wanted = 1.0 if objective_direction(name) == "maximize" else -1.0
+        if math.copysign(1.0, rule.weights[name]) != wanted:
+            sign = "positive" if wanted > 0 else "negative"
+            raise ValueError(
+                f"cv.select.weights.{name}: {name} is {objective_direction(name)}d, so its weight "
+                f"must be {sign} (the highest weighted score wins)"
+            )
 
 
 # Discriminator values pydantic puts in an error's location: search-space types, sampler and pruner names.
 _SPEC_TAGS = {"log_uniform", "uniform", "int_uniform", "choice", "normal", "tpe", "random", "grid", "gp"}
 _SPEC_TAGS |= {"cmaes", "qmc", "nsga2", "median", "percentile", "successive_halving", "hyperband"}
-_SPEC_TAGS |= {"threshold", "wilcoxon"}
+_SPEC_TAGS |= {"threshold", "wilcoxon", "best_first_metric", "weighted"}
 # pydantic adds the member type of a union to the location (e.g. 'int', "literal['auto']").
 _TYPE_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
+# A check across keys names its own key first ("cv.select.weights: ..."): it becomes the location.
+_NAMED_KEY = re.compile(r"^([a-z_]+\.[\w.]+): ")
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -531,6 +656,10 @@ def _one_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = _location(tuple(first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
+    # A check across sections names its own key (e.g. "cv.select.weights: ..."): no "(top level)".
+    named = _NAMED_KEY.match(msg)
+    if named and (where == "(top level)" or named[1].startswith(where + ".")):
+        where, msg = named[1], msg[named.end() :]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (typo?)"
     elif first["type"] == "union_tag_invalid":  # e.g. sampler: {name: bayes}

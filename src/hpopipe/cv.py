@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from hpopipe import metrics
+from hpopipe import metrics, objectives, pareto
 from hpopipe.config import MAXIMIZED_METRICS, Params
 from hpopipe.study import derive_seed, split_validation
 from hpopipe.tracking import NullTracker
 from hpopipe.train import Task, as_tensor, fit, predict, resolve_device
 
 log = logging.getLogger(__name__)
+RESULT_COLUMNS = ["trial", "fold", "score", "best_epoch"]
 
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -37,7 +38,11 @@ def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[t
 def evaluate_candidate(
     params: Params, candidate: dict[str, Any], x: np.ndarray, y: np.ndarray, task: Task
 ) -> list[dict[str, Any]]:
-    """Score one candidate on every fold: rows of (trial, fold, score, best_epoch)."""
+    """Score one candidate on every fold: rows of (trial, fold, score, best_epoch).
+
+    A multi-objective sweep adds a column per further objective (``hpo.metrics[1:]``),
+    scored on the same held-out fold.
+    """
     rows = []
     device = resolve_device(params.train.device)
     for fold, (train_idx, test_idx) in enumerate(folds(x, y, task, params.cv.folds, params.seed)):
@@ -50,6 +55,10 @@ def evaluate_candidate(
         rows.append(
             {"trial": candidate["number"], "fold": fold, "score": value, "best_epoch": result.best_epoch}
         )
+        others = params.hpo.objectives[1:]
+        rows[-1] |= objectives.objective_values(
+            others, task, result.model, (x[test_idx], y[test_idx]), result.y_scale
+        )
     return rows
 
 
@@ -61,8 +70,8 @@ def cross_validate(
     task: Task,
     tracker: NullTracker,
 ) -> pd.DataFrame:
-    """Evaluate the ``cv.top_k`` best trials; one row per (trial, fold)."""
-    candidates = ranked[: params.cv.top_k]
+    """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold)."""
+    candidates = pareto.candidates(params, ranked)
     rows: list[dict[str, Any]] = []
     for candidate in candidates:
         with tracker.run(f"cv-trial-{candidate['number']}", params=candidate["params"], nested=True):
@@ -77,18 +86,27 @@ def cross_validate(
             statistics.pstdev(scores),
         )
         rows += fold_rows
-    return pd.DataFrame(rows, columns=["trial", "fold", "score", "best_epoch"])
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:]])
 
 
 def summarise(results: pd.DataFrame, metric: str) -> dict[str, Any]:
-    """metrics/cv.json: mean and std per candidate, and the best candidate by mean."""
-    per_trial = {}
+    """metrics/cv.json: mean and std per candidate, and the best candidate by mean.
+
+    With further objectives (a multi-objective sweep's extra columns), each
+    candidate also gets ``objectives``: the CV mean of every objective, which
+    ``select`` applies ``cv.select`` to.
+    """
+    per_trial: dict[str, dict[str, Any]] = {}
+    others = [c for c in results.columns if c not in RESULT_COLUMNS]
     for trial, group in results.groupby("trial", sort=False):
         per_trial[str(trial)] = {
             "mean": float(group["score"].mean()),
             "std": float(group["score"].std(ddof=0)),
             "best_epoch_mean": float(group["best_epoch"].mean()),
         }
+        if others:
+            means = {metric: float(group["score"].mean())} | {c: float(group[c].mean()) for c in others}
+            per_trial[str(trial)]["objectives"] = means
     sign = 1.0 if metric in MAXIMIZED_METRICS else -1.0
     best = max(per_trial, key=lambda t: (sign * per_trial[t]["mean"], -int(t)))
     return {

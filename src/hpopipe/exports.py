@@ -1,7 +1,9 @@
-"""Exports of a study: trials.csv, ranked_trials.json, statistics.json, metrics/hpo.json.
+"""Exports of a study: trials.csv, ranked_trials.json, pareto.csv, statistics.json, metrics/hpo.json.
 
 The study is the source of truth for trials; these files are views of it
-that the later stages, DVC metrics and people read.
+that the later stages, DVC metrics and people read. A multi-objective study
+has a ``value_<objective>`` column per objective where a single-objective one
+has ``value``, and ranks its Pareto front (see :mod:`hpopipe.pareto`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,22 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe import pareto
 from hpopipe.artifacts import sqlite_url
+
+
+def _value_columns(study: optuna.Study) -> list[str]:
+    if pareto.is_multi_objective_study(study):
+        return [f"value_{name}" for name in pareto.objective_names(study)]
+    return ["value"]
+
+
+def _values(study: optuna.Study, t: FrozenTrial) -> dict[str, Any]:
+    columns = _value_columns(study)
+    values = t.values if t.values is not None else [math.nan] * len(columns)
+    return dict(zip(columns, values, strict=True))
 
 
 def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
@@ -29,20 +44,52 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
-            "value": t.value if t.value is not None else math.nan,
+            **_values(study, t),
             "duration_s": round(duration, 3),
             "best_epoch": t.user_attrs.get("best_epoch"),
         }
         row.update({f"params_{n}": t.params.get(n) for n in names})
         rows.append(row)
-    columns = ["number", "state", "value", "duration_s", "best_epoch"] + [f"params_{n}" for n in names]
+    columns = ["number", "state", *_value_columns(study), "duration_s", "best_epoch"]
+    columns += [f"params_{n}" for n in names]
     frame = pd.DataFrame(rows, columns=columns)
     frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
     return frame
 
 
+def pareto_front(study: optuna.Study, names: list[str]) -> pd.DataFrame:
+    """artifacts/hpo/pareto.csv: the front, best first as ranked (one objective: the best trial)."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    rows = []
+    for entry in ranked_trials(study)[: None if pareto.is_multi_objective_study(study) else 1]:
+        t = by_number[entry["number"]]
+        rows.append(
+            {"number": t.number, **_values(study, t), **{f"params_{n}": t.params.get(n) for n in names}}
+        )
+    columns = ["number", *_value_columns(study)] + [f"params_{n}" for n in names]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
-    """COMPLETE trials, best first (ties by trial number), with their typed params."""
+    """COMPLETE trials, best first (ties by trial number), with their typed params.
+
+    A multi-objective study ranks only its Pareto front, by the first
+    objective, then the next ones; ``value`` is the first objective and
+    ``values`` names them all.
+    """
+    if pareto.is_multi_objective_study(study):
+        names = pareto.objective_names(study)
+        return [
+            {
+                "number": t.number,
+                "value": t.values[0],
+                "values": dict(zip(names, t.values, strict=True)),
+                "params": t.params,
+                "best_epoch": t.user_attrs.get("best_epoch"),
+                "checkpoint": t.user_attrs.get("checkpoint"),
+            }
+            for t in pareto.front(study)
+        ]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
@@ -72,7 +119,7 @@ def statistics(study: optuna.Study) -> dict[str, Any]:
     ranked = ranked_trials(study)
     return {
         "study": study.study_name,
-        "direction": study.direction.name.lower(),
+        **_directions(study),
         "counts": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
         "success_rate": (sum(t.state == TrialState.COMPLETE for t in trials) / len(trials))
         if trials
@@ -81,7 +128,20 @@ def statistics(study: optuna.Study) -> dict[str, Any]:
         "mean_duration_s": round(sum(durations) / len(durations), 3) if durations else None,
         "best_value": ranked[0]["value"] if ranked else None,
         "best_trial": ranked[0]["number"] if ranked else None,
+        **_front_size(study, ranked),
     }
+
+
+def _directions(study: optuna.Study) -> dict[str, Any]:
+    if pareto.is_multi_objective_study(study):
+        names = pareto.objective_names(study)
+        return {"directions": {n: d.name.lower() for n, d in zip(names, study.directions, strict=True)}}
+    return {"direction": study.direction.name.lower()}
+
+
+def _front_size(study: optuna.Study, ranked: list[dict[str, Any]]) -> dict[str, int]:
+    # Multi-objective only (the ranking is the front), so single-objective outputs stay as they were.
+    return {"front_size": len(ranked)} if pareto.is_multi_objective_study(study) else {}
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
@@ -98,6 +158,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "best_trial": ranked[0]["number"] if ranked else None,
         "n_trials": len(trials),
         **counts,
+        **_front_size(study, ranked),
     }
 
 

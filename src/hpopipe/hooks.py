@@ -25,6 +25,9 @@ class TrialLogger:
         self.best: float | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if len(study.directions) > 1:  # trial.value and study.direction raise for several objectives
+            self._log_values(trial)
+            return
         reason = trial.user_attrs.get("fail_reason", "")
         value = "" if trial.value is None else f" value={trial.value:.6g}"
         log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
@@ -35,6 +38,14 @@ class TrialLogger:
             gain = "" if self.best is None else f" ({trial.value - self.best:+.6g})"
             log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
             self.best = trial.value
+
+    @staticmethod
+    def _log_values(trial: FrozenTrial) -> None:
+        reason = trial.user_attrs.get("fail_reason", "")
+        values = (
+            "" if trial.values is None else " values=(" + ", ".join(f"{v:.6g}" for v in trial.values) + ")"
+        )
+        log.info("trial %d %s%s%s", trial.number, trial.state.name, values, f" ({reason})" if reason else "")
 
 
 def after_trial_hooks(

@@ -458,7 +458,9 @@ class Results:
 def read_results(root: Path) -> Results:
     """Best parameters, the chosen candidate's CV mean and std, and the test metrics."""
     cv = artifacts.read_json(root / artifacts.metrics_file("cv"))
-    best = cv.get("best_trial")
+    # The trial select chose: cv's best by mean, unless a multi-objective rule chose another.
+    source = (artifacts.read_yaml(root / artifacts.BEST_CONFIG) or {}).get("source") or {}
+    best = source.get("trial", cv.get("best_trial"))
     chosen = cv.get("trials", {}).get(str(best), {})
     return Results(
         metric=str(cv.get("metric", "")),

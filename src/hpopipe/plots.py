@@ -131,9 +131,10 @@ def parallel_coordinates(trials: Sequence[FrozenTrial], metric: str, maximize: b
     sampled on a log scale; choices evenly spaced), so a line's height shows
     where in the search space the trial sampled, not only where the others did.
     """
-    trials = [t for t in trials if t.value is not None]
+    # values[0]: the value of a single-objective trial, the first objective of a multi-objective one
+    trials = [t for t in trials if t.values is not None]
     names = sorted({name for t in trials for name in t.params})
-    values = np.array([float(t.value) for t in trials if t.value is not None])
+    values = np.array([float(t.values[0]) for t in trials if t.values is not None])
     fig, ax = _figure(max(11.0, 1.3 * (len(names) + 1)), 3.8)
     axes = [_param_axis(trials, name) for name in names] + [_value_axis(values, metric)]
     norm = matplotlib.colors.Normalize(float(values.min()), float(values.max()))

@@ -136,7 +136,22 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def _maximize(study: optuna.Study) -> bool:
-    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+    # The first objective's direction: ``study.direction`` raises for a multi-objective study.
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+
+def _first(trial: FrozenTrial) -> float | None:
+    """A trial's value, or its first objective's in a multi-objective study (``trial.value`` raises)."""
+    return None if trial.values is None else float(trial.values[0])
+
+
+def _first_objective(trial: FrozenTrial) -> float:
+    # The importance target of a multi-objective study (Optuna asks for one).
+    return float(trial.values[0])
+
+
+def _multi(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
 
 
 def history_frame(study: optuna.Study) -> pd.DataFrame:
@@ -146,7 +161,7 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
     stopped, not comparable with a finished trial's.
     """
     trials = _complete(study)
-    values = pd.Series([float(t.value) for t in trials if t.value is not None], dtype=float)
+    values = pd.Series([_first(t) for t in trials], dtype=float)
     best = values.cummax() if _maximize(study) else values.cummin()
     return pd.DataFrame({"number": [t.number for t in trials], "value": values, "best": best})
 
@@ -160,11 +175,12 @@ def importance_frame(study: optuna.Study, seed: int) -> pd.DataFrame:
     """
     if len(_complete(study)) < MIN_TRIALS_FOR_IMPORTANCE:
         return pd.DataFrame(columns=PLOT_COLUMNS["importance"])
+    target = _first_objective if _multi(study) else None
     try:
-        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), target=target)
     except RuntimeError as err:
         log.warning("fANOVA importances failed (%s); using Optuna's default evaluator", err)
-        found = get_param_importances(study)
+        found = get_param_importances(study, target=target)
     frame = pd.DataFrame({"param": list(found), "importance": [round(float(v), 6) for v in found.values()]})
     return frame.sort_values(["importance", "param"], ascending=[False, True], ignore_index=True)
 
@@ -273,7 +289,20 @@ def _summary(sources: Sources) -> str:
     return (
         f"Study <code>{html.escape(sources.study.study_name)}</code>: {len(trials)} trials ({counts}). "
         f"Metric <code>{html.escape(sources.metric)}</code> ({direction}); "
-        f"trial {sources.selected_trial} was selected by cross-validation and refit."
+        f"trial {sources.selected_trial} was selected by cross-validation and refit.{_pareto_note(sources)}"
+    )
+
+
+def _pareto_note(sources: Sources) -> str:
+    if not _multi(sources.study):
+        return ""
+    names = sources.study.metric_names or []
+    rule = (sources.best.get("source") or {}).get("rule", "?")
+    return (
+        f" Multi-objective ({html.escape(', '.join(names))}): a Pareto front of "
+        f"{len(sources.study.best_trials)} trials, "
+        f"chosen from by the rule <code>{html.escape(str(rule))}</code>; "
+        "the figures show the first objective."
     )
 
 
@@ -294,7 +323,7 @@ def best_config_table(sources: Sources) -> str:
 
 def cv_table(sources: Sources) -> str:
     """Mean ± std of every CV candidate, best first, the selected one highlighted."""
-    values = {t.number: t.value for t in sources.study.get_trials(deepcopy=False)}
+    values = {t.number: _first(t) for t in sources.study.get_trials(deepcopy=False)}
     folds = sources.cv_results.sort_values("fold").groupby("trial")["score"].apply(list)
     sign = -1.0 if _maximize(sources.study) else 1.0
     ranked = sorted(sources.cv_summary["trials"].items(), key=lambda kv: (sign * kv[1]["mean"], int(kv[0])))

@@ -1,9 +1,10 @@
-"""Pick the best configuration by CV mean and write it out as a complete training config."""
+"""Pick the best configuration by CV mean (or by cv.select's rule) as a complete training config."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from hpopipe import pareto
 from hpopipe.config import Params
 from hpopipe.errors import HpopipeError
 
@@ -12,11 +13,14 @@ def best_config(params: Params, ranked: list[dict[str, Any]], cv_summary: dict[s
     """The full configuration ``refit`` needs: model, merged params, training settings, epochs.
 
     Epochs are the rounded mean of the best epochs the CV folds found, so the
-    refit (which has no validation rows) knows when to stop.
+    refit (which has no validation rows) knows when to stop. A multi-objective
+    sweep chooses by ``cv.select`` and records the rule and why in ``source``.
     """
     if not ranked or not cv_summary.get("trials"):
         raise HpopipeError("select: no complete trial to choose from (every trial was pruned or failed)")
-    chosen = int(cv_summary["best_trial"])
+    chosen, why = int(cv_summary["best_trial"]), dict[str, Any]()
+    if pareto.is_multi_objective(params):
+        chosen, why = pareto.choose(params, cv_summary)
     trial = next((t for t in ranked if t["number"] == chosen), None)
     if trial is None:
         raise HpopipeError(f"select: CV chose trial {chosen}, which is not among the complete trials")
@@ -34,5 +38,7 @@ def best_config(params: Params, ranked: list[dict[str, Any]], cv_summary: dict[s
             "cv_mean": stats["mean"],
             "cv_std": stats["std"],
             "cv_folds": cv_summary["folds"],
+            **({"sweep_values": trial["values"]} if "values" in trial else {}),
+            **why,
         },
     }

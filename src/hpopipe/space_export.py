@@ -92,6 +92,8 @@ def export_space(params: Params, fmt: str) -> str:
     }
     if fmt not in exporters:
         raise HpopipeError(f"space export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt != "optuna" and params.hpo.metrics is not None:
+        raise _cannot(fmt, "hpo.metrics", "its sweeps optimise one metric")
     return exporters[fmt](params)
 
 
@@ -164,7 +166,10 @@ def _optuna_text(params: Params) -> str:
         when = params.search_space[name].when
         if when is not None:
             entries[name]["when"] = when
-    doc = {"metric": params.hpo.metric, "direction": params.hpo.direction, "search_space": entries}
+    doc: dict[str, Any] = {"metric": params.hpo.metric, "direction": params.hpo.direction}
+    if params.hpo.metrics is not None:
+        doc = {"metrics": params.hpo.objectives, "directions": params.hpo.directions}
+    doc["search_space"] = entries
     return json.dumps(doc, indent=2) + "\n"
 
 

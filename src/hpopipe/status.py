@@ -47,6 +47,7 @@ class SweepStatus:
     n_trials: int | None = None
     state: str = "running"
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    front_size: int | None = None  # multi-objective studies: trials on the Pareto front
 
     @property
     def finished(self) -> int:
@@ -91,9 +92,10 @@ def read_status(
     state = "pending" if not trials and sweep["state"] == "running" else str(sweep["state"])
     if n_trials is None and isinstance(sweep.get("n_trials"), int):
         n_trials = sweep["n_trials"]
+    multi = len(loaded.directions) > 1
     return SweepStatus(
         study=name,
-        direction=loaded.direction.name.lower(),
+        direction=", ".join(d.name.lower() for d in loaded.directions),
         counts={s.name: sum(t.state == s for t in trials) for s in TrialState},
         best_value=None if best is None else best.value,
         best_trial=None if best is None else best.number,
@@ -101,6 +103,7 @@ def read_status(
         n_trials=n_trials,
         state=state,
         workers=lifecycle.workers(loaded),
+        front_size=len(loaded.best_trials) if multi else None,
     )
 
 
@@ -131,6 +134,8 @@ def latest_study(storage: optuna.storages.BaseStorage, path: Path | str) -> str:
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
+    if len(study.directions) > 1:  # no single best: the Pareto front (front_size) instead
+        return None
     try:
         return study.best_trial
     except ValueError:  # no COMPLETE trial yet
@@ -180,7 +185,12 @@ def format_status(status: SweepStatus) -> str:
     budget = f" of {status.n_trials}" if status.n_trials is not None else ""
     rows.append(("finished", f"{status.finished}{budget} (complete + pruned)"))
     best = _value(status.best_value)
-    rows.append(("best so far", best if status.best_trial is None else f"{best} (trial {status.best_trial})"))
+    if status.front_size is not None:
+        rows.append(("pareto front", f"{status.front_size} trials"))
+    else:
+        rows.append(
+            ("best so far", best if status.best_trial is None else f"{best} (trial {status.best_trial})")
+        )
     rows.append(("elapsed", f"{format_duration(status.busy_s)} (while trials ran)"))
     rate = status.rate_per_min
     rows.append(("rate", "-" if rate is None else f"{rate:.2f} trials/min"))

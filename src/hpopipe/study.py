@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import optuna
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from hpopipe import checkpoints, lifecycle, space
+from hpopipe import checkpoints, lifecycle, objectives, pareto, space
 from hpopipe.config import Params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
@@ -66,20 +65,24 @@ def study_name(params: Params, data_fingerprint: str) -> str:
         "val_size": params.data.val_size,
         "seed": params.seed,
     }
+    if params.hpo.metrics is not None:  # only then: single-objective study names stay as they were
+        identity["metrics"] = list(params.hpo.metrics)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{checkpoints.safe_name(params.model.label)}-{digest}"
 
 
 def open_study(params: Params, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or load it when a run with the same identity exists."""
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction=params.hpo.direction,
         sampler=make_sampler(params),
         pruner=make_pruner(params),
         load_if_exists=True,
+        **pareto.directions_kwarg(params),
     )
+    pareto.name_objectives(study, params)
+    return study
 
 
 @dataclass
@@ -118,7 +121,7 @@ class Objective:
         """True once a graceful stop was requested."""
         return self.stop is not None and self.stop()
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         sampled = space.suggest(trial, self.params.search_space)
         # Seeded by the trial's place in an uninterrupted run, not its number: a retry
         # inherits its origin's place, and later trials keep theirs despite the extra attempt.
@@ -149,9 +152,11 @@ class Objective:
         if pruned is not None:
             raise pruned
         if state == INTERRUPTED:
-            return math.nan  # Optuna records NaN as FAIL, without a traceback for a clean stop
+            return objectives.interrupted_values(self.params)  # NaN: FAIL, without a traceback
         trial.set_user_attr("best_epoch", result.best_epoch)
-        return result.best_score
+        return objectives.trial_values(
+            self.params, self.data.task, result.model, self.data.val, result.y_scale, result.best_score
+        )
 
     def _fit(self, trial: optuna.Trial, sampled: dict[str, Any], seed: int, phash: str) -> FitResult:
         return fit(
@@ -162,7 +167,10 @@ class Objective:
             self.data.fit,
             self.data.val,
             seed=seed,
-            reporter=_pruning_reporter(trial, pruning_steps(self.params)),
+            # Optuna refuses intermediate values of a multi-objective trial (it cannot prune one).
+            reporter=None
+            if pareto.is_multi_objective(self.params)
+            else _pruning_reporter(trial, pruning_steps(self.params)),
             checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
             resume="retry_of" in trial.user_attrs,
             should_stop=self.stop,
@@ -202,6 +210,7 @@ def sweep(
     between epochs and trials (see recovery.GracefulStop).
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
+    objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
     storage = open_storage(spec)
@@ -298,6 +307,7 @@ def join(
     hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, spec.path, stop), progress]
     x, y = to_arrays(train)
     task = task_of(schema, params.hpo.metric)
+    objectives.check_objectives_fit(params, task)
     data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
     objective = Objective(params, data, study.study_name, tracker, stop)
     try:
