@@ -332,3 +332,25 @@ def test_fan_out_errors_name_the_missing_pool_or_deployment(
         f"hpopipe: error: --pool: no work pool 'nope' on {server.url} "
         "(create it: prefect work-pool create nope --type process)"
     )
+
+
+def test_the_hpo_stage_fans_out_through_the_pool_with_backend_prefect(
+    project: Path, workers: list[Any], server: Server, database: str
+) -> None:
+    raw = sweep_params()
+    raw["hpo"].update(backend="prefect", n_workers=2)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.hpo"],
+        cwd=project,
+        env=subprocess_env(**_env(server, database)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    trials = trials_of(database)
+    assert_exact_budget(trials)
+    assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
+    assert (project / "artifacts/hpo/trials.csv").exists()
+    assert PASSWORD not in proc.stdout + proc.stderr

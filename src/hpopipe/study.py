@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,7 +259,19 @@ def _begin(study: optuna.Study, params: Params) -> None:
 def _fan_out(
     params: Params, name: str, params_path: str, tracker: NullTracker, stop: Callable[[], bool] | None
 ) -> bool:
-    """Run the workers elsewhere: N local processes, or N runs of the Prefect worker deployment."""
+    """Run the workers elsewhere: N local processes, or N runs of the Prefect worker deployment.
+
+    Returns False when a worker crashed (the others may still have met the budget).
+    """
+    if params.hpo.backend == "prefect":
+        from hpopipe import fanout  # Prefect is imported only for this backend
+
+        parameters = {"project_dir": str(Path.cwd()), "params": params_path, "study": name}
+        runs = fanout.run_workers(params.hpo.n_workers, parameters, require_all=False)
+        failed = [r for r in runs if not r.ok]
+        if failed:
+            log.warning("worker runs that did not complete: %s", fanout.describe_failed(failed))
+        return not failed
     never: Callable[[], bool] = lambda: False  # noqa: E731
     env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
     codes = spawn_local(params.hpo.n_workers, name, params_path, stop or never, env)
