@@ -41,6 +41,26 @@ def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("DO_NOT_TRACK", "1")
 
 
+@pytest.fixture
+def postgres_url() -> Any:
+    """A database of our own on this machine's PostgreSQL; the URL carries a canary password."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"hpopipe_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    # Trust authentication ignores the password: it is there to prove it never leaks.
+    yield f"postgresql://postgres:canary-pw-31337@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child process: the venv's tools first on PATH."""
     env = dict(os.environ)

@@ -61,3 +61,10 @@ def fails_while_flagged(params: dict[str, Any], n_features: int, n_outputs: int)
     if flag and os.path.exists(flag) and int(params["width"]) == 32:
         raise RuntimeError("flagged failure")
     return build_mlp(params, n_features, n_outputs)
+
+
+def slow_flaky(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """Slow (so a kill lands mid-trial) and refusing width 32 (so some trials fail)."""
+    if int(params["width"]) == 32:
+        raise ValueError("width 32 is not allowed")
+    return slow(params, n_features, n_outputs)

@@ -332,26 +332,6 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prep
     assert "1 of 2 workers exited with codes [-9]" in out
 
 
-@pytest.fixture
-def postgres_url() -> Any:
-    """A database of our own on this machine's PostgreSQL; the URL carries a canary password."""
-    import uuid
-
-    import sqlalchemy
-
-    name = f"hpopipe_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    # Trust authentication ignores the password: it is there to prove it never leaks.
-    yield f"postgresql://postgres:canary-pw-31337@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.mark.slow
 def test_two_workers_share_a_postgres_study_and_the_password_never_shows(
     tmp_path: Path, prepared_dir: Path, postgres_url: str

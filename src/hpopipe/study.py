@@ -214,6 +214,7 @@ def sweep(
     objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
+    log.info("study %s in %s", name, spec.display)
     storage = open_storage(spec)
     if params.hpo.fresh:
         start_fresh(name, storage, params.hpo.checkpoint_dir / checkpoints.safe_name(name))
