@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench serve constraints clean-scratch deps
+.PHONY: setup repro test lint bench bench-scale serve constraints clean-scratch deps
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: lint
 bench: $(STAMP)
 	python benchmarks/overhead.py
 	python benchmarks/strategies.py
+
+# 1 vs 2 local workers, and storage cost per trial (needs PostgreSQL at 127.0.0.1:5432).
+bench-scale: $(STAMP)
+	python benchmarks/workers.py
+	python benchmarks/storage_overhead.py
 
 # Needs a Prefect server and PREFECT_API_URL (see README): registers retrain/nightly and runs it here.
 serve: $(STAMP)

@@ -353,3 +353,72 @@ def test_two_workers_share_a_postgres_study_and_the_password_never_shows(
     )
     for text in (proc.stdout, attrs, written):
         assert "canary-pw-31337" not in text
+
+
+def test_a_sqlite_mlflow_store_is_refused_for_several_writers() -> None:
+    from hpopipe.tracking import MlflowTracker, NullTracker
+
+    NullTracker().check_several_writers("two workers")  # nothing to refuse
+    with pytest.raises(HpopipeError) as err:
+        MlflowTracker().check_several_writers("hpo.n_workers is 2")  # conftest: a sqlite:/// store
+    message = str(err.value)
+    assert message.startswith("MLflow: sqlite:///") and "hpo.n_workers is 2" in message
+    assert "mlflow server" in message and "HPOPIPE_TRACKING=off" in message and "\n" not in message
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, postgres_url: str) -> Any:
+    """``mlflow server`` with a PostgreSQL backend, as the README sets it up for several writers."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import subprocess_env
+
+    port = _free_port()
+    backend = postgres_url.replace("postgresql://", "postgresql+psycopg2://")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--backend-store-uri", backend, "--artifacts-destination", str(tmp_path / "mlartifacts")]
+    log = (tmp_path / "mlflow.log").open("wb")
+    out = subprocess.STDOUT
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=log, stderr=out, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow.log").read_text()
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
+    tmp_path: Path, prepared_dir: Path, mlflow_server: str
+) -> None:
+    from mlflow import MlflowClient
+
+    from tests.test_recovery import run_stage
+
+    workdir = stage_project(tmp_path / "w", prepared_dir, 4, n_workers=2, storage="journal")
+    proc = run_stage(workdir, HPOPIPE_TRACKING="on", MLFLOW_TRACKING_URI=mlflow_server)
+    assert proc.returncode == 0, proc.stdout
+    client = MlflowClient(mlflow_server)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "hpopipe"]
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == "hpo"]
+    trials = [r for r in runs if r.info.run_name.startswith("trial-")]
+    assert len(trials) == len(load_study(workdir, "journal").trials) >= 4
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {parent.info.run_id}
+    assert len({r.data.tags["hpopipe.pid"] for r in trials}) == 2  # written by both workers
