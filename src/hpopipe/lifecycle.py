@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
+from hpopipe.processes import pid_alive
 
 SWEEP = "sweep"
 WORKER_PREFIX = "worker:"
@@ -75,19 +76,6 @@ def beat(study: optuna.Study, wid: str, trial: int | None, state: str = "running
     # Peak resident memory of this process so far (Linux reports KiB): for status and benchmarks.
     record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     study.set_user_attr(WORKER_PREFIX + wid, record)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a local process exists (signal 0 checks without sending anything)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def worker_alive(record: dict[str, Any] | None, grace_s: float, now: float | None = None) -> bool:

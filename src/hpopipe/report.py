@@ -25,7 +25,7 @@ from hpopipe import artifacts, plots
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.refit import load_model
-from hpopipe.storage import open_storage, resolve
+from hpopipe.storage import load_existing
 from hpopipe.train import as_tensor, predict, task_of
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,7 @@ def load_sources() -> Sources:
 
 def open_study(setting: str, name: str) -> optuna.Study:
     """Load the finished study from the storage the sweep used; never creates an empty one."""
-    spec = resolve(setting)
-    if spec.path is not None and not spec.path.exists():
-        raise HpopipeError(f"{spec.path}: not found (run the stage that produces it first: dvc repro)")
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(spec))
-    except KeyError:
-        raise HpopipeError(f"{spec.display}: no study named {name!r} (metrics/hpo.json names it)") from None
+    return load_existing(setting, name, field=str(artifacts.metrics_file("hpo")))
 
 
 def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, list[dict[str, float]]]:

@@ -81,6 +81,20 @@ def resolve(setting: str, root: Path = artifacts.HPO) -> StorageSpec:
     return StorageSpec("postgresql", url)
 
 
+def load_existing(setting: str, name: str, field: str) -> optuna.Study:
+    """Load a study that must already exist; never creates an empty storage file or study.
+
+    ``field`` names what the user gave, for the error (e.g. ``NAME`` or ``metrics/hpo.json``).
+    """
+    spec = resolve(setting)
+    if spec.path is not None and not spec.path.exists():
+        raise HpopipeError(f"{spec.path}: not found (no sweep has run here yet: dvc repro)")
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(spec))
+    except KeyError:
+        raise HpopipeError(f"{field}: no study named {name!r} in {spec.display}") from None
+
+
 def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
     """An Optuna storage object for the spec; an unreachable database is one clear line."""
     if spec.kind == "sqlite":

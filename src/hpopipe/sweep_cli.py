@@ -27,12 +27,10 @@ def _worker(args: argparse.Namespace) -> None:
 
 def load_named_study(params_path: Path, name: str | None) -> Any:
     """The study ``name`` (default: the one metrics/hpo.json names) in the storage params.yaml names."""
-    import optuna
-
     from hpopipe import artifacts
     from hpopipe.config import load_params
     from hpopipe.names import check_name
-    from hpopipe.storage import open_storage, resolve
+    from hpopipe.storage import load_existing
 
     if name is not None:
         name = check_name(name, "NAME")
@@ -41,13 +39,7 @@ def load_named_study(params_path: Path, name: str | None) -> Any:
         if not path.exists():
             raise HpopipeError(f"NAME: not given, and {path} (which names the last study) does not exist")
         name = str(artifacts.read_json(path)["study"])
-    spec = resolve(load_params(params_path).hpo.storage)
-    if spec.path is not None and not spec.path.exists():
-        raise HpopipeError(f"hpo.storage: {spec.display}: not found (no sweep has run here yet)")
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(spec))
-    except KeyError:
-        raise HpopipeError(f"NAME: no study named {name!r} in {spec.display}") from None
+    return load_existing(load_params(params_path).hpo.storage, name, field="NAME")
 
 
 def _sweep(args: argparse.Namespace) -> None:

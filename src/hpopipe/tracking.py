@@ -20,6 +20,7 @@ from typing import Any
 
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
+from hpopipe.processes import pid_alive
 from hpopipe.redact import mask_url
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class MlflowTracker(NullTracker):
         )
         for run in stale:
             pid = int(run.data.tags.get("hpopipe.pid", "0"))
-            if pid and not _alive(pid):
+            if pid and not pid_alive(pid):
                 self._client.set_terminated(run.info.run_id, status="KILLED")
                 log.warning("closed MLflow run %s (left RUNNING by dead process %d)", run.info.run_id, pid)
 
@@ -223,16 +224,6 @@ class MlflowTracker(NullTracker):
                 "at a tracking server (mlflow server --backend-store-uri postgresql://...) "
                 "or set HPOPIPE_TRACKING=off"
             )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def git_commit() -> str:
