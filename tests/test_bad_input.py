@@ -338,6 +338,35 @@ BAD_INPUTS: list[BadInput] = [
         "params.yaml: hpo.n_trail: unknown key",
         _set("hpo.n_trail", 3),
     ),
+    # storages and workers
+    BadInput(
+        "storage-sqlite-several-workers",
+        "storage",
+        VALIDATE,
+        "params.yaml: hpo.storage: SQLite takes one writer",
+        _set("hpo.n_workers", 2),
+    ),
+    BadInput(
+        "storage-unknown-scheme",
+        "storage",
+        VALIDATE,
+        "params.yaml: hpo.storage: unknown storage 'mysql://db/optuna'",
+        _set("hpo.storage", "mysql://db/optuna"),
+    ),
+    BadInput(
+        "storage-password-in-params",
+        "storage",
+        VALIDATE,
+        "params.yaml: hpo.storage: a password here would be copied into dvc.lock",
+        _set("hpo.storage", "postgresql://hpo:secret@db/optuna"),
+    ),
+    BadInput(
+        "storage-env-unset",
+        "storage",
+        HPO,
+        "hpo.storage: environment variable HPOPIPE_UNSET_STORAGE is not set",
+        _set("hpo.storage", "env:HPOPIPE_UNSET_STORAGE"),
+    ),
 ]
 
 # The project every case copies: the tiny sweep run up to `refit` so that a study database, trial
