@@ -83,8 +83,8 @@ def _status(args: argparse.Namespace) -> None:
         if spec.path is not None and not spec.path.exists():
             raise HpopipeError(f"hpo.storage: {spec.path}: not found (no sweep has run here yet: dvc repro)")
         source = spec.path if spec.kind == "sqlite" else open_storage(spec)
-    name = args.name or args.study
-    study = None if name is None else check_name(name, "NAME")
+    field, name = ("NAME", args.name) if args.name is not None else ("--study", args.study)
+    study = None if name is None else check_name(name, field)
     print(format_status(read_status(source, study, n_trials)))
 
 
