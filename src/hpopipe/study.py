@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 from sklearn.model_selection import train_test_split
 
 from hpopipe import checkpoints, lifecycle, objectives, pareto, space
@@ -222,6 +223,7 @@ def sweep(
     _begin(study, params)
     with budget_lock(spec, storage, name):
         fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
+    _log_plan(study, params.hpo.n_trials)
     tags = {
         "study": name,
         "study_hash": name.rsplit("-", 1)[-1],
@@ -255,6 +257,17 @@ def _begin(study: optuna.Study, params: Params) -> None:
         lifecycle.set_sweep_state(study, "paused", record.get("reason", ""), n_trials=n_trials)
     else:
         lifecycle.set_sweep_state(study, "running", n_trials=n_trials)
+
+
+def _log_plan(study: optuna.Study, n_trials: int) -> None:
+    """Say what this run will do: extend the study, or nothing (it already met the budget)."""
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if done >= n_trials and not queued:
+        log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
+    else:
+        more = max(n_trials - done, queued)
+        log.info("study %s: %d finished trials, running up to %d more", study.study_name, done, more)
 
 
 def _fan_out(
