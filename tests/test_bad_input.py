@@ -633,6 +633,6 @@ def test_planted_trial_checkpoint_never_runs_on_resume(base_project: Path, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert not marker.exists()
     for path in planted:
-        assert f"ignoring unreadable checkpoint {path.relative_to(root)}" in proc.stderr, proc.stderr
+        assert f"checkpoint {path.relative_to(root)} is unreadable" in proc.stderr, proc.stderr
     summary = json.loads((root / "metrics/hpo.json").read_text())
     assert summary["complete"] + summary["pruned"] == 2 and summary["fail"] == 0, summary

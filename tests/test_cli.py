@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_failed_sweep_leaves_the_existing_study_untouched(tmp_path: Path) -> Non
     assert stage("hpo", tmp_path).returncode == 0
     status = hpopipe("status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "finished     2 of 2 (complete + pruned)" in status.stdout
+    assert re.search(r"finished +2 of 2 \(complete \+ pruned\)", status.stdout)
     study = tmp_path / artifacts.STUDY_DB
     digest = hashlib.sha256(study.read_bytes()).hexdigest()
     raw["search_space"]["lr"] = {"type": "log_uniform", "min": 0.0, "max": 1.0}

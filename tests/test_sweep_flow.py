@@ -103,7 +103,9 @@ def _env(server: Server, storage: str, **extra: str) -> dict[str, str]:
         **server.env,
         STORAGE_ENV: storage,
         "PYTHONPATH": str(REPO),  # tests.failing_models
-        "HPOPIPE_TEST_DELAY": "0.01",
+        # Trials of a few seconds: long enough that the second machine joins before the first
+        # has run them all, and that a kill lands mid-trial.
+        "HPOPIPE_TEST_DELAY": "0.04",
         "HPOPIPE_TRACKING": "off",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         **extra,

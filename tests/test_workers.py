@@ -264,7 +264,7 @@ def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, pre
     from tests.test_recovery import run_stage
 
     workdir = stage_project(tmp_path, prepared_dir, 6, n_workers=2, storage="journal")
-    proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03")
+    proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_LOG_LEVEL="INFO")
     assert proc.returncode == 0, proc.stdout
     workers = assert_exact(load_study(workdir, "journal"), 6)
     assert len(workers) == 2
@@ -301,7 +301,7 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prep
     workdir = stage_project(
         tmp_path, prepared_dir, 6, n_workers=2, storage="journal", grace_s=5, heartbeat_s=1
     )
-    proc = start(workdir, HPOPIPE_TEST_DELAY="0.05")
+    proc = start(workdir, HPOPIPE_TEST_DELAY="0.05", HPOPIPE_LOG_LEVEL="INFO")
     victim = None
     deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline:
