@@ -125,8 +125,8 @@ def main() -> None:
     for n in (1, 2):
         mine = [x for x in runs if x["n_workers"] == n]
         summary[n] = {
-            "median_trials_per_min": statistics.median(x["trials_per_min"] for x in mine),
-            "median_wall_s": statistics.median(x["wall_s"] for x in mine),
+            "median_trials_per_min": round(statistics.median(x["trials_per_min"] for x in mine), 2),
+            "median_wall_s": round(statistics.median(x["wall_s"] for x in mine), 2),
             "max_peak_rss_mb_per_worker": max(max(x["peak_rss_mb"]) for x in mine),
         }
     speedup = summary[2]["median_trials_per_min"] / summary[1]["median_trials_per_min"]
