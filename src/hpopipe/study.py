@@ -213,6 +213,9 @@ def sweep(
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
     objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
+    in_process = params.hpo.backend == "local" and params.hpo.n_workers == 1
+    if not in_process:  # and a tracking store that several workers cannot share, before any run
+        tracker.check_several_writers(f"hpo.n_workers is {params.hpo.n_workers}")
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
     log.info("study %s in %s", name, spec.display)
@@ -235,10 +238,9 @@ def sweep(
     hpo = params.hpo
     run_params = {"n_trials": hpo.n_trials, "metric": hpo.metric, "n_workers": hpo.n_workers}
     with tracker.run("hpo", params=run_params, tags=tags):
-        if params.hpo.backend == "local" and params.hpo.n_workers == 1:
+        if in_process:
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
         else:
-            tracker.check_several_writers(f"hpo.n_workers is {params.hpo.n_workers}")
             healthy = _fan_out(params, name, params_path, tracker, stop)
     _end(study, params, healthy)
     return study
