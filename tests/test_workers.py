@@ -171,6 +171,10 @@ def params(**hpo: Any) -> dict[str, Any]:
         ({"storage": "env:1BAD"}, "hpo.storage: 'env:1BAD': after 'env:' comes"),
         ({"storage": "journal", "backup_dir": "b"}, "hpo.backup_dir: backs up the SQLite file"),
         ({"heartbeat_s": 30, "grace_s": 10}, "hpo.grace_s"),
+        (
+            {"n_workers": 2, "storage": "journal", "sampler": {"name": "tpe", "constant_liar": False}},
+            "hpo.sampler: constant_liar must stay true with several workers",
+        ),
     ],
 )
 def test_storage_settings_that_cannot_work_are_refused(hpo: dict[str, Any], message: str) -> None:

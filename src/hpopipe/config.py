@@ -386,6 +386,11 @@ class HpoConfig(_Strict):
             raise ValueError("storage: Prefect workers may run on other machines: use a postgresql storage")
         if self.backup_dir is not None and self.storage != "sqlite":
             raise ValueError("backup_dir: backs up the SQLite file; back up a journal or database yourself")
+        if several and isinstance(self.sampler, TpeSampler) and not self.sampler.constant_liar:
+            raise ValueError(
+                "sampler: constant_liar must stay true with several workers "
+                "(without it they propose the same points while trials run)"
+            )
         if self.grace_s <= self.heartbeat_s:
             raise ValueError(f"grace_s: {self.grace_s} must exceed heartbeat_s ({self.heartbeat_s})")
         return self
