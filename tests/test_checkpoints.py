@@ -218,6 +218,6 @@ def test_the_cleanup_stage_refuses_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"hpopipe: error: hpo.checkpoint_dir: {Path('ckpt/study')} is a symbolic link; "
-        "cleanup refuses to delete in it"
+        "refusing to delete in it"
     ]
     assert len(list(outside.iterdir())) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,23 @@ def test_resnet_example_params_run_a_sweep(tmp_path: Path, prepared: tuple) -> N
     assert study.study_name.startswith("resnet-")
     assert {"n_blocks", "d_main", "d_hidden_factor"} <= set(study.trials[0].params)
     assert summary(study)["complete"] + summary(study)["pruned"] == 2
+
+
+def test_fresh_refuses_a_symlinked_checkpoint_folder_before_touching_the_study(
+    tmp_path: Path, prepared: tuple
+) -> None:
+    from hpopipe.errors import HpopipeError
+
+    params = make_params(tmp_path, hpo__n_trials=1, train__max_epochs=1)
+    db = tmp_path / "study.db"
+    name = run(params, prepared, db).study_name
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "canary.pt").write_text("keep me")
+    shutil.rmtree(tmp_path / "ckpt" / name)
+    (tmp_path / "ckpt" / name).symlink_to(outside)
+    fresh = make_params(tmp_path, hpo__n_trials=1, train__max_epochs=1, hpo__fresh=True)
+    with pytest.raises(HpopipeError, match="is a symbolic link; refusing to delete in it"):
+        run(fresh, prepared, db)
+    assert (outside / "canary.pt").read_text() == "keep me"
+    assert optuna.study.get_all_study_names(sqlite_spec(db).url) == [name]  # no backup, no deletion

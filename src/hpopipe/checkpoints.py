@@ -166,11 +166,9 @@ def study_folder(root: Path, study_name: str) -> Path:
     """
     folder = root / safe_name(study_name)
     if folder.is_symlink():
-        raise HpopipeError(
-            f"hpo.checkpoint_dir: {folder} is a symbolic link; cleanup refuses to delete in it"
-        )
+        raise HpopipeError(f"hpo.checkpoint_dir: {folder} is a symbolic link; refusing to delete in it")
     if not folder.resolve().is_relative_to(root.resolve()):
-        raise HpopipeError(f"hpo.checkpoint_dir: {folder} resolves outside {root}; cleanup refuses it")
+        raise HpopipeError(f"hpo.checkpoint_dir: {folder} resolves outside {root}; refusing to delete in it")
     return folder
 
 

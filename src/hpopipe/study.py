@@ -220,8 +220,8 @@ def sweep(
     name = study_name(params, fingerprint)
     log.info("study %s in %s", name, spec.display)
     storage = open_storage(spec)
-    if params.hpo.fresh:
-        start_fresh(name, storage, params.hpo.checkpoint_dir / checkpoints.safe_name(name))
+    if params.hpo.fresh:  # the folder is checked before the study is touched
+        start_fresh(name, storage, checkpoints.study_folder(params.hpo.checkpoint_dir, name))
     study = open_study(params, name, storage)
     _begin(study, params)
     with budget_lock(spec, storage, name):
