@@ -8,6 +8,7 @@ ride along in a real connection string.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -26,11 +27,18 @@ pytestmark = pytest.mark.slow
 CANARY = "canary-pw-31337"  # the password the postgres_url fixture puts in the URL
 
 
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    # One storage (one connection pool) per database: a new one per poll would hold a connection
+    # each until garbage-collected, and PostgreSQL refuses clients past max_connections.
+    return optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
+
+
 def trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    url = url.replace("postgresql://", "postgresql+psycopg2://")
     try:
-        (name,) = optuna.study.get_all_study_names(url)
-        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        storage = _storage(url)
+        (name,) = optuna.study.get_all_study_names(storage)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except (ValueError, sqlalchemy.exc.SQLAlchemyError):
         return []
 

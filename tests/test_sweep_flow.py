@@ -9,6 +9,7 @@ ignores it), so the tests can check that it never reaches Prefect.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -190,12 +191,19 @@ def finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def trials_of(url: str) -> list[FrozenTrial]:
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    # One connection pool per database: a new storage per poll would keep a connection each until
+    # garbage-collected, and PostgreSQL refuses clients past max_connections.
     # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the dev extra installs psycopg2.
-    url = url.replace("postgresql://", "postgresql+psycopg2://")
+    return optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
+
+
+def trials_of(url: str) -> list[FrozenTrial]:
     try:
-        (name,) = optuna.study.get_all_study_names(url)
-        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        storage = _storage(url)
+        (name,) = optuna.study.get_all_study_names(storage)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except (ValueError, sqlalchemy.exc.SQLAlchemyError):
         return []  # no study yet
 
