@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,15 @@ def postgres_url() -> Any:
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@contextlib.contextmanager
+def inside(root: Path) -> Iterator[None]:
+    """Run in ``root`` with tracking off, as DVC would run the stages there."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("HPOPIPE_TRACKING", "off")
+        yield
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -16,7 +16,6 @@ others (``hpopipe validate``, the prepare stage) take a second or two each.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -26,7 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
 
 Raw = dict[str, Any]
 
@@ -393,15 +392,6 @@ def run_command(command: tuple[str, ...], cwd: Path, env: dict[str, str]) -> sub
         else [sys.executable, "-m", "hpopipe.cli", *args]
     )
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-@contextlib.contextmanager
-def inside(root: Path) -> Iterator[None]:
-    """Run in ``root`` with tracking off, as DVC would run the stages there."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("HPOPIPE_TRACKING", "off")
-        yield
 
 
 def run_stages(root: Path, names: tuple[str, ...]) -> None:

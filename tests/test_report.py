@@ -7,14 +7,12 @@ report stage runs on them as it would under DVC.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from optuna.trial import TrialState, create_trial
 
 from hpopipe import checkpoints, plots, report
 from hpopipe.errors import HpopipeError
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
 from tests.test_contract import library_closure
 
 PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
@@ -63,15 +61,6 @@ refit:
 cleanup:
   keep_best: 1
 """
-
-
-@contextlib.contextmanager
-def inside(root: Path) -> Iterator[None]:
-    """Run in ``root`` with tracking off, as DVC would run the stages there."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("HPOPIPE_TRACKING", "off")
-        yield
 
 
 def run_stages(root: Path, names: list[str]) -> None:
