@@ -1,11 +1,11 @@
 """Sweep overhead: a real hpopipe sweep against the same trials trained by a bare PyTorch loop.
 
-The sweep is ``hpopipe.study.sweep`` exactly as the ``hpo`` stage calls it: Optuna on a real
+The sweep is ``hpopipe.sweep.runner.sweep`` exactly as the ``hpo`` stage calls it: Optuna on a real
 SQLite file, MLflow tracking (``MlflowTracker``, ``MLFLOW_TRACKING_URI`` -> a temp SQLite file),
 per-epoch crash-recovery checkpoints and the configured pruner. Afterwards every trial is read back
 from the study (params, state, epochs actually run = number of reported intermediate values) and
 re-trained by :func:`bare_trial`: a minimal hand-written loop (same model from
-``hpopipe.models.build``, AdamW, same batch size, same seed, same number of epochs, the same
+``hpopipe.training.models.build``, AdamW, same batch size, same seed, same number of epochs, the same
 per-epoch validation score that early stopping and pruning need), with no storage, no checkpoints,
 no tracking and no copy of the best weights.
 
@@ -59,15 +59,20 @@ import torch
 from sklearn.datasets import make_classification
 from torch import nn
 
-from hpopipe import checkpoints, metrics, space, train
+from hpopipe import metrics
 from hpopipe.atomic import atomic_write_text
 from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
-from hpopipe.models import build
-from hpopipe.storage import sqlite_spec
-from hpopipe.study import Objective, SweepData, derive_seed, split_validation, sweep
+from hpopipe.seeding import derive_seed
+from hpopipe.space import suggest
+from hpopipe.sweep.objective import Objective
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.storage import sqlite_spec
 from hpopipe.tracking import MlflowTracker
-from hpopipe.train import Task, hyper, task_of
+from hpopipe.training import checkpoints, loop
+from hpopipe.training.loop import Task, hyper, task_of
+from hpopipe.training.models import build
+from hpopipe.training.split import SweepData, split_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "overhead.json"
@@ -325,17 +330,17 @@ def split_profile(stats: dict[Key, Any]) -> dict[str, float]:
     """Split the profiled ``sweep()`` call into parts that add up to it exactly."""
     objective = Objective.__call__
     inside = {
-        "train: batches (train_epoch)": _total(stats, train._Loop.train_epoch),
-        "train: validation forward (predict)": _total(stats, train.predict),
+        "train: batches (train_epoch)": _total(stats, loop._Loop.train_epoch),
+        "train: validation forward (predict)": _total(stats, loop.predict),
         "train: validation metric (metrics.score)": _total(stats, metrics.score),
         "train: build model": _total(stats, build),
-        "train: deepcopy of best state": _edge(stats, copy.deepcopy, train.fit),
+        "train: deepcopy of best state": _edge(stats, copy.deepcopy, loop.fit),
         "optuna: trial.report (storage write)": _total(stats, optuna.trial.Trial.report),
         "optuna: trial.should_prune (pruner reads trials)": _total(stats, optuna.trial.Trial.should_prune),
-        "optuna: sampling (space.suggest -> suggest_*)": _total(stats, space.suggest),
+        "optuna: sampling (suggest.suggest -> suggest_*)": _total(stats, suggest.suggest),
         "optuna: trial.set_user_attr": _total(stats, optuna.trial.Trial.set_user_attr),
         "checkpoint: torch.save + rename": _total(stats, checkpoints.save),
-        "checkpoint: gather state dict": _total(stats, train._Loop.state),
+        "checkpoint: gather state dict": _total(stats, loop._Loop.state),
         "mlflow: trial run start/log_params/end": _with_block(stats, objective),
         "mlflow: log_history": _total(stats, MlflowTracker.log_history),
         "mlflow: set_tags": _total(stats, MlflowTracker.set_tags),
@@ -650,10 +655,10 @@ def main(argv: list[str] | None = None) -> None:
             "ratio_best_of_rounds": "min(sweep_s) / min(bare_s)",
             "ratio_cpu": "the same with process CPU seconds: steadier on a shared machine, but blind to "
             "time spent waiting on disk (SQLite commits, fsync)",
-            "timed": "sweep(): the hpopipe.study.sweep call end to end; bare: tensor conversion + all trials",
+            "timed": "sweep(): hpopipe.sweep.runner.sweep end to end; bare: tensor conversion + all trials",
             "not_timed": "interpreter start-up, imports, data preparation, the fit/val split for the bare "
             "loop, MLflow store + experiment creation (tracker_setup_s, reported apart)",
-            "bare_loop": "hpopipe.models.build + AdamW + same batch size/seed/epochs + per-epoch validation "
+            "bare_loop": "training.models.build + AdamW + same batch size/seed/epochs + per-epoch validation "
             "score; no storage, checkpoints, tracking, or copy of the best weights",
             "rounds": rounds,
         },

@@ -1,7 +1,7 @@
 """Search strategies compared on the default data at a fixed trial budget.
 
 For each strategy (random, tpe, tpe + hyperband, gp) and each of several seeds,
-a real sweep (``hpopipe.study.sweep``, SQLite storage, no MLflow) runs the same
+a real sweep (``hpopipe.sweep.runner.sweep``, SQLite storage, no MLflow) runs the same
 budget on the prepared default data. Reported per strategy: the best validation
 score reached (mean and spread over seeds), the wall time, and the time it took
 to first reach the score random search ends with (its median over seeds): the
@@ -27,8 +27,8 @@ import yaml
 
 from hpopipe.config import parse_params
 from hpopipe.data import prepare, read_table
-from hpopipe.storage import sqlite_spec
-from hpopipe.study import sweep
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.storage import sqlite_spec
 from hpopipe.tracking import NullTracker
 
 REPO = Path(__file__).resolve().parents[1]

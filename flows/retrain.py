@@ -1,7 +1,7 @@
 """Prefect flow ``retrain``: the DVC pipeline with one task per stage, and its nightly deployment.
 
 Thin on purpose: the sequence (pull, overrides, stages, quality gate, push, commit) and the
-summary live in :mod:`hpopipe.orchestrate`, which ``hpopipe retrain`` runs too. This module adds
+summary live in :mod:`hpopipe.retrain.orchestrate`, which ``hpopipe retrain`` runs too. This module adds
 what Prefect is for: a task per stage with retries and a timeout, logs, the summary artifact and
 the schedule. Every task runs its stage through DVC, so DVC decides what is stale; nothing is
 cached by Prefect.
@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.schedules import Cron
 
-from hpopipe import orchestrate
+from hpopipe.retrain import orchestrate
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun

@@ -1,6 +1,6 @@
 """Prefect flows ``sweep-worker`` and ``sweep``: sweep workers fanned out through a work pool.
 
-Thin on purpose: :mod:`hpopipe.fanout` registers the worker deployment, starts and watches its
+Thin on purpose: :mod:`hpopipe.sweep.fanout` registers the worker deployment, starts and watches its
 runs and writes the summary; the sweep itself is ``hpopipe worker`` processes sharing one Optuna
 study on PostgreSQL. ``sweep-worker`` is what the deployment runs on each machine (register it
 with ``hpopipe deploy-worker --pool NAME``); ``sweep`` starts ``n_workers`` runs of it, waits,
@@ -15,8 +15,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from hpopipe import fanout, sweep_summary
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep import fanout, summary
 
 ARTIFACT_KEY = "sweep-summary"
 
@@ -56,13 +56,13 @@ def sweep(
     root = Path(project_dir).resolve()
     parameters = {"project_dir": str(root), "params": params, "study": study}
     runs = fanout.run_workers(n_workers, parameters, timeout_s=timeout_s, require_all=False)
-    opened = sweep_summary.open_sweep(root, params, study)
+    opened = summary.open_sweep(root, params, study)
     create_markdown_artifact(
-        sweep_summary.summary_markdown(opened.study, opened.storage_url, runs, opened.n_trials),
+        summary.summary_markdown(opened.study, opened.storage_url, runs, opened.n_trials),
         key=ARTIFACT_KEY,
         description=f"hpopipe sweep of {root}",
     )
-    finished = sweep_summary.finished_trials(opened.study)
+    finished = summary.finished_trials(opened.study)
     failed = [r for r in runs if not r.ok]
     if finished < opened.n_trials:
         why = f"; failed worker runs: {fanout.describe_failed(failed)}" if failed else ""

@@ -1,9 +1,9 @@
 """DVC stage `cleanup`: delete trial checkpoints of all but the best trials -> metrics/cleanup.json."""
 
 from hpopipe import artifacts
-from hpopipe.checkpoints import cleanup_study
 from hpopipe.config import load_params
 from hpopipe.entry import run
+from hpopipe.training.checkpoints import cleanup_study
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import check_folds, to_arrays
 from hpopipe.entry import run
 from hpopipe.tracking import make_tracker
-from hpopipe.train import task_of
+from hpopipe.training.loop import task_of
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from hpopipe import artifacts
 from hpopipe.atomic import atomic_write_text
 from hpopipe.config import load_params
 from hpopipe.entry import run
-from hpopipe.report import REPORT_HTML, load_sources, plot_frames, plot_path, render_html
+from hpopipe.report.render import REPORT_HTML, load_sources, plot_frames, plot_path, render_html
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpopipe.models import build_mlp
+from hpopipe.training.models import build_mlp
 
 
 def flaky(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:

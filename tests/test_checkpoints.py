@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from hpopipe import checkpoints, train
 from hpopipe.config import ModelConfig, TrainConfig
 from hpopipe.errors import HpopipeError
+from hpopipe.training import checkpoints, loop
 from tests.conftest import REPO, subprocess_env
 
 MLP = ModelConfig(name="mlp")
 PARAMS = {"width": 16, "n_layers": 2, "dropout": 0.2}
-CLS = train.Task("classification", 2, "accuracy")
+CLS = loop.Task("classification", 2, "accuracy")
 SETTINGS = TrainConfig(max_epochs=5, patience=100, batch_size=32, device="cpu")
 
 # A child process that saves epochs 1..3 of a checkpoint and SIGKILLs itself inside the save of
@@ -29,7 +29,7 @@ _KILL_IN_SAVE = """
 import os, signal, sys
 from pathlib import Path
 import torch
-from hpopipe import checkpoints
+from hpopipe.training import checkpoints
 
 path, where = Path(sys.argv[1]), sys.argv[2]
 real = os.replace
@@ -80,12 +80,12 @@ def test_truncated_latest_falls_back_to_the_previous_one_and_names_it(
 ) -> None:
     tr, val = problem
     ckpt = tmp_path / "trial.pt"
-    straight = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5)
-    train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    straight = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5)
+    loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
     blob = ckpt.read_bytes()
     ckpt.write_bytes(blob[: len(blob) // 2])  # the disk lost the end of the newest file
-    with caplog.at_level(logging.WARNING, logger="hpopipe.checkpoints"):
-        resumed = train.fit(
+    with caplog.at_level(logging.WARNING, logger="hpopipe.training.checkpoints"):
+        resumed = loop.fit(
             MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=ckpt, resume=True
         )
     assert resumed.resumed_from_epoch == 2
@@ -101,12 +101,10 @@ def test_a_checkpoint_of_another_configuration_is_refused(
 ) -> None:
     tr, val = problem
     other, ckpt = tmp_path / "other.pt", tmp_path / "trial.pt"
-    train.fit(MLP, {**PARAMS, "width": 8}, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=other)
+    loop.fit(MLP, {**PARAMS, "width": 8}, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=other)
     ckpt.write_bytes(other.read_bytes())  # a file under this trial's name, written for other params
-    with caplog.at_level(logging.WARNING, logger="hpopipe.checkpoints"):
-        result = train.fit(
-            MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True
-        )
+    with caplog.at_level(logging.WARNING, logger="hpopipe.training.checkpoints"):
+        result = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
     assert result.resumed_from_epoch == 0 and len(result.history) == 2
     assert f"refusing checkpoint {ckpt}" in caplog.text
     assert checkpoints.params_hash(PARAMS, 3) in caplog.text
@@ -117,9 +115,9 @@ def test_five_epochs_equal_three_plus_two_resumed_bit_for_bit(
 ) -> None:
     tr, val = problem
     straight_ckpt, ckpt = tmp_path / "straight.pt", tmp_path / "trial.pt"
-    straight = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=straight_ckpt)
-    train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
-    resumed = train.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=ckpt, resume=True)
+    straight = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=straight_ckpt)
+    loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    resumed = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=ckpt, resume=True)
     assert resumed.resumed_from_epoch == 3
     assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
     assert resumed.history == straight.history

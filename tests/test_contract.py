@@ -3,44 +3,23 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hpopipe import artifacts, report
+from hpopipe import artifacts
 from hpopipe.config import Params, load_params
+from hpopipe.report import render
 from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+from importgraph import closure as library_closure
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES: dict = DVC["stages"]
 PIPELINE_ORDER = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
-
-
-def _hpopipe_imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "hpopipe":
-            found |= {f"hpopipe.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hpopipe."):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("hpopipe.")}
-    return found
-
-
-def library_closure(script: Path) -> set[str]:
-    """Every library file a script imports, directly or through other library modules."""
-    seen: set[str] = set()
-    todo = list(_hpopipe_imports(script))
-    while todo:
-        module = todo.pop()
-        file = REPO / "src" / (module.replace(".", "/") + ".py")
-        if module in seen or not file.exists():
-            continue
-        seen.add(module)
-        todo += _hpopipe_imports(file)
-    return {f"src/{m.replace('.', '/')}.py" for m in seen}
 
 
 def _outs(stage: dict) -> list[str]:
@@ -70,8 +49,8 @@ def test_every_imported_library_module_is_a_dependency(name: str) -> None:
 
 
 def test_training_loop_is_a_dependency_of_the_sweep_but_not_of_prepare() -> None:
-    assert "src/hpopipe/train.py" in STAGES["hpo"]["deps"]
-    assert "src/hpopipe/train.py" not in STAGES["prepare"]["deps"]
+    assert "src/hpopipe/training/loop.py" in STAGES["hpo"]["deps"]
+    assert "src/hpopipe/training/loop.py" not in STAGES["prepare"]["deps"]
     assert "src/hpopipe/refit.py" not in STAGES["hpo"]["deps"]
 
 
@@ -104,7 +83,7 @@ def test_outputs_match_the_library_paths() -> None:
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},
         "select": {artifacts.BEST_CONFIG, artifacts.BEST_PARAMS},
         "refit": {artifacts.MODEL, artifacts.metrics_file("test")},
-        "report": {report.PLOTS_DIR, report.REPORT_HTML},
+        "report": {render.PLOTS_DIR, render.REPORT_HTML},
         "cleanup": {artifacts.metrics_file("cleanup")},
     }
     for name, paths in expected.items():

@@ -14,7 +14,7 @@ from palmerpenguins import load_penguins
 from hpopipe import data
 from hpopipe.config import DataConfig
 from hpopipe.errors import HpopipeError
-from hpopipe.train import task_of
+from hpopipe.training.loop import task_of
 
 REPO = Path(__file__).resolve().parents[1]
 BREAST_CANCER = REPO / "data" / "raw" / "breast_cancer.csv"

@@ -1,4 +1,4 @@
-"""hpopipe.fanout and hpopipe.sweep_summary without a Prefect server: user errors and the summary.
+"""hpopipe.sweep.fanout and hpopipe.sweep.summary without a Prefect server: user errors and the summary.
 
 The Prefect plumbing itself (deployment, work-pool workers, fan-out) runs on a real server in
 tests/test_sweep_flow.py.
@@ -14,15 +14,24 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from hpopipe.fanout import WorkerRun
-from hpopipe.sweep_summary import finished_trials, summary_markdown
+from hpopipe.sweep.fanout import WorkerRun
+from hpopipe.sweep.summary import finished_trials, summary_markdown
 from tests.conftest import REPO, subprocess_env
 
 
 def _deploy(tmp_path: Path, project: Path) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(PREFECT_HOME=str(tmp_path / "home"))
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "hpopipe.cli", "deploy-worker", "--pool", "p", "--project-dir", str(project)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpopipe.cli",
+        "deploy-worker",
+        "--pool",
+        "p",
+        "--project-dir",
+        str(project),
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
 
@@ -88,7 +97,7 @@ def test_run_workers_refuses_without_a_server_or_workers(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hpopipe.errors import HpopipeError
-    from hpopipe.fanout import run_workers
+    from hpopipe.sweep.fanout import run_workers
 
     no_api = temporary_settings(restore_defaults={PREFECT_API_URL})
     with no_api, pytest.raises(HpopipeError, match=r"^PREFECT_API_URL: not set"):

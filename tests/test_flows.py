@@ -48,7 +48,7 @@ def served(server: Server, client: Any, tmp_path_factory: pytest.TempPathFactory
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     log = root.parent / "serve.log"
-    cmd = [sys.executable, "-m", "hpopipe.retrain_cli", "serve", "--project-dir", str(root)]
+    cmd = [sys.executable, "-m", "hpopipe.cli", "serve", "--project-dir", str(root)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -104,7 +104,7 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
     from prefect.states import Failed
 
     from flows import retrain
-    from hpopipe.orchestrate import StageError, pipeline_stages
+    from hpopipe.retrain.orchestrate import StageError, pipeline_stages
 
     missing = set(pipeline_stages(REPO)) - set(retrain.POLICIES)
     assert not missing, f"give {sorted(missing)} a retry policy in flows/retrain.py POLICIES"
@@ -117,7 +117,7 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
 def test_serve_needs_a_server_and_a_checkout(tmp_path: Path) -> None:
     env = subprocess_env(PREFECT_HOME=str(tmp_path / "home"))
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "hpopipe.retrain_cli", "serve", "--project-dir"]
+    cmd = [sys.executable, "-m", "hpopipe.cli", "serve", "--project-dir"]
     no_server = subprocess.run([*cmd, str(REPO)], env=env, capture_output=True, text=True)
     assert no_server.returncode == 2 and no_server.stderr.startswith(
         "hpopipe: error: PREFECT_API_URL: not set"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpopipe import orchestrate
 from hpopipe.errors import HpopipeError
+from hpopipe.retrain import orchestrate
 from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
 
 # The pipeline as dvc.yaml lists it (the contract test pins that order).
@@ -274,7 +274,7 @@ Retrained = tuple[Path, Path, subprocess.CompletedProcess[str]]  # checkout, DVC
 
 
 def retrain_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "hpopipe.retrain_cli", "retrain", *args]
+    cmd = [sys.executable, "-m", "hpopipe.cli", "retrain", *args]
     return subprocess.run(cmd, cwd=root, env=subprocess_env(), capture_output=True, text=True)
 
 

@@ -17,21 +17,22 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpopipe import pareto
 from hpopipe.config import ModelConfig, parse_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
-from hpopipe.exports import export_trials, pareto_front, ranked_trials, statistics, summary
-from hpopipe.models import build
-from hpopipe.orchestrate import read_results
+from hpopipe.retrain.orchestrate import read_results
 from hpopipe.select import best_config
-from hpopipe.space_export import export_space
-from hpopipe.status import format_status, read_status
-from hpopipe.storage import sqlite_spec
-from hpopipe.study import study_name, sweep
+from hpopipe.space.formats import export_space
+from hpopipe.sweep import pareto
+from hpopipe.sweep.exports import export_trials, pareto_front, ranked_trials, statistics, summary
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.status import format_status, read_status
+from hpopipe.sweep.storage import sqlite_spec
+from hpopipe.sweep.study import study_name
 from hpopipe.tracking import NullTracker
-from hpopipe.train import task_of
+from hpopipe.training.loop import task_of
+from hpopipe.training.models import build
 from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
 
 OBJECTIVES = ["macro_f1", "n_params"]

@@ -107,7 +107,7 @@ def test_refit_param_reruns_only_refit_and_what_follows(project: Path) -> None:
 
 def test_library_change_marks_only_dependent_stages_stale(project: Path) -> None:
     env = subprocess_env()
-    train_py = project / "src/hpopipe/train.py"
+    train_py = project / "src/hpopipe/training/loop.py"
     original = train_py.read_text()
     train_py.write_text(original + "\n# touched\n")
     status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True)

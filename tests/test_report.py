@@ -24,8 +24,9 @@ from matplotlib import image
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpopipe import checkpoints, plots, report
 from hpopipe.errors import HpopipeError
+from hpopipe.report import plots, render
+from hpopipe.training import checkpoints
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
 from tests.test_contract import library_closure
 
@@ -94,7 +95,7 @@ def regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plot(root: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(root / report.plot_path(name))
+    return pd.read_csv(root / render.plot_path(name))
 
 
 def study_of(root: Path) -> optuna.Study:
@@ -106,10 +107,10 @@ def study_of(root: Path) -> optuna.Study:
 
 
 def test_every_plot_file_is_written_with_the_columns_dvc_yaml_names(classification: Path) -> None:
-    for name, columns in report.PLOT_COLUMNS.items():
+    for name, columns in render.PLOT_COLUMNS.items():
         assert list(plot(classification, name).columns) == columns, name
     named = {f for p in SNIPPET["plots"] for spec in p.values() for f in spec["y"]}
-    assert named == {str(report.plot_path(n)) for n in report.PLOT_COLUMNS}
+    assert named == {str(render.plot_path(n)) for n in render.PLOT_COLUMNS}
 
 
 def test_history_is_the_complete_trials_with_the_best_so_far(classification: Path) -> None:
@@ -148,7 +149,7 @@ def test_refit_curve_comes_from_a_history_in_the_model_file(classification: Path
     run_stages(root, ["report"])
     curve = plot(root, "refit_curve")
     assert list(curve["epoch"]) == [1, 2] and list(curve["train_loss"]) == [0.6, 0.4]
-    assert "of the refit." in (root / report.REPORT_HTML).read_text()
+    assert "of the refit." in (root / render.REPORT_HTML).read_text()
 
 
 def test_confusion_rows_reproduce_the_test_metrics(classification: Path) -> None:
@@ -186,14 +187,14 @@ def _study(direction: str, values: list[float], pruned: int = 0) -> optuna.Study
 
 @pytest.mark.parametrize("complete", [0, 1])
 def test_importances_are_empty_below_two_complete_trials(complete: int) -> None:
-    frame = report.importance_frame(_study("maximize", [0.5] * complete, pruned=3), seed=0)
+    frame = render.importance_frame(_study("maximize", [0.5] * complete, pruned=3), seed=0)
     assert frame.empty and list(frame.columns) == ["param", "importance"]
 
 
 @pytest.mark.filterwarnings("ignore:Target and region quantiles select the same set")
 def test_importances_fall_back_when_fanova_cannot_answer() -> None:
     # Every trial scored the same: fANOVA finds zero variance and raises; PED-ANOVA answers.
-    frame = report.importance_frame(_study("minimize", [1.0] * 6), seed=0)
+    frame = render.importance_frame(_study("minimize", [1.0] * 6), seed=0)
     assert set(frame["param"]) == {"x", "k"}
     assert math.isclose(frame["importance"].sum(), 1.0, abs_tol=1e-4)
 
@@ -208,13 +209,13 @@ def test_conditional_parameters_are_drawn_where_they_were_sampled() -> None:
 
     study.optimize(conditional, n_trials=10)
     # Importances are computed over the parameters every trial has.
-    assert list(report.importance_frame(study, seed=0)["param"]) == ["branch"]
+    assert list(render.importance_frame(study, seed=0)["param"]) == ["branch"]
     svg = plots.to_svg(plots.parallel_coordinates(study.trials, "loss", maximize=False), "parallel")
     assert all(f">{name}<" in svg for name in ("branch", "depth", "px", "py", "loss"))
 
 
 def test_history_of_a_minimised_study_leaves_pruned_trials_out() -> None:
-    history = report.history_frame(_study("minimize", [3.0, 1.0, 2.0], pruned=2))
+    history = render.history_frame(_study("minimize", [3.0, 1.0, 2.0], pruned=2))
     assert list(history["number"]) == [0, 1, 2]
     assert list(history["best"]) == [3.0, 1.0, 1.0]
 
@@ -223,7 +224,7 @@ def test_history_of_a_minimised_study_leaves_pruned_trials_out() -> None:
 
 
 def test_report_is_one_self_contained_page(classification: Path) -> None:
-    page = (classification / report.REPORT_HTML).read_text()
+    page = (classification / render.REPORT_HTML).read_text()
     assert page.count("<svg") == SVG_COUNT
     assert "<script" not in page and "<link" not in page and "<img" not in page
     # The only URLs are XML namespace names, which browsers never fetch.
@@ -233,7 +234,7 @@ def test_report_is_one_self_contained_page(classification: Path) -> None:
 
 
 def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
-    page = (classification / report.REPORT_HTML).read_text()
+    page = (classification / render.REPORT_HTML).read_text()
     cv = json.loads((classification / "metrics/cv.json").read_text())
     for stats in cv["trials"].values():
         assert f"{stats['mean']:.4f} ± {stats['std']:.4f}" in page
@@ -246,32 +247,32 @@ def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
 
 
 def test_regression_report_draws_residuals(regression: Path) -> None:
-    page = (regression / report.REPORT_HTML).read_text()
+    page = (regression / render.REPORT_HTML).read_text()
     assert page.count("<svg") == SVG_COUNT
     assert "Residuals on the test split" in page and "Confusion matrix" not in page
 
 
 def test_the_same_outputs_give_the_same_bytes(classification: Path) -> None:
     with inside(classification):
-        sources = report.load_sources()
-        frames = report.plot_frames(sources, seed=7)
-        again = report.render_html(sources, frames)
-    assert again == (classification / report.REPORT_HTML).read_text()
+        sources = render.load_sources()
+        frames = render.plot_frames(sources, seed=7)
+        again = render.render_html(sources, frames)
+    assert again == (classification / render.REPORT_HTML).read_text()
     for name, frame in frames.items():
-        assert frame.to_csv(index=False) == (classification / report.plot_path(name)).read_text()
+        assert frame.to_csv(index=False) == (classification / render.plot_path(name)).read_text()
 
 
 def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"^metrics/hpo\.json: not found"):
-        report.load_sources()
+        render.load_sources()
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"study\.db: not found"):
-        report.open_study("sqlite", "mlp-0")
+        render.open_study("sqlite", "mlp-0")
     assert not (tmp_path / "artifacts").exists()  # reading never creates a storage
 
 
 def test_a_study_missing_from_the_storage_is_named(classification: Path) -> None:
     with inside(classification), pytest.raises(HpopipeError, match="no study named 'mlp-nope'"):
-        report.open_study("sqlite", "mlp-nope")
+        render.open_study("sqlite", "mlp-nope")
 
 
 # ---------------------------------------------------------------- the stage in the pipeline
@@ -290,7 +291,7 @@ def test_report_stage_depends_on_exactly_the_modules_it_imports() -> None:
 def test_report_code_is_no_dependency_of_the_sweep_or_cv() -> None:
     for stage in ("hpo", "cv"):
         closure = library_closure(REPO / "stages" / f"{stage}.py")
-        assert not {"src/hpopipe/report.py", "src/hpopipe/plots.py"} & closure
+        assert not {"src/hpopipe/report/render.py", "src/hpopipe/report/plots.py"} & closure
 
 
 # ---------------------------------------------------------------- in a browser
@@ -332,7 +333,7 @@ window.addEventListener("load", () => {
     not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium (apt-get install chromium)"
 )
 def test_report_renders_in_headless_chromium(classification: Path, tmp_path: Path) -> None:
-    page = (classification / report.REPORT_HTML).read_text()
+    page = (classification / render.REPORT_HTML).read_text()
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("</body>", PROBE))
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), cwd=tmp_path).stdout
@@ -347,7 +348,7 @@ def test_report_renders_in_headless_chromium(classification: Path, tmp_path: Pat
     chromium(
         "--window-size=1280,2000",
         f"--screenshot={shot}",
-        (classification / report.REPORT_HTML).as_uri(),
+        (classification / render.REPORT_HTML).as_uri(),
         cwd=tmp_path,
     )
     pixels = image.imread(shot)[..., :3]

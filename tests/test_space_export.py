@@ -19,10 +19,11 @@ from optuna.distributions import (
     json_to_distribution,
 )
 
+from hpopipe.cli.space import add_parser as add_space_parser
 from hpopipe.config import Params, parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.space import grid
-from hpopipe.space_export import add_space_parser, export_space
+from hpopipe.space.formats import export_space
+from hpopipe.space.suggest import grid
 
 # azure-ai-ml's schemas warn hundreds of times (marshmallow 4 deprecations) on import: not ours to fix.
 with warnings.catch_warnings():

@@ -12,8 +12,9 @@ import pytest
 from pydantic import TypeAdapter
 from sklearn import metrics as skm
 
-from hpopipe import metrics, space
+from hpopipe import metrics
 from hpopipe.config import MAXIMIZED_METRICS, ParamSpec
+from hpopipe.space import suggest
 
 SPACE_ADAPTER = TypeAdapter(dict[str, ParamSpec])
 
@@ -68,14 +69,14 @@ def test_suggest_with_fixed_trial_returns_the_fixed_values() -> None:
         "width": 128,
         "flag": False,
     }
-    params = space.suggest(optuna.trial.FixedTrial(fixed), make_space(RAW_SPACE))
+    params = suggest.suggest(optuna.trial.FixedTrial(fixed), make_space(RAW_SPACE))
     assert params == fixed
     assert list(params) == list(RAW_SPACE)
 
 
 def test_suggest_with_fixed_trial_missing_a_parameter_fails() -> None:
     with pytest.raises(ValueError, match="width"):
-        space.suggest(
+        suggest.suggest(
             optuna.trial.FixedTrial({"lr": 1e-3}),
             make_space({"lr": RAW_SPACE["lr"], "width": RAW_SPACE["width"]}),
         )
@@ -91,7 +92,7 @@ def test_suggest_in_a_real_study_stays_in_bounds(sampler: optuna.samplers.BaseSa
     seen: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = space.suggest(trial, sp)
+        params = suggest.suggest(trial, sp)
         seen.append(params)
         return params["lr"] * params["n_layers"]
 
@@ -118,7 +119,7 @@ def test_same_sampler_seed_same_suggestions() -> None:
 
     def run() -> list[dict[str, Any]]:
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=7, n_startup_trials=3))
-        study.optimize(lambda t: space.suggest(t, sp)["momentum"], n_trials=8)
+        study.optimize(lambda t: suggest.suggest(t, sp)["momentum"], n_trials=8)
         return [t.params for t in study.trials]
 
     assert run() == run()
@@ -128,7 +129,7 @@ def test_same_sampler_seed_same_suggestions() -> None:
 
 
 def test_grid_enumerates_each_kind() -> None:
-    grid = space.grid(
+    grid = suggest.grid(
         make_space(
             {
                 "c": {"type": "choice", "values": ["b", "a", 3]},
@@ -154,7 +155,7 @@ def test_grid_enumerates_each_kind() -> None:
 
 @pytest.mark.parametrize("points", [2, 5, 9])
 def test_log_uniform_grid_is_geometric(points: int) -> None:
-    values = space.grid(make_space({"lr": {"type": "log_uniform", "min": 1e-5, "max": 1e-1}}), points)["lr"]
+    values = suggest.grid(make_space({"lr": {"type": "log_uniform", "min": 1e-5, "max": 1e-1}}), points)["lr"]
     assert len(values) == points
     assert values[0] == pytest.approx(1e-5) and values[-1] == pytest.approx(1e-1)
     ratios = np.array(values[1:]) / np.array(values[:-1])
@@ -170,8 +171,8 @@ def test_grid_size_is_the_product() -> None:
             "lg": {"type": "log_uniform", "min": 1e-3, "max": 1e-1},
         }
     )
-    assert space.grid_size(sp, points=5) == 3 * 4 * 5
-    assert space.grid_size(sp, points=2) == 3 * 4 * 2
+    assert suggest.grid_size(sp, points=5) == 3 * 4 * 5
+    assert suggest.grid_size(sp, points=2) == 3 * 4 * 2
 
 
 def test_grid_sampler_visits_every_configuration() -> None:
@@ -183,17 +184,17 @@ def test_grid_sampler_visits_every_configuration() -> None:
             "lg": {"type": "log_uniform", "min": 1e-3, "max": 1e-1},
         }
     )
-    grid = space.grid(sp, points=2)
-    n = space.grid_size(sp, points=2)
+    grid = suggest.grid(sp, points=2)
+    n = suggest.grid_size(sp, points=2)
     assert n == 2 * 3 * 3 * 2
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0))
-    study.optimize(lambda t: float(space.suggest(t, sp)["i"]), n_trials=n)
+    study.optimize(lambda t: float(suggest.suggest(t, sp)["i"]), n_trials=n)
     visited = {tuple(t.params[k] for k in grid) for t in study.trials}
     assert visited == set(itertools.product(*grid.values()))
 
 
 def test_grid_of_a_normal_spans_three_sigma() -> None:
-    values = space.grid(make_space({"d": {"type": "normal", "mu": 1.0, "sigma": 0.5}}), 3)["d"]
+    values = suggest.grid(make_space({"d": {"type": "normal", "mu": 1.0, "sigma": 0.5}}), 3)["d"]
     assert values == [-0.5, 1.0, 2.5]
 
 
@@ -201,7 +202,7 @@ def test_grid_size_counts_distinct_configurations() -> None:
     sp = make_space(
         {"u": {"type": "uniform", "min": 0.5, "max": 0.5}, "c": {"type": "choice", "values": [1, 2]}}
     )
-    assert space.grid_size(sp, points=4) == 2
+    assert suggest.grid_size(sp, points=4) == 2
 
 
 # --- metrics -----------------------------------------------------------------------------------------

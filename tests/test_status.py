@@ -17,14 +17,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
-from hpopipe.status import (
-    ProgressReporter,
-    busy_seconds,
-    format_duration,
-    format_status,
-    latest_study,
-    read_status,
-)
+from hpopipe.sweep.progress import ProgressReporter, format_duration
+from hpopipe.sweep.status import busy_seconds, format_status, latest_study, read_status
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 DIST = {"x": FloatDistribution(0.0, 1.0)}
@@ -181,9 +175,9 @@ def test_off_a_terminal_each_trial_is_one_log_line(caplog: pytest.LogCaptureFixt
     stream = io.StringIO()
     reporter = ProgressReporter(4, stream=stream, clock=ticking(10.0))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    with caplog.at_level(logging.INFO, logger="hpopipe.status"):
+    with caplog.at_level(logging.INFO, logger="hpopipe.sweep.status"):
         study.optimize(objective, n_trials=3, callbacks=[reporter.clear, reporter])
-    lines = [r.getMessage() for r in caplog.records if r.name == "hpopipe.status"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hpopipe.sweep.status"]
     assert len(lines) == 3 and stream.getvalue() == ""
     assert lines[0].startswith("after trial 0: 1/4 finished, best ")
     assert lines[1].startswith("after trial 1: 2/4 finished")  # trial 1 was pruned: it counts

@@ -14,9 +14,9 @@ from optuna.trial import TrialState
 
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.exports import statistics
-from hpopipe.storage import sqlite_spec
-from hpopipe.study import sweep
+from hpopipe.sweep.exports import statistics
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.storage import sqlite_spec
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
 
@@ -190,7 +190,7 @@ def test_user_hooks_and_the_progress_log_run_after_every_trial(
 ) -> None:
     CALLS.clear()
     raw = raw_params(tmp_path, callbacks=["tests.test_strategies:record"], pruner={"name": "none"})
-    with caplog.at_level(logging.INFO, logger="hpopipe.hooks"):
+    with caplog.at_level(logging.INFO, logger="hpopipe.sweep.hooks"):
         study = run(raw, prepared, tmp_path / "s.db")
     assert [(study.study_name, n) for n in range(3)] == CALLS
     assert sum("trial " in r.message and "COMPLETE" in r.message for r in caplog.records) == 3

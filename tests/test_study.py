@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 from hpopipe.artifacts import sqlite_url
 from hpopipe.config import Params, parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.exports import export_trials, ranked_trials, summary
-from hpopipe.storage import sqlite_spec
-from hpopipe.study import study_name, sweep
+from hpopipe.sweep.exports import export_trials, ranked_trials, summary
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.storage import sqlite_spec
+from hpopipe.sweep.study import study_name
 from hpopipe.tracking import NullTracker
 from tests.conftest import REPO, TINY_PARAMS
 
@@ -98,7 +99,7 @@ def test_trial_left_running_by_a_crash_is_failed_and_retried(tmp_path: Path, pre
 
 
 def _fingerprint(prepared: tuple) -> str:
-    from hpopipe.study import data_fingerprint
+    from hpopipe.sweep.study import data_fingerprint
 
     return data_fingerprint(prepared[0], prepared[1])
 

@@ -327,7 +327,7 @@ def test_fan_out_errors_name_the_missing_pool_or_deployment(
     server: Server, client: Any, tmp_path: Path
 ) -> None:
     from hpopipe.errors import HpopipeError
-    from hpopipe.fanout import run_workers
+    from hpopipe.sweep.fanout import run_workers
 
     with pytest.raises(HpopipeError) as missing:
         run_workers(1, {"project_dir": str(tmp_path)}, deployment="sweep-worker/nowhere")
@@ -335,7 +335,16 @@ def test_fan_out_errors_name_the_missing_pool_or_deployment(
         f"deployment 'sweep-worker/nowhere': not found on {server.url} "
         "(register it: hpopipe deploy-worker --pool NAME)"
     )
-    cmd = [sys.executable, "-m", "hpopipe.cli", "deploy-worker", "--pool", "nope", "--project-dir", str(REPO)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpopipe.cli",
+        "deploy-worker",
+        "--pool",
+        "nope",
+        "--project-dir",
+        str(REPO),
+    ]
     proc = subprocess.run(cmd, env=server.env, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (

@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from hpopipe import checkpoints, metrics, train
+from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig
 from hpopipe.errors import HpopipeError
-from hpopipe.models import build
+from hpopipe.training import checkpoints, loop
+from hpopipe.training.models import build
 
 MLP = ModelConfig(name="mlp")
 SMALL = {"width": 16, "n_layers": 1}
-CLS = train.Task("classification", 2, "accuracy")
-REG = train.Task("regression", 0, "rmse")
+CLS = loop.Task("classification", 2, "accuracy")
+REG = loop.Task("regression", 0, "rmse")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,7 +48,7 @@ def problem() -> dict[str, np.ndarray]:
     return {"x": x, "y_cls": y_cls, "y_reg": y_reg}
 
 
-def splits(problem: dict[str, np.ndarray], task: train.Task) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def splits(problem: dict[str, np.ndarray], task: loop.Task) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     y = problem["y_cls"] if task.kind == "classification" else problem["y_reg"]
     x = problem["x"]
     return (x[:240], y[:240]), (x[240:], y[240:])
@@ -57,8 +58,8 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def val_score(result: train.FitResult, task: train.Task, val: tuple[np.ndarray, np.ndarray]) -> float:
-    output = train.predict(result.model, torch.from_numpy(val[0]), task, result.y_scale)
+def val_score(result: loop.FitResult, task: loop.Task, val: tuple[np.ndarray, np.ndarray]) -> float:
+    output = loop.predict(result.model, torch.from_numpy(val[0]), task, result.y_scale)
     return metrics.score(task.metric, val[1], output, task.n_classes)
 
 
@@ -66,11 +67,11 @@ def val_score(result: train.FitResult, task: train.Task, val: tuple[np.ndarray, 
 
 
 @pytest.mark.parametrize("task", [CLS, REG], ids=["classification", "regression"])
-def test_same_seed_is_bit_identical(problem: dict[str, np.ndarray], task: train.Task) -> None:
+def test_same_seed_is_bit_identical(problem: dict[str, np.ndarray], task: loop.Task) -> None:
     tr, val = splits(problem, task)
-    a = train.fit(MLP, SMALL, cfg(), task, tr, val, seed=11)
-    b = train.fit(MLP, SMALL, cfg(), task, tr, val, seed=11)
-    c = train.fit(MLP, SMALL, cfg(), task, tr, val, seed=12)
+    a = loop.fit(MLP, SMALL, cfg(), task, tr, val, seed=11)
+    b = loop.fit(MLP, SMALL, cfg(), task, tr, val, seed=11)
+    c = loop.fit(MLP, SMALL, cfg(), task, tr, val, seed=12)
     assert same_weights(a.model.state_dict(), b.model.state_dict())
     assert a.history == b.history
     assert (a.best_epoch, a.best_score, a.y_scale) == (b.best_epoch, b.best_score, b.y_scale)
@@ -80,7 +81,7 @@ def test_same_seed_is_bit_identical(problem: dict[str, np.ndarray], task: train.
 
 def test_history_rows(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, CLS)
-    result = train.fit(MLP, SMALL, cfg(max_epochs=4, lr=1e-2), CLS, tr, val, seed=0)
+    result = loop.fit(MLP, SMALL, cfg(max_epochs=4, lr=1e-2), CLS, tr, val, seed=0)
     assert [row["epoch"] for row in result.history] == [1.0, 2.0, 3.0, 4.0]
     for row in result.history:
         assert set(row) == {"epoch", "train_loss", "val_accuracy"}
@@ -91,9 +92,9 @@ def test_history_rows(problem: dict[str, np.ndarray]) -> None:
 
 def test_regression_target_is_scaled_and_predictions_are_not(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, REG)
-    result = train.fit(MLP, SMALL, cfg(max_epochs=8, lr=1e-2), REG, tr, val, seed=0)
+    result = loop.fit(MLP, SMALL, cfg(max_epochs=8, lr=1e-2), REG, tr, val, seed=0)
     assert result.y_scale == pytest.approx((float(np.mean(tr[1])), float(np.std(tr[1]))))
-    output = train.predict(result.model, torch.from_numpy(val[0]), REG, result.y_scale)
+    output = loop.predict(result.model, torch.from_numpy(val[0]), REG, result.y_scale)
     assert output.shape == (60,)
     # On the original scale the fit beats predicting the mean by far.
     assert metrics.score("r2", val[1], output) > 0.5
@@ -102,7 +103,7 @@ def test_regression_target_is_scaled_and_predictions_are_not(problem: dict[str, 
 
 def test_without_validation_trains_exactly_epochs(problem: dict[str, np.ndarray]) -> None:
     tr, _ = splits(problem, CLS)
-    result = train.fit(MLP, SMALL, cfg(max_epochs=50, patience=1), CLS, tr, None, seed=0, epochs=3)
+    result = loop.fit(MLP, SMALL, cfg(max_epochs=50, patience=1), CLS, tr, None, seed=0, epochs=3)
     assert len(result.history) == 3
     assert result.best_epoch == 3
     assert math.isnan(result.best_score)
@@ -115,7 +116,7 @@ def test_without_validation_trains_exactly_epochs(problem: dict[str, np.ndarray]
 def test_early_stopping_on_a_plateau(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, CLS)
     # With a vanishing learning rate the validation score cannot move: epoch 1 stays the best.
-    result = train.fit(MLP, SMALL, cfg(max_epochs=10, patience=1, lr=1e-12), CLS, tr, val, seed=0)
+    result = loop.fit(MLP, SMALL, cfg(max_epochs=10, patience=1, lr=1e-12), CLS, tr, val, seed=0)
     assert len(result.history) == 2
     assert result.best_epoch == 1
     assert result.best_score == result.history[0]["val_accuracy"]
@@ -123,7 +124,7 @@ def test_early_stopping_on_a_plateau(problem: dict[str, np.ndarray]) -> None:
 
 def test_min_delta_counts_small_gains_as_no_gain(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, CLS)
-    result = train.fit(
+    result = loop.fit(
         MLP, SMALL, cfg(max_epochs=10, patience=2, min_delta=1.0, lr=1e-2), CLS, tr, val, seed=0
     )
     # Accuracy can never improve by more than 1.0, so only the first epoch counts.
@@ -136,7 +137,7 @@ def test_best_weights_are_restored(problem: dict[str, np.ndarray], tmp_path: Pat
     params = {"width": 32, "n_layers": 1, "dropout": 0.0}
     for seed in range(6):  # a noisy run whose last epoch is not its best
         ckpt = tmp_path / f"{seed}.pt"
-        result = train.fit(MLP, params, settings, REG, tr, val, seed=seed, checkpoint=ckpt)
+        result = loop.fit(MLP, params, settings, REG, tr, val, seed=seed, checkpoint=ckpt)
         if result.best_epoch < len(result.history):
             break
     else:
@@ -171,7 +172,7 @@ def test_reporter_sees_every_epoch_and_can_stop_training(
 
     ckpt = tmp_path / "trial.pt"
     with pytest.raises(Stop):
-        train.fit(MLP, SMALL, cfg(max_epochs=10), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
+        loop.fit(MLP, SMALL, cfg(max_epochs=10), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
     assert [epoch for epoch, _ in calls] == [1, 2]
     saved = checkpoints.load(ckpt)
     assert saved["epoch"] == 2
@@ -181,7 +182,7 @@ def test_reporter_sees_every_epoch_and_can_stop_training(
 def test_reporter_values_match_history(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, REG)
     calls: list[tuple[int, float]] = []
-    result = train.fit(
+    result = loop.fit(
         MLP, SMALL, cfg(max_epochs=3), REG, tr, val, seed=0, reporter=lambda e, v: calls.append((e, v))
     )
     assert calls == [(int(row["epoch"]), row["val_rmse"]) for row in result.history]
@@ -190,7 +191,7 @@ def test_reporter_values_match_history(problem: dict[str, np.ndarray]) -> None:
 def test_reporter_is_not_called_without_validation(problem: dict[str, np.ndarray]) -> None:
     tr, _ = splits(problem, CLS)
     calls: list[int] = []
-    train.fit(MLP, SMALL, cfg(), CLS, tr, None, seed=0, epochs=2, reporter=lambda e, v: calls.append(e))
+    loop.fit(MLP, SMALL, cfg(), CLS, tr, None, seed=0, epochs=2, reporter=lambda e, v: calls.append(e))
     assert calls == []
 
 
@@ -210,9 +211,7 @@ def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndar
         os.link(ckpt, snapshots / f"{epoch}.pt")
         listings.append(sorted(p.name for p in ckpt.parent.iterdir()))
 
-    result = train.fit(
-        MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt
-    )
+    result = loop.fit(MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
     # No temp file left behind; from epoch 2 on the epoch before is kept as a fallback.
     assert listings == [["trial.pt"], ["trial.prev.pt", "trial.pt"], ["trial.prev.pt", "trial.pt"]]
     assert checkpoints.load(checkpoints.previous(ckpt))["epoch"] == 2
@@ -230,16 +229,16 @@ def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndar
 @pytest.mark.parametrize("with_val", [True, False], ids=["val", "no-val"])
 @pytest.mark.parametrize("task", [CLS, REG], ids=["classification", "regression"])
 def test_resume_equals_straight_run(
-    problem: dict[str, np.ndarray], tmp_path: Path, task: train.Task, with_val: bool
+    problem: dict[str, np.ndarray], tmp_path: Path, task: loop.Task, with_val: bool
 ) -> None:
     tr, val = splits(problem, task)
     validation = val if with_val else None
     params = {"width": 16, "n_layers": 2, "dropout": 0.2}  # dropout: the RNG state must be resumed too
-    straight = train.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=5)
+    straight = loop.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=5)
     ckpt = tmp_path / "trial.pt"
-    first = train.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=3, checkpoint=ckpt)
+    first = loop.fit(MLP, params, cfg(), task, tr, validation, seed=3, epochs=3, checkpoint=ckpt)
     assert checkpoints.load(ckpt)["epoch"] == 3 and len(first.history) == 3
-    resumed = train.fit(
+    resumed = loop.fit(
         MLP, params, cfg(), task, tr, validation, seed=3, epochs=5, checkpoint=ckpt, resume=True
     )
     assert resumed.resumed_from_epoch == 3
@@ -253,8 +252,8 @@ def test_resume_equals_straight_run(
 def test_checkpoint_is_not_resumed_unless_asked(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "trial.pt"
-    train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
-    fresh = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt)
+    loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    fresh = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt)
     assert fresh.resumed_from_epoch == 0
     assert len(fresh.history) == 2
     assert checkpoints.load(ckpt)["epoch"] == 2  # overwritten
@@ -263,12 +262,12 @@ def test_checkpoint_is_not_resumed_unless_asked(problem: dict[str, np.ndarray], 
 def test_checkpoint_of_other_params_is_not_resumed(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "trial.pt"
-    train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
-    other_seed = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=4, epochs=2, checkpoint=ckpt, resume=True)
+    loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    other_seed = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=4, epochs=2, checkpoint=ckpt, resume=True)
     assert other_seed.resumed_from_epoch == 0 and len(other_seed.history) == 2
-    train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
     other_params = {**SMALL, "width": 8}
-    result = train.fit(MLP, other_params, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
+    result = loop.fit(MLP, other_params, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
     assert result.resumed_from_epoch == 0 and len(result.history) == 2
 
 
@@ -276,12 +275,12 @@ def test_checkpoint_of_other_params_is_not_resumed(problem: dict[str, np.ndarray
 def test_damaged_checkpoint_is_ignored(problem: dict[str, np.ndarray], tmp_path: Path, damage: str) -> None:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "trial.pt"
-    train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
     for path in (ckpt, checkpoints.previous(ckpt)):  # both damaged: nothing to fall back to
         blob = path.read_bytes()
         path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
-    straight = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4)
-    result = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4, checkpoint=ckpt, resume=True)
+    straight = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4)
+    result = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4, checkpoint=ckpt, resume=True)
     assert result.resumed_from_epoch == 0
     assert same_weights(result.model.state_dict(), straight.model.state_dict())
 
@@ -292,9 +291,9 @@ def test_resuming_an_early_stopped_run_changes_nothing(
     tr, val = splits(problem, CLS)
     settings = cfg(max_epochs=10, patience=1, lr=1e-12)
     ckpt = tmp_path / "trial.pt"
-    done = train.fit(MLP, SMALL, settings, CLS, tr, val, seed=0, checkpoint=ckpt)
+    done = loop.fit(MLP, SMALL, settings, CLS, tr, val, seed=0, checkpoint=ckpt)
     assert len(done.history) == 2  # stopped early
-    again = train.fit(MLP, SMALL, settings, CLS, tr, val, seed=0, checkpoint=ckpt, resume=True)
+    again = loop.fit(MLP, SMALL, settings, CLS, tr, val, seed=0, checkpoint=ckpt, resume=True)
     assert again.history == done.history
 
 
@@ -359,7 +358,7 @@ def test_unsafe_checkpoint_is_not_resumed(problem: dict[str, np.ndarray], tmp_pa
     ckpt = tmp_path / "trial.pt"
     marker = tmp_path / "EXECUTED"
     torch.save({"params_hash": checkpoints.params_hash(SMALL, 3), "extra": Payload(str(marker))}, ckpt)
-    result = train.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
+    result = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=2, checkpoint=ckpt, resume=True)
     assert result.resumed_from_epoch == 0 and len(result.history) == 2
     assert not marker.exists()
     assert checkpoints.load(ckpt)["epoch"] == 2  # replaced by a clean checkpoint
@@ -370,24 +369,24 @@ def test_unsafe_checkpoint_is_not_resumed(problem: dict[str, np.ndarray], tmp_pa
 
 def test_huge_learning_rate_diverges(problem: dict[str, np.ndarray]) -> None:
     tr, val = splits(problem, REG)
-    with pytest.raises(train.TrainingDiverged, match="loss became nan"):
-        train.fit(MLP, {"lr": 1e30}, cfg(), REG, tr, val, seed=0)
+    with pytest.raises(loop.TrainingDiverged, match="loss became nan"):
+        loop.fit(MLP, {"lr": 1e30}, cfg(), REG, tr, val, seed=0)
 
 
 def test_infinite_input_diverges(problem: dict[str, np.ndarray]) -> None:
     (x, y), val = splits(problem, CLS)
     x = x.copy()
     x[7, 2] = np.inf
-    with pytest.raises(train.TrainingDiverged, match="at epoch 1"):
-        train.fit(MLP, SMALL, cfg(), CLS, (x, y), val, seed=0)
+    with pytest.raises(loop.TrainingDiverged, match="at epoch 1"):
+        loop.fit(MLP, SMALL, cfg(), CLS, (x, y), val, seed=0)
 
 
-@pytest.mark.parametrize("task", [REG, train.Task("classification", 2, "log_loss")], ids=["rmse", "log_loss"])
-def test_divergence_seen_only_by_validation(problem: dict[str, np.ndarray], task: train.Task) -> None:
+@pytest.mark.parametrize("task", [REG, loop.Task("classification", 2, "log_loss")], ids=["rmse", "log_loss"])
+def test_divergence_seen_only_by_validation(problem: dict[str, np.ndarray], task: loop.Task) -> None:
     tr, val = splits(problem, task)
     # One batch per epoch: the exploding step is the epoch's last, so only validation sees it.
-    with pytest.raises(train.TrainingDiverged):
-        train.fit(MLP, {"lr": 1e30}, cfg(batch_size=512), task, tr, val, seed=0)
+    with pytest.raises(loop.TrainingDiverged):
+        loop.fit(MLP, {"lr": 1e30}, cfg(batch_size=512), task, tr, val, seed=0)
 
 
 # --- model families ----------------------------------------------------------------------------------------
@@ -404,17 +403,17 @@ def test_divergence_seen_only_by_validation(problem: dict[str, np.ndarray], task
 )
 @pytest.mark.parametrize("task", [CLS, REG], ids=["classification", "regression"])
 def test_model_families_train(
-    problem: dict[str, np.ndarray], model: ModelConfig, params: dict[str, Any], task: train.Task
+    problem: dict[str, np.ndarray], model: ModelConfig, params: dict[str, Any], task: loop.Task
 ) -> None:
     tr, val = splits(problem, task)
-    result = train.fit(model, params, cfg(max_epochs=6, lr=1e-2, batch_size=30), task, tr, val, seed=0)
+    result = loop.fit(model, params, cfg(max_epochs=6, lr=1e-2, batch_size=30), task, tr, val, seed=0)
     assert len(result.history) == 6
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     if task.kind == "classification":
         assert result.best_score > 0.75  # the classes are nearly linearly separable
     else:
         assert result.best_score < 0.5 * float(np.std(val[1]))  # far better than predicting a constant
-    output = train.predict(result.model, torch.from_numpy(val[0]), task, result.y_scale)
+    output = loop.predict(result.model, torch.from_numpy(val[0]), task, result.y_scale)
     assert output.shape == ((60, 2) if task.kind == "classification" else (60,))
 
 

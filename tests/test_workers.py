@@ -17,11 +17,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpopipe import lifecycle
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
-from hpopipe.storage import StorageSpec, open_storage, resolve
-from hpopipe.workers import FINISHED, Budget, fail_stale, work
+from hpopipe.sweep import lifecycle
+from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.storage import StorageSpec, open_storage, resolve
+from hpopipe.sweep.workers import Budget, fail_stale, work
 from tests.conftest import REPO, TINY_PARAMS
 
 BUDGET = Budget(n_trials=12, timeout_s=None, max_failures=5, grace_s=30.0, heartbeat_s=0.5, max_retry=2)

@@ -5,11 +5,9 @@ fails until the deps match.
 """
 
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_contract import library_closure
+from importgraph import closure as library_closure
 
 STAGE = re.compile(r"^  (\w+):$")
 LIB_DEP = re.compile(r"^      - src/hpopipe/")

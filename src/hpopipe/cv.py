@@ -1,6 +1,6 @@
 """k-fold cross-validation of the best sweep candidates.
 
-Each fold trains with the same :func:`hpopipe.train.fit` as the sweep; early
+Each fold trains with the same :func:`hpopipe.training.loop.fit` as the sweep; early
 stopping uses a validation slice of the fold's training rows, so the held-out
 fold only ever scores.
 """
@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from hpopipe import metrics, objectives, pareto
+from hpopipe import metrics
 from hpopipe.config import MAXIMIZED_METRICS, Params
-from hpopipe.study import derive_seed, split_validation
+from hpopipe.seeding import derive_seed
+from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker
-from hpopipe.train import Task, as_tensor, fit, predict, resolve_device
+from hpopipe.training.loop import Task, as_tensor, fit, predict, resolve_device
+from hpopipe.training.split import split_validation
 
 log = logging.getLogger(__name__)
 RESULT_COLUMNS = ["trial", "fold", "score", "best_epoch"]

@@ -1,4 +1,9 @@
-"""The one exception type for errors a user can cause and fix."""
+"""Every exception hpopipe raises on purpose: the user-error root and the few internal signals.
+
+``HpopipeError`` and its subclasses are errors a user can cause and fix (printed as one line,
+exit 2). The others travel inside the library: a trial that diverged or was interrupted, a
+checkpoint that cannot be trusted.
+"""
 
 from __future__ import annotations
 
@@ -9,3 +14,43 @@ class HpopipeError(Exception):
     The CLI prints it as one line (no traceback) and exits with status 2, so
     the message must name the field or file and say what is wrong with it.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial fails with this reason."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); raised after the epoch's checkpoint is saved."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"interrupted by a stop request after epoch {epoch}")
+        self.epoch = epoch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt, or holds more than tensors and plain values."""
+
+
+class StageError(HpopipeError):
+    """A stage DVC could not reproduce.
+
+    ``retryable`` is False where a retry would fail the same way (a user error in the stage, a
+    timeout), so Prefect does not spend hours re-running a sweep that cannot succeed.
+    """
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[type[StageError], tuple[str, bool]]:
+        # Prefect pickles task exceptions; keep `retryable` across the round trip.
+        return (type(self), (str(self), self.retryable))
+
+
+class GateFailed(HpopipeError):
+    """The new model is worse than the committed one by more than the allowed regression."""
+
+
+class WorkerFailed(HpopipeError):
+    """``hpopipe worker`` exited with a non-zero status; the flow run that ran it fails."""

@@ -15,11 +15,12 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
-from hpopipe import checkpoints, data, metrics
+from hpopipe import data, metrics
 from hpopipe.config import ModelConfig, RefitConfig, TrainConfig
 from hpopipe.errors import HpopipeError
-from hpopipe.models import build
-from hpopipe.train import FitResult, as_tensor, fit, predict, task_of
+from hpopipe.training import checkpoints
+from hpopipe.training.loop import FitResult, as_tensor, fit, predict, task_of
+from hpopipe.training.models import build
 
 FORMAT = "hpopipe-model/1"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpopipe import pareto
 from hpopipe.config import Params
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep import pareto
 
 
 def best_config(params: Params, ranked: list[dict[str, Any]], cv_summary: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.atomic import temp_path
 from hpopipe.errors import HpopipeError
+from hpopipe.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class SeededSampler(BaseSampler):
         self.base, self.seed = base, seed
 
     def _reseed(self, position: int) -> None:
-        from hpopipe.study import derive_seed
 
         for index, rng in enumerate(_random_states(self.base)):
             rng.rng.seed(derive_seed(self.seed, "sampler", position, index))

@@ -24,13 +24,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import lifecycle
-from hpopipe.recovery import CRASHES, INTERRUPTED, retry_attrs
-from hpopipe.storage import StorageSpec, budget_lock
+from hpopipe.sweep import lifecycle
+from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, retry_attrs
+from hpopipe.sweep.storage import StorageSpec, budget_lock
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 Objective = Callable[[optuna.Trial], Any]
 
@@ -259,10 +259,15 @@ def spawn_local(
     passed on to them, so they stop after their epoch like a single worker would.
     """
     threads = max(1, (os.cpu_count() or 1) // n)
-    cmd = [sys.executable, "-m", "hpopipe.cli", "worker", "--params", params_path, "--study", study]
+    cmd = worker_command(params_path, study)
     child_env = {**os.environ, **(env or {}), "HPOPIPE_THREADS": str(threads)}
     procs = [subprocess.Popen(cmd, env=child_env) for _ in range(n)]
     log.info("started %d local workers (%d CPU threads each)", n, threads)
+    return wait_forwarding_stop(procs, stop)
+
+
+def wait_forwarding_stop(procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool]) -> list[int]:
+    """Wait for child processes, passing a graceful stop on to them (SIGTERM); their exit codes."""
     forwarded = False
     while any(p.poll() is None for p in procs):
         if stop() and not forwarded:
@@ -272,3 +277,17 @@ def spawn_local(
             forwarded = True
         time.sleep(0.2)
     return [int(p.returncode) for p in procs]
+
+
+def worker_command(params_path: str, study: str | None = None, wid: str | None = None) -> list[str]:
+    """A worker process's command line with this interpreter (local spawns and Prefect runs).
+
+    Workers start at a library entry point (:mod:`hpopipe.sweep.agent`), not through the
+    ``hpopipe`` CLI, so a worker process loads only the sweep.
+    """
+    cmd = [sys.executable, "-m", "hpopipe.sweep.agent", "--params", params_path]
+    if study:
+        cmd += ["--study", study]
+    if wid:
+        cmd += ["--id", wid]
+    return cmd

@@ -17,10 +17,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import artifacts
 from hpopipe.errors import HpopipeError
-from hpopipe.fanout import WorkerRun
 from hpopipe.redact import mask_url
+from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.fanout import WorkerRun
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"  # user attr each trial carries: the id of the worker that ran it
 
 
@@ -108,8 +108,8 @@ def open_sweep(root: Path, params: str = "params.yaml", study: str | None = None
     process's environment.
     """
     from hpopipe.config import load_params
-    from hpopipe.storage import open_storage, resolve
-    from hpopipe.study import data_fingerprint, study_name
+    from hpopipe.sweep.storage import open_storage, resolve
+    from hpopipe.sweep.study import data_fingerprint, study_name
 
     loaded = load_params(root / params)
     if study is None:

@@ -10,19 +10,9 @@ from hpopipe.errors import HpopipeError
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from hpopipe.agent import run_agent
-    from hpopipe.names import check_name
-    from hpopipe.recovery import GracefulStop
+    from hpopipe.sweep.agent import run_worker
 
-    study = None if args.study is None else check_name(args.study, "--study")
-    wid = None if args.id is None else check_name(args.id, "--id")
-    with GracefulStop().installed() as stop:
-        reason = run_agent(str(args.params), study, wid, stop)
-    if reason == "failed":
-        raise HpopipeError("the sweep failed (hpopipe status shows why)")
-    print(f"worker stopped: {reason}")
-    if stop.exit_code:
-        raise SystemExit(stop.exit_code)
+    run_worker(str(args.params), args.study, args.id)
 
 
 def load_named_study(params_path: Path, name: str | None) -> Any:
@@ -30,7 +20,7 @@ def load_named_study(params_path: Path, name: str | None) -> Any:
     from hpopipe import artifacts
     from hpopipe.config import load_params
     from hpopipe.names import check_name
-    from hpopipe.storage import load_existing
+    from hpopipe.sweep.storage import load_existing
 
     if name is not None:
         name = check_name(name, "NAME")
@@ -43,7 +33,7 @@ def load_named_study(params_path: Path, name: str | None) -> Any:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from hpopipe.lifecycle import apply_action
+    from hpopipe.sweep.lifecycle import apply_action
 
     study = load_named_study(args.params, args.name)
     state = apply_action(study, args.action)

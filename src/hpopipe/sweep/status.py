@@ -1,36 +1,33 @@
-"""How a sweep is going: the ``hpopipe status`` table, and a progress reporter for the sweep itself.
+"""How a sweep is going: the ``hpopipe status`` table.
 
-Both read only the Optuna storage, which a running sweep keeps up to date
-(SQLite in WAL mode lets a reader in while the sweep writes). The module
-imports nothing of the pipeline but its error type: the sweep calls the
-reporter, so whatever this module imports becomes a dependency of the hpo stage
-(:mod:`hpopipe.lifecycle`, which the sweep imports anyway, is the exception).
+It reads only the Optuna storage, which a running sweep keeps up to date (SQLite
+in WAL mode lets a reader in while the sweep writes). The sweep's own progress
+line is :mod:`hpopipe.sweep.progress`: no stage imports this module, so editing
+the table never marks a stage stale.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import lifecycle
 from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep import lifecycle
+from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.progress import best_trial, format_duration, format_value
 
 log = logging.getLogger(__name__)
 
-# What counts toward ``hpo.n_trials`` (as in hpopipe.study).
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _BACKUP_MARK = "_backup-"
 
 
@@ -87,7 +84,7 @@ def read_status(
     except KeyError:
         raise HpopipeError(f"--study: no study named {name!r} in {where}") from None
     trials = loaded.get_trials(deepcopy=False)
-    best = _best(loaded)
+    best = best_trial(loaded)
     sweep = lifecycle.sweep_record(loaded)
     state = "pending" if not trials and sweep["state"] == "running" else str(sweep["state"])
     if n_trials is None and isinstance(sweep.get("n_trials"), int):
@@ -133,15 +130,6 @@ def latest_study(storage: optuna.storages.BaseStorage, path: Path | str) -> str:
     return max(originals, key=lambda s: (last_start(s.study_name), order[s.study_name])).study_name
 
 
-def _best(study: optuna.Study) -> FrozenTrial | None:
-    if len(study.directions) > 1:  # no single best: the Pareto front (front_size) instead
-        return None
-    try:
-        return study.best_trial
-    except ValueError:  # no COMPLETE trial yet
-        return None
-
-
 def busy_seconds(trials: Sequence[FrozenTrial], now: datetime) -> float:
     """Seconds during which at least one trial was running.
 
@@ -162,29 +150,13 @@ def busy_seconds(trials: Sequence[FrozenTrial], now: datetime) -> float:
     return total
 
 
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m 05s``, ``2h 07m``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-
-
-def _value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_status(status: SweepStatus) -> str:
     """The ``hpopipe status`` table: one row per trial state, then best, elapsed, rate and ETA."""
     rows = [("study", f"{status.study} ({status.direction})"), ("state", status.state)]
     rows += [(s.name.lower(), str(status.counts.get(s.name, 0))) for s in TrialState]
     budget = f" of {status.n_trials}" if status.n_trials is not None else ""
     rows.append(("finished", f"{status.finished}{budget} (complete + pruned)"))
-    best = _value(status.best_value)
+    best = format_value(status.best_value)
     if status.front_size is not None:
         rows.append(("pareto front", f"{status.front_size} trials"))
     else:
@@ -210,88 +182,3 @@ def _worker_line(record: dict[str, Any], now: float | None = None) -> str:
         return f"exited ({age} ago)"
     trial = record.get("trial")
     return f"last heartbeat {age} ago" + ("" if trial is None else f", trial {trial}")
-
-
-class ProgressReporter:
-    """Optuna callback that shows a sweep's progress after every finished trial.
-
-    On a terminal it redraws one line: a bar of finished / ``n_trials`` trials,
-    the best value and the ETA. Anywhere else (CI logs, files, Prefect) carriage
-    returns would be noise, so it logs one plain line per trial instead.
-
-    The bar shares the terminal with log lines. Register :meth:`clear` as the
-    first callback and the reporter itself as the last: the bar is erased
-    before the other callbacks log about the trial and drawn again below them.
-    The drawn line ends with a carriage return, so a line logged during the
-    next trial starts over the bar instead of after it.
-    """
-
-    BAR = 24
-
-    def __init__(
-        self, n_trials: int, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.n_trials = n_trials
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty()
-        self._clock, self._started, self._calls = clock, clock(), 0
-        self._drawn = False
-        self._lock = threading.Lock()  # callbacks come from worker threads with n_jobs > 1
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Report one finished trial (Optuna calls this after each trial, whatever its state)."""
-        with self._lock:
-            self._calls += 1
-            done = len(study.get_trials(deepcopy=False, states=FINISHED))
-            best = _best(study)
-            best_value = None if best is None else best.value
-            eta = self.eta_s(done)
-            if self.tty:
-                self._draw(done, best_value, eta)
-                return
-            log.info(
-                "after trial %d: %d/%d finished, best %s, ETA %s",
-                trial.number,
-                done,
-                self.n_trials,
-                _value(best_value),
-                format_duration(eta),
-            )
-
-    def eta_s(self, done: int) -> float | None:
-        """Remaining budget times the mean wall time per trial seen by this reporter."""
-        if not self._calls:
-            return None
-        per_trial = (self._clock() - self._started) / self._calls
-        return max(self.n_trials - done, 0) * per_trial
-
-    def line(self, done: int, best: float | None, eta: float | None) -> str:
-        """The progress line, e.g. ``[######------------------] 6/24 trials  best 0.9731  ETA 3m 10s``."""
-        filled = min(self.BAR, self.BAR * done // max(self.n_trials, 1))
-        bar = "#" * filled + "-" * (self.BAR - filled)
-        return f"[{bar}] {done}/{self.n_trials} trials  best {_value(best)}  ETA {format_duration(eta)}"
-
-    def _draw(self, done: int, best: float | None, eta: float | None) -> None:
-        self.stream.write(_ERASE + self.line(done, best, eta) + "\r")
-        self._drawn = True
-        if done >= self.n_trials:
-            self.close()
-        self.stream.flush()
-
-    def clear(self, study: optuna.Study | None = None, trial: FrozenTrial | None = None) -> None:
-        """Erase the bar so the next line starts clean (usable as an Optuna callback)."""
-        with self._lock:
-            if self._drawn:
-                self.stream.write(_ERASE)
-                self.stream.flush()
-                self._drawn = False
-
-    def close(self) -> None:
-        """Leave the last bar on screen and move below it; call when the sweep ends, also early."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-
-_ERASE = "\r\x1b[2K"  # carriage return, then erase the whole line

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe import artifacts
+from hpopipe.cli import deploy, retrain, space, sweep
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
-from hpopipe.fanout_cli import add_parser as add_fanout_commands
 from hpopipe.names import check_name
-from hpopipe.retrain_cli import add_parser as add_retrain_commands
-from hpopipe.space_export import add_space_parser
-from hpopipe.sweep_cli import add_parser as add_sweep_commands
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -58,7 +55,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _studies(args: argparse.Namespace) -> None:
-    from hpopipe.exports import list_studies
+    from hpopipe.sweep.exports import list_studies
 
     rows = list_studies(args.storage)
     if not rows:
@@ -72,8 +69,8 @@ def _studies(args: argparse.Namespace) -> None:
 
 def _status(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
-    from hpopipe.status import format_status, read_status
-    from hpopipe.storage import open_storage, resolve
+    from hpopipe.sweep.status import format_status, read_status
+    from hpopipe.sweep.storage import open_storage, resolve
 
     params = load_params(args.params) if args.params.exists() else None
     n_trials = params.hpo.n_trials if params else None
@@ -100,7 +97,7 @@ def _default_study(args: argparse.Namespace) -> str:
 
 
 def _resume(args: argparse.Namespace) -> None:
-    from hpopipe.recovery import parse_states, retry_states
+    from hpopipe.sweep.recovery import parse_states, retry_states
 
     if not args.storage.exists():
         raise HpopipeError(f"--storage: {args.storage}: file not found")
@@ -110,7 +107,7 @@ def _resume(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
-    from hpopipe.recovery import restore_sqlite
+    from hpopipe.sweep.recovery import restore_sqlite
 
     kept = restore_sqlite(args.source, args.storage)
     note = f" (the previous file is kept as {kept})" if kept else ""
@@ -150,10 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--from", dest="source", type=Path, required=True)
     b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
     b.set_defaults(func=_restore)
-    add_retrain_commands(sub)
-    add_sweep_commands(sub)
-    add_fanout_commands(sub)
-    add_space_parser(sub)
+    for wing in (retrain, sweep, deploy, space):
+        wing.add_parser(sub)
     return parser
 
 
@@ -161,7 +156,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = build_parser().parse_args(argv)
     run(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    main()

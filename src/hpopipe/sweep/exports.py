@@ -3,7 +3,7 @@
 The study is the source of truth for trials; these files are views of it
 that the later stages, DVC metrics and people read. A multi-objective study
 has a ``value_<objective>`` column per objective where a single-objective one
-has ``value``, and ranks its Pareto front (see :mod:`hpopipe.pareto`).
+has ``value``, and ranks its Pareto front (see :mod:`hpopipe.sweep.pareto`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import pareto
 from hpopipe.artifacts import sqlite_url
+from hpopipe.sweep import pareto
 
 
 def _value_columns(study: optuna.Study) -> list[str]:

@@ -16,17 +16,20 @@ the hpo stage pays for Prefect only when ``hpo.backend`` is ``prefect``.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from hpopipe.errors import HpopipeError
+from hpopipe import entry
+from hpopipe.errors import HpopipeError, WorkerFailed
 from hpopipe.redact import mask_url
+from hpopipe.sweep.workers import worker_command
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -51,10 +54,6 @@ class WorkerRun:
     name: str
     state: str
     ok: bool
-
-
-class WorkerFailed(HpopipeError):
-    """``hpopipe worker`` exited with a non-zero status; the flow run that ran it fails."""
 
 
 # ---------------------------------------------------------------- Prefect connection
@@ -242,18 +241,6 @@ def _worker_run(run: FlowRun) -> WorkerRun:
 # ---------------------------------------------------------------- one worker run
 
 
-def worker_command(
-    params: str = "params.yaml", study: str | None = None, worker_id: str | None = None
-) -> list[str]:
-    """``hpopipe worker`` with this interpreter, so the run uses the environment Prefect started."""
-    cmd = [sys.executable, "-m", "hpopipe.cli", "worker", "--params", params]
-    if study:
-        cmd += ["--study", study]
-    if worker_id:
-        cmd += ["--id", worker_id]
-    return cmd
-
-
 def run_worker_process(
     project_dir: Path,
     params: str = "params.yaml",
@@ -302,3 +289,41 @@ def _stop_child(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ---------------------------------------------------------------- the hpo stage's fan-out
+
+EXIT_WORKERS_FAILED = 3
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # run_workers cancels the runs it started, then we exit
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hpopipe.sweep.fanout --n N --params P --study S``: N worker runs, waited for.
+
+    A process of its own: the hpo stage never imports Prefect or this module, because how
+    workers are launched does not change what a trial computes, and an edit here must not
+    mark the sweep stale. Exit 0 when every run completed, 3 when some did not (the stage then
+    reads the study to tell whether the sweep survived), 2 on a user error.
+    """
+    parser = argparse.ArgumentParser(prog="hpopipe-fanout")
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--study", required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
+
+    def fan_out() -> None:
+        parameters = {"project_dir": str(Path.cwd()), "params": args.params, "study": args.study}
+        failed = [r for r in run_workers(args.n, parameters, require_all=False) if not r.ok]
+        if failed:
+            log.warning("worker runs that did not complete: %s", describe_failed(failed))
+            raise SystemExit(EXIT_WORKERS_FAILED)
+
+    entry.run(fan_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,6 @@ import warnings
 
 import optuna
 
-from hpopipe import space
 from hpopipe.config import (
     CmaesSampler,
     GpSampler,
@@ -23,7 +22,8 @@ from hpopipe.config import (
     WilcoxonPruner,
 )
 from hpopipe.errors import HpopipeError
-from hpopipe.recovery import SeededSampler
+from hpopipe.space import suggest
+from hpopipe.sweep.recovery import SeededSampler
 
 
 def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
@@ -39,7 +39,7 @@ def _base_sampler(params: Params) -> optuna.samplers.BaseSampler:
         if isinstance(cfg, RandomSampler):
             return optuna.samplers.RandomSampler(seed=seed)
         if isinstance(cfg, GridSampler):
-            return optuna.samplers.GridSampler(space.grid(params.search_space, cfg.grid_points), seed=seed)
+            return optuna.samplers.GridSampler(suggest.grid(params.search_space, cfg.grid_points), seed=seed)
         if isinstance(cfg, GpSampler):
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=cfg.n_startup_trials)
         if isinstance(cfg, CmaesSampler):

@@ -21,12 +21,13 @@ import torch
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import artifacts, plots
+from hpopipe import artifacts
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.refit import load_model
-from hpopipe.storage import load_existing
-from hpopipe.train import as_tensor, predict, task_of
+from hpopipe.report import plots
+from hpopipe.sweep.storage import load_existing
+from hpopipe.training.loop import as_tensor, predict, task_of
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ keeps the Pareto front (``study.best_trials``: the COMPLETE trials no other
 trial beats on every objective). The first objective is also ``hpo.metric``:
 early stopping, CV folds and the refit score by it, so everything downstream
 of the sweep works unchanged; the others are computed on the same validation
-rows (``n_params`` from the trained model; see :mod:`hpopipe.objectives`).
+rows (``n_params`` from the trained model; see :mod:`hpopipe.sweep.objectives`).
 ``cv.select`` then turns the front into one choice: by the first metric, or
 by a weighted score. No torch here: ``select`` imports this module.
 """

@@ -32,7 +32,7 @@ import yaml
 
 from hpopipe import artifacts
 from hpopipe.config import MAXIMIZED_METRICS, Params, load_params
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import HpopipeError, StageError
 
 log = logging.getLogger(__name__)
 
@@ -136,22 +136,6 @@ class StageOutcome:
     status: Literal["ran", "cached"]
     seconds: float
     detail: str
-
-
-class StageError(HpopipeError):
-    """A stage DVC could not reproduce.
-
-    ``retryable`` is False where a retry would fail the same way (a user error in the stage, a
-    timeout), so Prefect does not spend hours re-running a sweep that cannot succeed.
-    """
-
-    def __init__(self, message: str, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-    def __reduce__(self) -> tuple[type[StageError], tuple[str, bool]]:
-        # Prefect pickles task exceptions; keep `retryable` across the round trip.
-        return (type(self), (str(self), self.retryable))
 
 
 def run_stage(
@@ -300,10 +284,6 @@ def apply_overrides(root: Path, overrides: Sequence[str], logger: AnyLogger = lo
 
 
 # ---------------------------------------------------------------- the quality gate
-
-
-class GateFailed(HpopipeError):
-    """The new model is worse than the committed one by more than the allowed regression."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ export useless for the common case:
   and ``seed`` (Halton too: Sobol is the one low-discrepancy rule AzureML has); nsga2 (an
   evolutionary search) has no counterpart and is refused.
 * ``grid``: both targets need discrete values for a grid, so every parameter is exported as the
-  list of values hpopipe's own grid sampler visits (:func:`hpopipe.space.grid`).
+  list of values hpopipe's own grid sampler visits (:func:`hpopipe.space.suggest.grid`).
 * pruners: W&B's only policy is hyperband (``min_iter``, ``eta``), which takes hyperband and
   successive_halving (whose first rung is ``min_resource * reduction_factor **
   min_early_stopping_rate``). AzureML's median_stopping takes median (``n_warmup_steps`` →
@@ -31,18 +31,14 @@ export useless for the common case:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hpopipe.atomic import atomic_write_text
 from hpopipe.config import (
     GridSampler,
     IntUniformSpec,
@@ -52,7 +48,6 @@ from hpopipe.config import (
     ParamSpec,
     PrunerConfig,
     UniformSpec,
-    load_params,
 )
 from hpopipe.errors import HpopipeError
 
@@ -127,7 +122,7 @@ def _check_quantised(fmt: str, name: str, spec: UniformSpec, step: float) -> Non
 
 
 def _grid_values(space: dict[str, ParamSpec], sampler: GridSampler) -> dict[str, list[Any]]:
-    from hpopipe.space import grid  # numpy + optuna: only when a grid export needs them
+    from hpopipe.space.suggest import grid  # numpy + optuna: only when a grid export needs them
 
     return grid(space, sampler.grid_points)
 
@@ -138,12 +133,12 @@ def _grid_values(space: dict[str, ParamSpec], sampler: GridSampler) -> dict[str,
 def optuna_distributions(space: dict[str, ParamSpec]) -> dict[str, BaseDistribution]:
     """The Optuna distribution of each parameter, conditions ignored.
 
-    Derived by running :func:`hpopipe.space.suggest` on a throwaway in-memory trial rather than
+    Derived by running :func:`hpopipe.space.suggest.suggest` on a throwaway in-memory trial rather than
     by a second spec-to-Optuna mapping, so the export cannot drift from what a sweep samples.
     """
     import optuna
 
-    from hpopipe.space import suggest
+    from hpopipe.space.suggest import suggest
 
     unconditional = {name: spec.model_copy(update={"when": None}) for name, spec in space.items()}
     logger = logging.getLogger("optuna")
@@ -370,33 +365,3 @@ def _percentage(percentile: float) -> int:
             "azureml", "hpo.pruner.percentile", f"{percentile}: truncation_percentage is a whole number"
         )
     return int(percentile)
-
-
-# --- CLI ---------------------------------------------------------------------------------------
-
-
-def add_space_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``hpopipe space export`` on the ``hpopipe`` command's sub-parsers."""
-    space = subparsers.add_parser("space", help="the search space in other tools' formats")
-    commands = space.add_subparsers(dest="space_command", required=True)
-    export = commands.add_parser(
-        "export",
-        help="write the search space as Optuna distributions, a W&B sweep or an AzureML sweep job",
-        description="Write params.yaml's search space, with its sampler, pruner, metric and budget, as "
-        "Optuna distributions (JSON), a W&B sweep config or an AzureML sweep job (YAML). Exact where the "
-        "target can say the same thing; an error naming the key where it cannot.",
-    )
-    export.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
-    export.add_argument("--params", type=Path, default=Path("params.yaml"))
-    export.add_argument("--output", type=Path, help="file to write (atomically); default: stdout")
-    export.set_defaults(func=space_export_command)
-
-
-def space_export_command(args: argparse.Namespace) -> None:
-    """Handler of ``hpopipe space export``."""
-    text = export_space(load_params(args.params), args.fmt)
-    if args.output is None:
-        sys.stdout.write(text)
-        return
-    atomic_write_text(args.output, text)
-    print(f"wrote the {args.fmt} search space to {args.output}")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from hpopipe.atomic import temp_path
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import CheckpointError, HpopipeError
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,6 @@ def save(path: Path, payload: dict[str, Any], keep_previous: bool = False) -> No
         torch.save(payload, tmp)
         if keep_previous and path.exists():
             os.replace(path, previous(path))
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is truncated, corrupt, or holds more than tensors and plain values."""
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -12,14 +12,12 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
-from hpopipe.orchestrate import DEFAULT_BRANCH
+from hpopipe.retrain.orchestrate import DEFAULT_BRANCH
 
 FLOW_FILE = Path("flows/retrain.py")
 
@@ -67,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _retrain(args: argparse.Namespace) -> None:
-    from hpopipe import orchestrate
+    from hpopipe.retrain import orchestrate
 
     options = orchestrate.RetrainOptions(
         overrides=tuple(orchestrate.override_list(args.n_trials, args.max_epochs, args.overrides)),
@@ -115,15 +113,3 @@ def load_flow_module(project: Path) -> ModuleType:
         raise HpopipeError(f"{project / FLOW_FILE}: not found (serve runs from a project checkout)")
     sys.path.insert(0, str(project))
     return importlib.import_module("flows.retrain")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Stand-alone entry (``python -m hpopipe.retrain_cli``); ``hpopipe`` registers the same commands."""
-    parser = argparse.ArgumentParser(prog="hpopipe")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    run(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from hpopipe.fanout import DEPLOYMENT_NAME
+from hpopipe.sweep.fanout import DEPLOYMENT_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _deploy_worker(args: argparse.Namespace) -> None:
-    from hpopipe.fanout import deploy_worker
+    from hpopipe.sweep.fanout import deploy_worker
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     name = deploy_worker(args.project_dir, args.pool, args.name)

@@ -19,26 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpopipe import checkpoints, metrics
+from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig, check_metric_fits_task
-from hpopipe.errors import HpopipeError
-from hpopipe.models import build
+from hpopipe.errors import HpopipeError, TrainingDiverged, TrainingInterrupted
+from hpopipe.training import checkpoints
+from hpopipe.training.models import build
 
 # Called after every epoch with (epoch, validation score); may raise to stop (pruning).
 Reporter = Callable[[int, float], None]
 _EVAL_CHUNK = 8192
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the trial fails with this reason."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); raised after the epoch's checkpoint is saved."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"interrupted by a stop request after epoch {epoch}")
-        self.epoch = epoch
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from torch import nn
 from hpopipe import metrics
 from hpopipe.config import MODEL_SIZE, Params, check_metric_fits_task
 from hpopipe.errors import HpopipeError
-from hpopipe.pareto import is_multi_objective
-from hpopipe.train import Task, as_tensor, predict
+from hpopipe.sweep.pareto import is_multi_objective
+from hpopipe.training.loop import Task, as_tensor, predict
 
 
 def check_objectives_fit(params: Params, task: Task) -> None:

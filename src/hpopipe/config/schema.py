@@ -323,7 +323,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2")
 
 
 def check_storage_setting(value: str) -> None:
-    """Validate an ``hpo.storage`` setting (``env:NAME`` is read later, by hpopipe.storage)."""
+    """Validate an ``hpo.storage`` setting (``env:NAME`` is read later, by hpopipe.sweep.storage)."""
     if value in ("sqlite", "journal"):
         return
     if value.startswith("env:"):

@@ -8,16 +8,21 @@ with other settings can never add trials of another configuration to it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Callable
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
+from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
-from hpopipe.lifecycle import worker_id
-from hpopipe.storage import open_storage, resolve
-from hpopipe.study import data_fingerprint, join, open_study, study_name
+from hpopipe.names import check_name
+from hpopipe.sweep.lifecycle import worker_id
+from hpopipe.sweep.recovery import GracefulStop
+from hpopipe.sweep.runner import join
+from hpopipe.sweep.storage import open_storage, resolve
+from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.tracking import make_tracker
 
 log = logging.getLogger(__name__)
@@ -55,3 +60,33 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason
+
+
+def run_worker(params_path: str, study: str | None = None, wid: str | None = None) -> None:
+    """One worker process, start to exit: ``hpopipe worker`` and the hpo stage's local workers.
+
+    A signal stops it after the current epoch (exit 130/143, the trial queued for a retry).
+    """
+    study = None if study is None else check_name(study, "--study")
+    wid = None if wid is None else check_name(wid, "--id")
+    with GracefulStop().installed() as stop:
+        reason = run_agent(params_path, study, wid, stop)
+    if reason == "failed":
+        raise HpopipeError("the sweep failed (hpopipe status shows why)")
+    print(f"worker stopped: {reason}")
+    if stop.exit_code:
+        raise SystemExit(stop.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m hpopipe.sweep.agent --params P [--study S] [--id W]`` (see workers.worker_command)."""
+    parser = argparse.ArgumentParser(prog="hpopipe-worker")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--study")
+    parser.add_argument("--id")
+    args = parser.parse_args(argv)
+    run(lambda: run_worker(args.params, args.study, args.id))
+
+
+if __name__ == "__main__":
+    main()

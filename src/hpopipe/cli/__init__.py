@@ -1,0 +1,1 @@
+"""The ``hpopipe`` command: one parser tree (main, sweep, retrain, space, deploy)."""

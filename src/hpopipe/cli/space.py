@@ -1,0 +1,38 @@
+"""``hpopipe space export``: the search space in other tools' formats."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpopipe.atomic import atomic_write_text
+from hpopipe.config import load_params
+from hpopipe.space.formats import FORMATS, export_space
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``hpopipe space export`` on the ``hpopipe`` command's sub-parsers."""
+    space = subparsers.add_parser("space", help="the search space in other tools' formats")
+    commands = space.add_subparsers(dest="space_command", required=True)
+    export = commands.add_parser(
+        "export",
+        help="write the search space as Optuna distributions, a W&B sweep or an AzureML sweep job",
+        description="Write params.yaml's search space, with its sampler, pruner, metric and budget, as "
+        "Optuna distributions (JSON), a W&B sweep config or an AzureML sweep job (YAML). Exact where the "
+        "target can say the same thing; an error naming the key where it cannot.",
+    )
+    export.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
+    export.add_argument("--params", type=Path, default=Path("params.yaml"))
+    export.add_argument("--output", type=Path, help="file to write (atomically); default: stdout")
+    export.set_defaults(func=space_export_command)
+
+
+def space_export_command(args: argparse.Namespace) -> None:
+    """Handler of ``hpopipe space export``."""
+    text = export_space(load_params(args.params), args.fmt)
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    atomic_write_text(args.output, text)
+    print(f"wrote the {args.fmt} search space to {args.output}")

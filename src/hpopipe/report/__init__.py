@@ -1,0 +1,1 @@
+"""The report stage: plots and the self-contained HTML page."""

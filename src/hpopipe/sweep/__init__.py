@@ -1,0 +1,1 @@
+"""The Optuna sweep: study identity and storage, objective, workers, lifecycle, recovery, exports."""

@@ -1,0 +1,30 @@
+"""The trial budget: which trials count toward ``hpo.n_trials``, and when it is met.
+
+One owner for the rule, so the worker loop, the sweep's plan and end, the status
+table and the summaries can never disagree about whether a sweep is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Counted toward hpo.n_trials: a pruned trial used its share of the budget too.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def count_finished(trials: Iterable[FrozenTrial]) -> int:
+    """How many of ``trials`` count toward the budget."""
+    return sum(t.state in FINISHED for t in trials)
+
+
+def finished_in(study: optuna.Study) -> int:
+    """How many of the study's trials count toward the budget."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def budget_met(done: int, n_trials: int) -> bool:
+    """True once ``done`` counted trials fill a budget of ``n_trials``."""
+    return done >= n_trials

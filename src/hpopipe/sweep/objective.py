@@ -1,0 +1,104 @@
+"""The objective one trial runs: sample, seed by sweep position, train, score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from hpopipe.config import Params
+from hpopipe.seeding import derive_seed
+from hpopipe.space import suggest
+from hpopipe.sweep import objectives, pareto
+from hpopipe.sweep.recovery import INTERRUPTED, mark_interrupted, sampler_position
+from hpopipe.sweep.sampling import pruning_steps
+from hpopipe.tracking import NullTracker
+from hpopipe.training import checkpoints
+from hpopipe.training.loop import FitResult, TrainingInterrupted, fit
+from hpopipe.training.split import SweepData
+
+
+class Objective:
+    """Train one trial on the fit rows and return its best validation score."""
+
+    def __init__(
+        self,
+        params: Params,
+        data: SweepData,
+        study: str,
+        tracker: NullTracker,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.params, self.data, self.study = params, data, study
+        self.tracker, self.stop = tracker, stop
+
+    def stopped(self) -> bool:
+        """True once a graceful stop was requested."""
+        return self.stop is not None and self.stop()
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        sampled = suggest.suggest(trial, self.params.search_space)
+        # Seeded by the trial's place in an uninterrupted run, not its number: a retry
+        # inherits its origin's place, and later trials keep theirs despite the extra attempt.
+        position = trial.user_attrs.get("position", sampler_position(trial.study, trial.number))
+        trial.set_user_attr("position", position)
+        seed = derive_seed(self.params.seed, "trial", position)
+        phash = checkpoints.params_hash(sampled, seed)
+        trial.set_user_attr("checkpoint", phash)
+        state, started = "FAIL", time.perf_counter()
+        pruned: optuna.TrialPruned | None = None
+        with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
+            try:
+                result = self._fit(trial, sampled, seed, phash)
+                state = "COMPLETE"
+                self.tracker.log_history(result.history)
+            except optuna.TrialPruned as err:
+                state, pruned = "PRUNED", err  # re-raised below: a pruned run finished, it did not fail
+            except TrainingInterrupted as err:
+                state = INTERRUPTED
+                self.tracker.end_as_killed()
+                mark_interrupted(trial.study, trial, f"{INTERRUPTED}: {err}")
+            except Exception as err:
+                trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+                raise
+            finally:
+                self.tracker.set_tags({"state": state, "trial": str(trial.number)})
+                self.tracker.log_metrics({"duration_s": time.perf_counter() - started})
+        if pruned is not None:
+            raise pruned
+        if state == INTERRUPTED:
+            return objectives.interrupted_values(self.params)  # NaN: FAIL, without a traceback
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        return objectives.trial_values(
+            self.params, self.data.task, result.model, self.data.val, result.y_scale, result.best_score
+        )
+
+    def _fit(self, trial: optuna.Trial, sampled: dict[str, Any], seed: int, phash: str) -> FitResult:
+        return fit(
+            self.params.model,
+            sampled,
+            self.params.train,
+            self.data.task,
+            self.data.fit,
+            self.data.val,
+            seed=seed,
+            # Optuna refuses intermediate values of a multi-objective trial (it cannot prune one).
+            reporter=None
+            if pareto.is_multi_objective(self.params)
+            else _pruning_reporter(trial, pruning_steps(self.params)),
+            checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
+            resume="retry_of" in trial.user_attrs,
+            should_stop=self.stop,
+            on_resume=lambda epoch: trial.set_user_attr("resumed_from_epoch", epoch),
+        )
+
+
+def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[int, float], None]:
+    def report(epoch: int, value: float) -> None:
+        trial.report(value, epoch)
+        if (steps is None or epoch in steps) and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return report

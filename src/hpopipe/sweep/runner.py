@@ -1,0 +1,193 @@
+"""The sweep: open (or resume) the study, run its workers to budget, record how it ended.
+
+The hpo stage calls :func:`sweep`; ``hpopipe worker`` calls :func:`join`. The loop each
+worker runs is :mod:`hpopipe.sweep.workers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from hpopipe.config import Params
+from hpopipe.data import to_arrays
+from hpopipe.entry import EXIT_USER_ERROR
+from hpopipe.errors import HpopipeError
+from hpopipe.seeding import derive_seed
+from hpopipe.sweep import lifecycle, objectives
+from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.hooks import Callback, after_trial_hooks
+from hpopipe.sweep.objective import Objective
+from hpopipe.sweep.progress import ProgressReporter
+from hpopipe.sweep.recovery import start_fresh
+from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage
+from hpopipe.sweep.study import data_fingerprint, open_study, study_name
+from hpopipe.sweep.workers import Budget, fail_stale, spawn_local, wait_forwarding_stop, work
+from hpopipe.tracking import NullTracker, git_commit
+from hpopipe.training import checkpoints
+from hpopipe.training.loop import task_of
+from hpopipe.training.models import resolve_factory
+from hpopipe.training.split import split_validation
+
+log = logging.getLogger(__name__)
+
+
+def budget_of(params: Params) -> Budget:
+    """What bounds each worker of this sweep."""
+    hpo = params.hpo
+    return Budget(hpo.n_trials, hpo.timeout, hpo.max_failures, hpo.grace_s, hpo.heartbeat_s, hpo.max_retry)
+
+
+def sweep(
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    spec: StorageSpec,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None = None,
+    params_path: str = "params.yaml",
+) -> optuna.Study:
+    """The whole hpo stage: open (or resume) the study for these settings and run it to budget.
+
+    The stage is the sweep's coordinator: it creates the study, fails trials of
+    dead workers, runs the workers (itself, N local processes, or Prefect
+    deployment runs) and returns once the budget is spent. ``stop`` is polled
+    between epochs and trials (see recovery.GracefulStop).
+    """
+    resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
+    objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
+    in_process = params.hpo.backend == "local" and params.hpo.n_workers == 1
+    if not in_process:  # and a tracking store that several workers cannot share, before any run
+        tracker.check_several_writers(f"hpo.n_workers is {params.hpo.n_workers}")
+    fingerprint = data_fingerprint(train, schema)
+    name = study_name(params, fingerprint)
+    log.info("study %s in %s", name, spec.display)
+    storage = open_storage(spec)
+    if params.hpo.fresh:  # the folder is checked before the study is touched
+        start_fresh(name, storage, checkpoints.study_folder(params.hpo.checkpoint_dir, name))
+    study = open_study(params, name, storage)
+    _begin(study, params)
+    with budget_lock(spec, storage, name):
+        fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
+    _log_plan(study, params.hpo.n_trials)
+    tags = {
+        "study": name,
+        "study_hash": name.rsplit("-", 1)[-1],
+        "data_fingerprint": fingerprint,
+        "storage": spec.display,
+        "stage": "hpo",
+        "git_commit": git_commit(),
+    }
+    hpo = params.hpo
+    run_params = {"n_trials": hpo.n_trials, "metric": hpo.metric, "n_workers": hpo.n_workers}
+    with tracker.run("hpo", params=run_params, tags=tags):
+        if in_process:
+            healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
+        else:
+            healthy = _fan_out(params, name, params_path, tracker, stop)
+    _end(study, params, healthy)
+    return study
+
+
+def _begin(study: optuna.Study, params: Params) -> None:
+    """Mark the sweep running with this budget; a canceled sweep stays canceled until resumed."""
+    record = lifecycle.sweep_record(study)
+    if record["state"] == "canceled":
+        raise HpopipeError(
+            f"sweep {study.study_name} is canceled: `hpopipe sweep resume {study.study_name}` to run it again"
+        )
+    n_trials = params.hpo.n_trials
+    if record["state"] == "paused":
+        log.warning("sweep %s is paused: waiting for `hpopipe sweep resume`", study.study_name)
+        lifecycle.set_sweep_state(study, "paused", record.get("reason", ""), n_trials=n_trials)
+    else:
+        lifecycle.set_sweep_state(study, "running", n_trials=n_trials)
+
+
+def _log_plan(study: optuna.Study, n_trials: int) -> None:
+    """Say what this run will do: extend the study, or nothing (it already met the budget)."""
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if done >= n_trials and not queued:
+        log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
+    else:
+        more = max(n_trials - done, queued)
+        log.info("study %s: %d finished trials, running up to %d more", study.study_name, done, more)
+
+
+def _fan_out(
+    params: Params, name: str, params_path: str, tracker: NullTracker, stop: Callable[[], bool] | None
+) -> bool:
+    """Run the workers elsewhere: N local processes, or N runs of the Prefect worker deployment.
+
+    Returns False when a worker crashed (the others may still have met the budget).
+    """
+    never: Callable[[], bool] = lambda: False  # noqa: E731
+    if params.hpo.backend == "prefect":  # Prefect runs, started by a process of its own (sweep.fanout)
+        cmd = [sys.executable, "-m", "hpopipe.sweep.fanout", "--n", str(params.hpo.n_workers)]
+        proc = subprocess.Popen([*cmd, "--params", params_path, "--study", name])
+        code = wait_forwarding_stop([proc], stop or never)[0]
+        if code == EXIT_USER_ERROR:
+            raise HpopipeError("hpo.backend: the Prefect fan-out refused to start (its reason is above)")
+        return code == 0
+    env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
+    codes = spawn_local(params.hpo.n_workers, name, params_path, stop or never, env)
+    bad = [c for c in codes if c != 0]
+    if bad:  # the sweep may still be whole: the others took over a dead worker's trial
+        log.warning("%d of %d workers exited with codes %s", len(bad), len(codes), bad)
+    return not bad or bool(stop and stop())  # workers stopped by our signal are not broken
+
+
+def _end(study: optuna.Study, params: Params, healthy: bool) -> None:
+    """Record how the sweep ended; a failed or canceled sweep is an error for the stage.
+
+    ``healthy`` is False when a worker crashed: short of the budget, that is an
+    error too (a worker that stopped on a signal, a hook or the timeout is not).
+    """
+    record = lifecycle.sweep_record(study)
+    if record["state"] == "failed":
+        raise HpopipeError(str(record.get("reason", "the sweep failed")))
+    if record["state"] == "canceled":
+        raise HpopipeError(f"sweep {study.study_name} was canceled ({record.get('reason', '')})")
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if done < params.hpo.n_trials and not healthy:
+        raise HpopipeError(
+            f"hpo: the workers stopped with {done} of {params.hpo.n_trials} trials finished (see their log)"
+        )
+    if done >= params.hpo.n_trials:
+        lifecycle.set_sweep_state(study, "finished", n_trials=params.hpo.n_trials)
+
+
+def join(
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    study: optuna.Study,
+    spec: StorageSpec,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None = None,
+    wid: str | None = None,
+) -> str:
+    """One worker's share of a sweep: the hpo stage itself, or ``hpopipe worker`` anywhere.
+
+    Returns why the worker stopped (see :func:`hpopipe.sweep.workers.work`).
+    """
+    progress = ProgressReporter(params.hpo.n_trials)
+    # a bad hook fails here; the progress bar is cleared first and drawn last
+    hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, spec.path, stop), progress]
+    x, y = to_arrays(train)
+    task = task_of(schema, params.hpo.metric)
+    objectives.check_objectives_fit(params, task)
+    data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
+    objective = Objective(params, data, study.study_name, tracker, stop)
+    try:
+        return work(study, spec, objective, budget_of(params), hooks, stop or (lambda: False), wid)
+    finally:
+        progress.close()

@@ -1,0 +1,64 @@
+"""The Optuna study's identity (a hash of what determines its trials) and how it is opened.
+
+The study is the source of truth for trials; :mod:`hpopipe.sweep.exports` writes
+the files that later stages read. Where it is stored is :mod:`hpopipe.sweep.storage`;
+the sweep that runs it is :mod:`hpopipe.sweep.runner`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from hpopipe.config import Params
+from hpopipe.sweep import pareto
+from hpopipe.sweep.sampling import make_pruner, make_sampler
+from hpopipe.training import checkpoints
+
+
+def study_name(params: Params, data_fingerprint: str) -> str:
+    """``<model>-<8 hex>`` over everything that determines the trials.
+
+    ``n_trials`` and ``timeout`` are left out on purpose: raising the budget
+    extends the same study instead of starting a new one.
+    """
+    identity = {
+        "data": data_fingerprint,
+        "model": params.model.model_dump(mode="json"),
+        "space": {k: v.model_dump(mode="json") for k, v in params.search_space.items()},
+        "sampler": params.hpo.sampler.model_dump(mode="json"),
+        "pruner": params.hpo.pruner.model_dump(mode="json"),
+        "metric": params.hpo.metric,
+        "train": params.train.model_dump(mode="json", exclude={"device"}),
+        "val_size": params.data.val_size,
+        "seed": params.seed,
+    }
+    if params.hpo.metrics is not None:  # only then: single-objective study names stay as they were
+        identity["metrics"] = list(params.hpo.metrics)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{checkpoints.safe_name(params.model.label)}-{digest}"
+
+
+def open_study(params: Params, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or load it when a run with the same identity exists."""
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(params),
+        pruner=make_pruner(params),
+        load_if_exists=True,
+        **pareto.directions_kwarg(params),
+    )
+    pareto.name_objectives(study, params)
+    return study
+
+
+def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:
+    """Content hash of the prepared training rows and their schema."""
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Model families, the one training loop that sweep, CV and refit share, and its checkpoints."""
