@@ -117,6 +117,31 @@ def test_library_change_marks_only_dependent_stages_stale(project: Path) -> None
     assert "prepare" not in stale and "select" not in stale
 
 
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "src/hpopipe/sweep/status.py",
+        "src/hpopipe/sweep/fanout.py",
+        "src/hpopipe/report/render.py",
+        "src/hpopipe/cli/main.py",
+    ],
+)
+def test_a_cosmetic_edit_leaves_the_sweep_cv_select_and_refit_cached(project: Path, edited: str) -> None:
+    # The status table, the Prefect fan-out, the report page and the CLI change nothing a trial computes.
+    path = project / edited
+    original = path.read_text()
+    path.write_text(original + "\n# a cosmetic edit\n")
+    try:
+        status = subprocess.run(
+            ["dvc", "status", "--json"], cwd=project, env=subprocess_env(), capture_output=True, text=True
+        )
+    finally:
+        path.write_text(original)
+    stale = set(json.loads(status.stdout))
+    assert not {"prepare", "hpo", "cv", "select", "refit"} & stale
+    assert ("report" in stale) == edited.startswith("src/hpopipe/report/")
+
+
 def test_more_trials_extend_the_same_study(project: Path) -> None:
     before = pd.read_csv(project / "artifacts/hpo/trials.csv")
     set_param(project, "hpo.n_trials", 6)
