@@ -175,9 +175,9 @@ def test_off_a_terminal_each_trial_is_one_log_line(caplog: pytest.LogCaptureFixt
     stream = io.StringIO()
     reporter = ProgressReporter(4, stream=stream, clock=ticking(10.0))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    with caplog.at_level(logging.INFO, logger="hpopipe.sweep.status"):
+    with caplog.at_level(logging.INFO, logger="hpopipe.sweep.progress"):
         study.optimize(objective, n_trials=3, callbacks=[reporter.clear, reporter])
-    lines = [r.getMessage() for r in caplog.records if r.name == "hpopipe.sweep.status"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hpopipe.sweep.progress"]
     assert len(lines) == 3 and stream.getvalue() == ""
     assert lines[0].startswith("after trial 0: 1/4 finished, best ")
     assert lines[1].startswith("after trial 1: 2/4 finished")  # trial 1 was pruned: it counts
