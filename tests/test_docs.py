@@ -302,3 +302,14 @@ def test_readme_is_a_quick_start() -> None:
 def test_study_database_is_not_a_dvc_output() -> None:
     """The docs say the study is not a DVC output: dvc.yaml must agree."""
     assert "study.db" not in (REPO / "dvc.yaml").read_text(encoding="utf-8")
+
+
+def test_architecture_lists_every_module() -> None:
+    """docs/architecture.md has one line per library module, and lists no module that is gone."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.M))
+    src = REPO / "src" / "hpopipe"
+    modules = {str(p.relative_to(src)) for p in src.rglob("*.py") if p.name != "__init__.py"}
+    assert not modules - listed, f"modules missing from docs/architecture.md: {sorted(modules - listed)}"
+    gone = sorted(m for m in listed if not (src / m).is_file())
+    assert not gone, f"docs/architecture.md lists modules that do not exist: {gone}"
