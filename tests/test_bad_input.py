@@ -1,6 +1,6 @@
 """Bad input and untrusted files, through the real entry points of a real DVC project.
 
-``BAD_INPUTS`` is the one list of bad inputs the README counts ("bad inputs
+``BAD_INPUTS`` is the one list of bad inputs docs/reliability.md counts ("bad inputs
 rejected n/n"). Each runs the command DVC would run for the stage that reads
 it (``python -m stages.<stage>``) or the ``hpopipe`` CLI, in a copy of one
 project that has been through the pipeline up to ``refit``, and must fail with exit status 2,
@@ -467,8 +467,8 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(
 
 
 def test_readme_counts_every_bad_input() -> None:
-    """The README's "bad inputs rejected n/n" and its list of classes come from BAD_INPUTS."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    """docs/reliability.md's "bad inputs rejected n/n" and its list of classes come from BAD_INPUTS."""
+    readme = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
     section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
     n = len(BAD_INPUTS)
     assert f"bad inputs rejected: {n}/{n}" in section.lower()
