@@ -129,7 +129,7 @@ def objective_direction(name: str) -> Direction:
     return CATALOGUE[name].direction
 
 
-def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric") -> None:
+def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric:") -> None:
     """Refuse a metric that cannot be computed for the task (e.g. rmse on classes); ``auto`` fits all."""
     spec = CATALOGUE.get(metric)
     if spec is None:
