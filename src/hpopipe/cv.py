@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
-from hpopipe.config import MAXIMIZED_METRICS, Params
+from hpopipe.config import Params
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker
@@ -109,7 +109,7 @@ def summarise(results: pd.DataFrame, metric: str) -> dict[str, Any]:
         if others:
             means = {metric: float(group["score"].mean())} | {c: float(group[c].mean()) for c in others}
             per_trial[str(trial)]["objectives"] = means
-    sign = 1.0 if metric in MAXIMIZED_METRICS else -1.0
+    sign = 1.0 if metrics.objective_direction(metric) == "maximize" else -1.0
     best = max(per_trial, key=lambda t: (sign * per_trial[t]["mean"], -int(t)))
     return {
         "metric": metric,

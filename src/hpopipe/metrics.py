@@ -1,59 +1,163 @@
-"""Scoring functions shared by the sweep, CV and the test evaluation."""
+"""The metric catalogue: the one place that says what each metric is, and the scoring built on it.
+
+An entry names the metric, its task, its direction and how to compute it, and
+says when it is reported on the untouched test split. Config validates names
+against it, the sweep, CV, the refit, the retrain gate and the report read the
+direction from it; adding a metric is one entry here (plus its test).
+
+This module imports nothing of hpopipe (config imports it), and scikit-learn
+and numpy only inside the compute functions: loading params.yaml stays light.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-from sklearn import metrics as skm
+if TYPE_CHECKING:
+    import numpy as np
 
-from hpopipe.config import MAXIMIZED_METRICS
+Task = Literal["classification", "regression"]
+Direction = Literal["maximize", "minimize"]
+# The model's trainable parameter count: an extra objective of a multi-objective sweep, minimised.
+MODEL_SIZE = "n_params"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: everything hpopipe knows about it."""
+
+    name: str
+    task: Task
+    maximize: bool  # higher is better
+    # (y_true, output, n_classes) -> score; output is class probabilities or predicted values.
+    compute: Callable[[np.ndarray, np.ndarray, int], float]
+    # Reported in metrics/test.json for a task with this many classes (0 for regression)?
+    on_test: Callable[[int], bool] = lambda n_classes: True
+
+    @property
+    def direction(self) -> Direction:
+        return "maximize" if self.maximize else "minimize"
 
 
 def _proba(output: np.ndarray) -> np.ndarray:
     # Clip so log_loss stays finite for overconfident models, then renormalise rows.
+    import numpy as np
+
     clipped = np.clip(output, 1e-7, 1.0)
     return clipped / clipped.sum(axis=1, keepdims=True)
 
 
+def _accuracy(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(y_true, output.argmax(axis=1)))
+
+
+def _macro_f1(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    labels = list(range(n_classes))
+    return float(f1_score(y_true, output.argmax(axis=1), average="macro", labels=labels, zero_division=0))
+
+
+def _log_loss(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y_true, _proba(output), labels=list(range(n_classes))))
+
+
+def _roc_auc(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y_true)) < 2:
+        return float("nan")
+    if n_classes == 2:
+        return float(roc_auc_score(y_true, output[:, 1]))
+    return float(roc_auc_score(y_true, _proba(output), multi_class="ovr", labels=list(range(n_classes))))
+
+
+def _rmse(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import mean_squared_error
+
+    return float(math.sqrt(mean_squared_error(y_true, output)))
+
+
+def _mae(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import mean_absolute_error
+
+    return float(mean_absolute_error(y_true, output))
+
+
+def _r2(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
+    from sklearn.metrics import r2_score
+
+    return float(r2_score(y_true, output))
+
+
+# The order is the order of metrics/test.json's keys.
+CATALOGUE: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("accuracy", "classification", True, _accuracy),
+        MetricSpec("macro_f1", "classification", True, _macro_f1),
+        MetricSpec("log_loss", "classification", False, _log_loss),
+        # One-vs-rest AUC of several classes is a fine objective, but the test report keeps the binary one.
+        MetricSpec("roc_auc", "classification", True, _roc_auc, on_test=lambda n_classes: n_classes == 2),
+        MetricSpec("rmse", "regression", False, _rmse),
+        MetricSpec("mae", "regression", False, _mae),
+        MetricSpec("r2", "regression", True, _r2),
+    )
+}
+METRIC_NAMES = tuple(CATALOGUE)
+# Everything a sweep can optimise: a metric, or (a second objective) the model's size.
+OBJECTIVE_NAMES = (*METRIC_NAMES, MODEL_SIZE)
+CLASSIFICATION_METRICS = tuple(n for n, s in CATALOGUE.items() if s.task == "classification")
+REGRESSION_METRICS = tuple(n for n, s in CATALOGUE.items() if s.task == "regression")
+MAXIMIZED_METRICS = frozenset(n for n, s in CATALOGUE.items() if s.maximize)
+
+
+def objective_direction(name: str) -> Direction:
+    """The direction a metric or ``n_params`` (minimised) is optimised in."""
+    if name == MODEL_SIZE:
+        return "minimize"
+    if name not in CATALOGUE:
+        raise ValueError(f"unknown metric {name!r}: one of {', '.join(OBJECTIVE_NAMES)}")
+    return CATALOGUE[name].direction
+
+
+def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric:") -> None:
+    """Refuse a metric that cannot be computed for the task (e.g. rmse on classes); ``auto`` fits all."""
+    spec = CATALOGUE.get(metric)
+    if spec is None:
+        raise ValueError(f"{key} {metric!r} is not a metric: one of {', '.join(METRIC_NAMES)}")
+    if task in ("classification", "regression") and spec.task != task:
+        raise ValueError(f"{key} {metric!r} is for {spec.task}, but data.task is {task}")
+
+
 def score(metric: str, y_true: np.ndarray, output: np.ndarray, n_classes: int = 0) -> float:
     """Score model outputs: class probabilities (classification) or values (regression)."""
-    if metric == "rmse":
-        return float(math.sqrt(skm.mean_squared_error(y_true, output)))
-    if metric == "mae":
-        return float(skm.mean_absolute_error(y_true, output))
-    if metric == "r2":
-        return float(skm.r2_score(y_true, output))
-    labels = list(range(n_classes))
-    pred = output.argmax(axis=1)
-    if metric == "accuracy":
-        return float(skm.accuracy_score(y_true, pred))
-    if metric == "macro_f1":
-        return float(skm.f1_score(y_true, pred, average="macro", labels=labels, zero_division=0))
-    if metric == "log_loss":
-        return float(skm.log_loss(y_true, _proba(output), labels=labels))
-    if metric == "roc_auc":
-        if len(np.unique(y_true)) < 2:
-            return float("nan")
-        if n_classes == 2:
-            return float(skm.roc_auc_score(y_true, output[:, 1]))
-        return float(skm.roc_auc_score(y_true, _proba(output), multi_class="ovr", labels=labels))
-    raise ValueError(f"unknown metric {metric!r}")
+    if metric not in CATALOGUE:
+        raise ValueError(f"unknown metric {metric!r}")
+    return CATALOGUE[metric].compute(y_true, output, n_classes)
 
 
 def evaluation_metrics(task: str, y_true: np.ndarray, output: np.ndarray, n_classes: int) -> dict[str, float]:
-    """The full set reported for the untouched test split."""
-    if task == "regression":
-        names = ["rmse", "mae", "r2"]
-    else:
-        names = ["accuracy", "macro_f1", "log_loss"] + (["roc_auc"] if n_classes == 2 else [])
-    return {name: score(name, y_true, output, n_classes) for name in names}
+    """The full set reported for the untouched test split, in catalogue order."""
+    return {
+        name: spec.compute(y_true, output, n_classes)
+        for name, spec in CATALOGUE.items()
+        if spec.task == task and spec.on_test(n_classes)
+    }
 
 
 def is_better(metric: str, new: float, old: float, min_delta: float = 0.0) -> bool:
     """True when ``new`` beats ``old`` by more than ``min_delta`` in the metric's direction."""
     if math.isnan(old):
         return not math.isnan(new)
-    if metric in MAXIMIZED_METRICS:
+    if objective_direction(metric) == "maximize":
         return new > old + min_delta
     return new < old - min_delta

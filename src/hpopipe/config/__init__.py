@@ -1,12 +1,16 @@
-"""Typed, validated view of ``params.yaml``: the only reader of it (see :mod:`hpopipe.config.schema`)."""
+"""Typed, validated view of ``params.yaml``, its only reader.
 
+``schema`` (the models), ``load`` (parse_params, load_params), ``yaml_checks`` (duplicate keys,
+refused tags), ``messages`` (the one-line error), ``wandb_form``, ``storage_url``; metric names
+and directions are re-exported from the catalogue, :mod:`hpopipe.metrics`.
+"""
+
+from hpopipe.config.load import (
+    load_params,
+    parse_params,
+)
 from hpopipe.config.schema import (
-    CLASSIFICATION_METRICS,
     MAX_TRIALS,
-    MAXIMIZED_METRICS,
-    MODEL_SIZE,
-    POSTGRES_SCHEMES,
-    REGRESSION_METRICS,
     BestFirstMetric,
     ChoiceSpec,
     CleanupConfig,
@@ -46,14 +50,23 @@ from hpopipe.config.schema import (
     UniformSpec,
     WeightedSelect,
     WilcoxonPruner,
-    check_metric_fits_task,
     check_select_rule,
+)
+from hpopipe.config.storage_url import (
+    POSTGRES_SCHEMES,
     check_storage_setting,
     check_storage_url,
+)
+from hpopipe.config.wandb_form import (
     from_wandb,
-    load_params,
+)
+from hpopipe.metrics import (
+    CLASSIFICATION_METRICS,
+    MAXIMIZED_METRICS,
+    MODEL_SIZE,
+    REGRESSION_METRICS,
+    check_metric_fits_task,
     objective_direction,
-    parse_params,
 )
 
 __all__ = [

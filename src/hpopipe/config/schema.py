@@ -1,7 +1,8 @@
-"""Typed, validated view of ``params.yaml``: the only module that reads it.
+"""The pydantic models of ``params.yaml`` (read by :mod:`hpopipe.config.load`, its only reader).
 
 Every other module receives these frozen objects, so a typo or an impossible
 range is caught once, before any work, with a message that names the key.
+Metric names and directions come from the catalogue, :mod:`hpopipe.metrics`.
 """
 
 from __future__ import annotations
@@ -9,30 +10,30 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpopipe.config.storage_url import check_storage_setting
+from hpopipe.config.wandb_form import from_wandb
+from hpopipe.metrics import (
+    CATALOGUE,
+    METRIC_NAMES,
+    MODEL_SIZE,
+    OBJECTIVE_NAMES,
+    check_metric_fits_task,
+    objective_direction,
 )
-
-from hpopipe.errors import HpopipeError
 from hpopipe.names import name_problem
-from hpopipe.redact import mask_url
 
-CLASSIFICATION_METRICS = ("macro_f1", "accuracy", "roc_auc", "log_loss")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
-MAXIMIZED_METRICS = frozenset({"macro_f1", "accuracy", "roc_auc", "r2"})
-Metric = Literal["macro_f1", "accuracy", "roc_auc", "log_loss", "rmse", "mae", "r2"]
-# An objective of a multi-objective sweep: a validation metric, or the model's trainable parameter count.
-ObjectiveName = Literal["macro_f1", "accuracy", "roc_auc", "log_loss", "rmse", "mae", "r2", "n_params"]
-MODEL_SIZE = "n_params"
+if TYPE_CHECKING:
+    Metric = str
+    ObjectiveName = str
+else:
+    # Literals built from the catalogue: pydantic then lists the accepted names in its error.
+    Metric = Literal[METRIC_NAMES]
+    # An objective of a multi-objective sweep: a validation metric, or the model's trainable parameter count.
+    ObjectiveName = Literal[OBJECTIVE_NAMES]
 Scalar = bool | int | float | str
 # A whole number written as one: "10", 10.0 and true are refused, not coerced.
 Count = Annotated[int, Field(strict=True)]
@@ -180,37 +181,6 @@ ParamSpec = Annotated[
     Field(discriminator="type"),
 ]
 
-_WANDB_KEYS = {"distribution", "min", "max", "values", "value", "q", "mu", "sigma", "when"}
-
-
-def from_wandb(spec: dict[str, Any]) -> dict[str, Any]:
-    """Normalise a W&B sweep parameter (``distribution: ...``) into hpopipe's form.
-
-    W&B's ``log_uniform`` takes natural-log exponents as min/max;
-    ``log_uniform_values`` takes the values themselves.
-    """
-    unknown = set(spec) - _WANDB_KEYS
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in a W&B-style parameter")
-    when = {"when": spec["when"]} if "when" in spec else {}
-    dist = spec.get("distribution", "categorical" if "values" in spec or "value" in spec else None)
-    if dist == "categorical" or dist == "constant":
-        values = spec["values"] if "values" in spec else [spec["value"]]
-        return {"type": "choice", "values": values, **when}
-    if dist == "uniform":
-        return {"type": "uniform", "min": spec["min"], "max": spec["max"], **when}
-    if dist == "q_uniform":
-        return {"type": "uniform", "min": spec["min"], "max": spec["max"], "step": spec.get("q", 1.0), **when}
-    if dist == "int_uniform":
-        return {"type": "int_uniform", "min": spec["min"], "max": spec["max"], **when}
-    if dist == "log_uniform":
-        return {"type": "log_uniform", "min": math.exp(spec["min"]), "max": math.exp(spec["max"]), **when}
-    if dist == "log_uniform_values":
-        return {"type": "log_uniform", "min": spec["min"], "max": spec["max"], **when}
-    if dist == "normal":
-        return {"type": "normal", "mu": spec.get("mu", 0.0), "sigma": spec.get("sigma", 1.0), **when}
-    raise ValueError(f"unsupported W&B distribution {dist!r}")
-
 
 class TpeSampler(_Strict):
     name: Literal["tpe"] = "tpe"
@@ -319,34 +289,6 @@ PrunerConfig = Annotated[
 ]
 
 
-POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2")
-
-
-def check_storage_setting(value: str) -> None:
-    """Validate an ``hpo.storage`` setting (``env:NAME`` is read later, by hpopipe.sweep.storage)."""
-    if value in ("sqlite", "journal"):
-        return
-    if value.startswith("env:"):
-        if not value[4:].isidentifier():
-            raise ValueError(f"{value!r}: after 'env:' comes an environment variable name")
-        return
-    check_storage_url(value, in_params=True)
-
-
-def check_storage_url(url: str, in_params: bool) -> None:
-    """Only PostgreSQL URLs are accepted, and none with a password when it sits in params.yaml."""
-    parts = urlsplit(url)
-    if parts.scheme not in POSTGRES_SCHEMES:
-        raise ValueError(
-            f"unknown storage {mask_url(url)!r}: use sqlite, journal, postgresql://user@host/db or env:NAME"
-        )
-    if in_params and parts.password:
-        raise ValueError(
-            "a password here would be copied into dvc.lock and git: "
-            "put the URL in an environment variable and write 'env:NAME'"
-        )
-
-
 class HpoConfig(_Strict):
     n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
@@ -408,7 +350,7 @@ class HpoConfig(_Strict):
                 f"hpo.metrics: the first objective must be a validation metric, not {MODEL_SIZE!r} "
                 "(early stopping, CV and the refit score by it)"
             )
-        if first not in get_args(Metric):  # left to the field's own check, which names it
+        if first not in CATALOGUE:  # left to the field's own check, which names it
             return data
         if "metric" in data and data["metric"] != first:
             raise ValueError(
@@ -450,11 +392,6 @@ class HpoConfig(_Strict):
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
         return objective_direction(self.metric)
-
-
-def objective_direction(name: str) -> Literal["maximize", "minimize"]:
-    """``maximize`` for the metrics in MAXIMIZED_METRICS, ``minimize`` for the rest and n_params."""
-    return "maximize" if name in MAXIMIZED_METRICS else "minimize"
 
 
 class TrainConfig(_Strict):
@@ -610,14 +547,6 @@ def _normalise_spec(name: str, spec: Any) -> Any:
     return spec
 
 
-def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric") -> None:
-    """Refuse a metric that cannot be computed for the task (e.g. rmse on classes)."""
-    if task == "classification" and metric not in CLASSIFICATION_METRICS:
-        raise ValueError(f"{key} {metric!r} is for regression, but data.task is classification")
-    if task == "regression" and metric not in REGRESSION_METRICS:
-        raise ValueError(f"{key} {metric!r} is for classification, but data.task is regression")
-
-
 def check_select_rule(rule: BestFirstMetric | WeightedSelect, hpo: HpoConfig) -> None:
     """A weighted rule weighs every objective of a multi-objective sweep, each in its direction."""
     if not isinstance(rule, WeightedSelect):
@@ -637,124 +566,3 @@ def check_select_rule(rule: BestFirstMetric | WeightedSelect, hpo: HpoConfig) ->
                 f"cv.select.weights.{name}: {name} is {objective_direction(name)}d, so its weight "
                 f"must be {sign} (the highest weighted score wins)"
             )
-
-
-# Discriminator values pydantic puts in an error's location: search-space types, sampler and pruner names.
-_SPEC_TAGS = {"log_uniform", "uniform", "int_uniform", "choice", "normal", "tpe", "random", "grid", "gp"}
-_SPEC_TAGS |= {"cmaes", "qmc", "nsga2", "median", "percentile", "successive_halving", "hyperband"}
-_SPEC_TAGS |= {"threshold", "wilcoxon", "best_first_metric", "weighted"}
-# pydantic adds the member type of a union to the location (e.g. 'int', "literal['auto']").
-_TYPE_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
-
-
-# A check across keys names its own key first ("cv.select.weights: ..."): it becomes the location.
-_NAMED_KEY = re.compile(r"^([a-z_]+\.[\w.]+): ")
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    # Drop union-member segments so the key reads as the user wrote it.
-    parts = [str(p) for p in loc if p not in _SPEC_TAGS and not _TYPE_TAG.match(str(p))]
-    return ".".join(parts) or "(top level)"
-
-
-def _one_line(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = _location(tuple(first["loc"]))
-    msg = first["msg"].removeprefix("Value error, ")
-    # A check across sections names its own key (e.g. "cv.select.weights: ..."): no "(top level)".
-    named = _NAMED_KEY.match(msg)
-    if named and (where == "(top level)" or named[1].startswith(where + ".")):
-        where, msg = named[1], msg[named.end() :]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (typo?)"
-    elif first["type"] == "union_tag_invalid":  # e.g. sampler: {name: bayes}
-        ctx = first.get("ctx", {})
-        where = f"{where}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
-        msg = f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
-    # A section's validator names the key it refuses first ("storage: ..."): fold it into the place.
-    key = re.match(r"^([a-z_]+): ", msg)
-    if key and where != "(top level)":
-        where, msg = f"{where}.{key.group(1)}", msg[key.end() :]
-    more = len(err.errors()) - 1
-    tail = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
-    # A key or value with a line break must not break the one-line promise.
-    return f"{source}: {where}: {msg}{tail}".replace("\r", "\\r").replace("\n", "\\n")
-
-
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed mapping; raise HpopipeError naming the key."""
-    if not isinstance(raw, dict):
-        raise HpopipeError(f"{source}: expected a mapping at the top level")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as err:
-        raise HpopipeError(_one_line(err, source)) from None
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (safe_load only: no arbitrary objects)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HpopipeError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise HpopipeError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise HpopipeError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader), path)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise HpopipeError(f"{path}: not valid YAML{where}") from None
-    return parse_params(raw, str(path))
-
-
-# Tags safe_load can build; anything else (``!!python/object``, ``!custom``) is refused by name.
-_SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag is not None)
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _check_nodes(root: yaml.Node | None, path: Path) -> None:
-    """Refuse duplicate keys and unsafe tags, naming the key and the line.
-
-    safe_load keeps the last of two equal keys without a word, so a search-space
-    entry written twice (say with another distribution) would silently lose one.
-    Walked on the composed tree, before anything is constructed; aliases are
-    visited once, so an alias bomb costs nothing.
-    """
-    seen: set[int] = set()
-    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
-    while stack:
-        node, where = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        line = node.start_mark.line + 1
-        label = where or "(top level)"
-        if node.tag not in _SAFE_TAGS and node.tag != _MERGE_TAG:
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise HpopipeError(f"{path}: {label}: tag {tag!r} at line {line} is refused (plain values only)")
-        if isinstance(node, yaml.SequenceNode):
-            stack += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
-        elif isinstance(node, yaml.MappingNode):
-            stack += _mapping_children(node, where, path)
-
-
-def _mapping_children(node: yaml.MappingNode, where: str, path: Path) -> list[tuple[yaml.Node, str]]:
-    first: dict[tuple[str, str], int] = {}
-    children: list[tuple[yaml.Node, str]] = []
-    for key, value in node.value:
-        name = str(key.value) if isinstance(key, yaml.ScalarNode) else f"<{key.tag}>"
-        dotted = f"{where}.{name}" if where else name
-        ident = (key.tag, name)  # 1 and "1" are different keys
-        if key.tag != _MERGE_TAG and ident in first:
-            raise HpopipeError(
-                f"{path}: {dotted}: duplicate key at line {key.start_mark.line + 1} "
-                f"(first at line {first[ident]}); YAML would silently keep only the last"
-            )
-        first.setdefault(ident, key.start_mark.line + 1)
-        children += [(key, dotted), (value, dotted)]
-    return children

@@ -21,7 +21,7 @@ import torch
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import artifacts
+from hpopipe import artifacts, metrics
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.refit import load_model
@@ -130,9 +130,9 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
 
-def _maximize(study: optuna.Study) -> bool:
-    # The first objective's direction: ``study.direction`` raises for a multi-objective study.
-    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+def _maximize(sources: Sources) -> bool:
+    # The direction of the first objective, the metric the winner was chosen by.
+    return metrics.objective_direction(sources.metric) == "maximize"
 
 
 def _first(trial: FrozenTrial) -> float | None:
@@ -157,7 +157,8 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
     """
     trials = _complete(study)
     values = pd.Series([_first(t) for t in trials], dtype=float)
-    best = values.cummax() if _maximize(study) else values.cummin()
+    # The direction the study was created with (``study.direction`` raises for several objectives).
+    best = values.cummax() if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else values.cummin()
     return pd.DataFrame({"number": [t.number for t in trials], "value": values, "best": best})
 
 
@@ -280,7 +281,7 @@ def _summary(sources: Sources) -> str:
         f"{sum(t.state == s for t in trials)} {s.name.lower()}"
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     )
-    direction = "higher is better" if _maximize(sources.study) else "lower is better"
+    direction = "higher is better" if _maximize(sources) else "lower is better"
     return (
         f"Study <code>{html.escape(sources.study.study_name)}</code>: {len(trials)} trials ({counts}). "
         f"Metric <code>{html.escape(sources.metric)}</code> ({direction}); "
@@ -320,7 +321,7 @@ def cv_table(sources: Sources) -> str:
     """Mean ± std of every CV candidate, best first, the selected one highlighted."""
     values = {t.number: _first(t) for t in sources.study.get_trials(deepcopy=False)}
     folds = sources.cv_results.sort_values("fold").groupby("trial")["score"].apply(list)
-    sign = -1.0 if _maximize(sources.study) else 1.0
+    sign = -1.0 if _maximize(sources) else 1.0
     ranked = sorted(sources.cv_summary["trials"].items(), key=lambda kv: (sign * kv[1]["mean"], int(kv[0])))
     rows: list[list[Any]] = []
     for trial, stats in ranked:
@@ -342,7 +343,7 @@ def cv_table(sources: Sources) -> str:
 
 def figures(sources: Sources, frames: dict[str, pd.DataFrame]) -> list[str]:
     """Every figure of the page, as ``<figure>`` elements, or a note where one cannot be drawn."""
-    metric, maximize = sources.metric, _maximize(sources.study)
+    metric, maximize = sources.metric, _maximize(sources)
     out = []
     history = frames["history"]
     if len(history):

@@ -31,8 +31,9 @@ from typing import Any, Literal, TypeAlias
 import yaml
 
 from hpopipe import artifacts
-from hpopipe.config import MAXIMIZED_METRICS, Params, load_params
+from hpopipe.config import Params, load_params
 from hpopipe.errors import HpopipeError, StageError
+from hpopipe.metrics import objective_direction
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def quality_gate(
     retrain) there is nothing to regress from, so the gate passes.
     """
     check_max_regression(max_regression)
-    direction: Literal["maximize", "minimize"] = "maximize" if metric in MAXIMIZED_METRICS else "minimize"
+    direction: Literal["maximize", "minimize"] = objective_direction(metric)
     new = _metric(new_metrics, metric, str(TEST_METRICS))
 
     def result(old: float | None, passed: bool, reason: str) -> GateResult:

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe import metrics
 from hpopipe.config import Params
 from hpopipe.plugins import load_callable
 from hpopipe.sweep.recovery import backup_sqlite
@@ -21,7 +22,8 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 class TrialLogger:
     """One line per finished trial, and a line for each new best with its improvement."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str) -> None:
+        self.metric = metric  # a single-objective sweep's metric: better is its direction in the catalogue
         self.best: float | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -33,8 +35,7 @@ class TrialLogger:
         log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
         if trial.state != TrialState.COMPLETE or trial.value is None or math.isnan(trial.value):
             return
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        if self.best is None or (trial.value > self.best if maximize else trial.value < self.best):
+        if self.best is None or metrics.is_better(self.metric, trial.value, self.best):
             gain = "" if self.best is None else f" ({trial.value - self.best:+.6g})"
             log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
             self.best = trial.value
@@ -55,7 +56,7 @@ def after_trial_hooks(
 
     ``storage_path`` is the SQLite file to back up (``hpo.backup_dir``); None for other storages.
     """
-    hooks: list[Callback] = [TrialLogger()]
+    hooks: list[Callback] = [TrialLogger(params.hpo.metric)]
     if stop is not None:
         # A signal between two trials: do not start the next one.
         hooks.append(lambda study, trial: study.stop() if stop() else None)

@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpopipe.config import BestFirstMetric, Params, WeightedSelect, objective_direction
+from hpopipe.config import BestFirstMetric, Params, WeightedSelect
+from hpopipe.metrics import objective_direction
 
 Rule = BestFirstMetric | WeightedSelect
 
