@@ -1,14 +1,20 @@
 """Prefect flow ``retrain``: the DVC pipeline with one task per stage, and its nightly deployment.
 
 Thin on purpose: the sequence (pull, overrides, stages, quality gate, push, commit) and the
-summary live in :mod:`hpopipe.retrain.orchestrate`, which ``hpopipe retrain`` runs too. This module adds
+summary live in :mod:`hpopipe.retrain.sequence`, which ``hpopipe retrain`` runs too. This module adds
 what Prefect is for: a task per stage with retries and a timeout, logs, the summary artifact and
 the schedule. Every task runs its stage through DVC, so DVC decides what is stale; nothing is
 cached by Prefect.
+
+``python -m flows.retrain serve`` (what ``hpopipe serve`` runs, in the project checkout)
+registers the nightly deployment and serves it.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -18,7 +24,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.schedules import Cron
 
-from hpopipe.retrain import orchestrate
+from hpopipe import entry
+from hpopipe.errors import GateFailed, StageError
+from hpopipe.retrain.overrides import override_list
+from hpopipe.retrain.publish import DEFAULT_BRANCH
+from hpopipe.retrain.sequence import RetrainOptions, StageRunner
+from hpopipe.retrain.sequence import retrain as retrain_sequence
+from hpopipe.retrain.stages import StageOutcome, run_stage
+from hpopipe.retrain.summary import summary_markdown
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
@@ -57,19 +70,19 @@ DEFAULT_POLICY = StagePolicy(retries=0, timeout_s=6 * 3600)
 def _worth_retrying(_task: Any, _task_run: TaskRun, state: State[Any]) -> bool:
     """A user error in the stage or a timeout would fail the same way again."""
     error = getattr(state, "data", None)
-    return not (isinstance(error, orchestrate.StageError) and not error.retryable)
+    return not (isinstance(error, StageError) and not error.retryable)
 
 
 @task(cache_policy=NO_CACHE, retry_delay_seconds=30, retry_condition_fn=_worth_retrying)
-def dvc_stage(project_dir: str, stage: str, timeout_s: float) -> orchestrate.StageOutcome:
+def dvc_stage(project_dir: str, stage: str, timeout_s: float) -> StageOutcome:
     """One stage as ``dvc repro --single-item <stage>``: DVC runs it, or says it is cached."""
-    return orchestrate.run_stage(Path(project_dir), stage, timeout_s=timeout_s, logger=get_run_logger())
+    return run_stage(Path(project_dir), stage, timeout_s=timeout_s, logger=get_run_logger())
 
 
-def _stage_tasks(root: Path) -> orchestrate.StageRunner:
+def _stage_tasks(root: Path) -> StageRunner:
     """Run each stage as its own task run, named after the stage (one name per step everywhere)."""
 
-    def run(stage: str) -> orchestrate.StageOutcome:
+    def run(stage: str) -> StageOutcome:
         policy = POLICIES.get(stage, DEFAULT_POLICY)
         named = dvc_stage.with_options(name=stage, task_run_name=stage, retries=policy.retries)
         return named(str(root), stage, policy.timeout_s)
@@ -84,7 +97,7 @@ def retrain(
     max_epochs: int | None = None,
     overrides: list[str] | None = None,
     max_regression: float | None = None,
-    branch: str = orchestrate.DEFAULT_BRANCH,
+    branch: str = DEFAULT_BRANCH,
     push: bool = True,
     commit: bool = True,
 ) -> dict[str, Any]:
@@ -103,19 +116,19 @@ def retrain(
     """
     root = Path(project_dir).resolve()
     extra = overrides or []
-    options = orchestrate.RetrainOptions(
-        overrides=tuple(orchestrate.override_list(n_trials, max_epochs, extra)),
+    options = RetrainOptions(
+        overrides=tuple(override_list(n_trials, max_epochs, extra)),
         max_regression=max_regression,
         branch=branch,
         push=push,
         commit=commit,
     )
-    report = orchestrate.retrain(root, options, stage_runner=_stage_tasks(root), logger=get_run_logger())
+    report = retrain_sequence(root, options, stage_runner=_stage_tasks(root), logger=get_run_logger())
     create_markdown_artifact(
-        orchestrate.summary_markdown(report), key=ARTIFACT_KEY, description=f"hpopipe retrain of {root}"
+        summary_markdown(report), key=ARTIFACT_KEY, description=f"hpopipe retrain of {root}"
     )
     if not report.gate.passed:
-        raise orchestrate.GateFailed(f"quality gate: {report.gate.reason}")
+        raise GateFailed(f"quality gate: {report.gate.reason}")
     return {"ran": report.ran, "gate": report.gate.reason, "commit": report.commit}
 
 
@@ -142,3 +155,28 @@ def serve_nightly(
     One run at a time: two retrains in one checkout would contend for DVC's lock and the study.
     """
     serve(nightly_deployment(project_dir, cron, name), limit=1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m flows.retrain serve --project-dir DIR [--name NAME] [--cron CRON]``.
+
+    Started by ``hpopipe serve`` in the checkout, after it checked the checkout, the name and
+    the Prefect API; user errors are one line and exit 2, as everywhere.
+    """
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain")
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("serve", help="register the nightly deployment and serve it until stopped")
+    s.add_argument("--project-dir", type=Path, default=Path("."))
+    s.add_argument("--name", default=DEPLOYMENT_NAME)
+    s.add_argument("--cron", default=NIGHTLY_CRON)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll otherwise
+        serve_nightly(project_dir=args.project_dir, cron=args.cron, name=args.name)
+
+    entry.run(run)
+
+
+if __name__ == "__main__":
+    main()

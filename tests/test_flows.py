@@ -104,7 +104,8 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
     from prefect.states import Failed
 
     from flows import retrain
-    from hpopipe.retrain.orchestrate import StageError, pipeline_stages
+    from hpopipe.errors import StageError
+    from hpopipe.retrain.stages import pipeline_stages
 
     missing = set(pipeline_stages(REPO)) - set(retrain.POLICIES)
     assert not missing, f"give {sorted(missing)} a retry policy in flows/retrain.py POLICIES"

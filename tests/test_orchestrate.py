@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpopipe.errors import HpopipeError
-from hpopipe.retrain import orchestrate
+from hpopipe.errors import HpopipeError, StageError
+from hpopipe.retrain.gate import EXIT_GATE_FAILED, committed_metrics, quality_gate
+from hpopipe.retrain.overrides import apply_overrides, override_list
+from hpopipe.retrain.stages import git_tracked_outputs, pipeline_stages, run_stage
 from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
 
 # The pipeline as dvc.yaml lists it (the contract test pins that order).
@@ -54,7 +56,7 @@ def py(code: str) -> str:
 
 
 def test_stage_list_is_dvc_yaml_in_pipeline_order() -> None:
-    assert orchestrate.pipeline_stages(REPO) == PIPELINE
+    assert pipeline_stages(REPO) == PIPELINE
     assert PIPELINE == ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
 
 
@@ -65,12 +67,12 @@ def test_a_stage_listed_before_its_producer_is_refused(tmp_path: Path) -> None:
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     with pytest.raises(HpopipeError, match=r"dvc.yaml: stage 'train' is listed before 'make'.*data.txt"):
-        orchestrate.pipeline_stages(tmp_path)
+        pipeline_stages(tmp_path)
 
 
 def test_missing_dvc_yaml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(HpopipeError, match=r"dvc.yaml: not found"):
-        orchestrate.pipeline_stages(tmp_path)
+        pipeline_stages(tmp_path)
 
 
 def test_the_commit_holds_what_dvc_leaves_to_git_but_not_what_git_ignores(tmp_path: Path) -> None:
@@ -85,8 +87,8 @@ def test_the_commit_holds_what_dvc_leaves_to_git_but_not_what_git_ignores(tmp_pa
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     (tmp_path / ".gitignore").write_text("/state.db\n")
     sh(tmp_path, "git", "init", "-q")
-    assert orchestrate.git_tracked_outputs(tmp_path) == ["plots", "m.json"]
-    tracked = orchestrate.git_tracked_outputs(REPO)
+    assert git_tracked_outputs(tmp_path) == ["plots", "m.json"]
+    tracked = git_tracked_outputs(REPO)
     assert "metrics/test.json" in tracked and "artifacts/hpo/study.db" not in tracked
 
 
@@ -121,26 +123,26 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_stage_runs_then_is_cached_then_restored_from_run_cache(tiny: Path) -> None:
-    assert orchestrate.run_stage(tiny, "copy").status == "ran"
-    again = orchestrate.run_stage(tiny, "copy")
+    assert run_stage(tiny, "copy").status == "ran"
+    again = run_stage(tiny, "copy")
     assert (again.status, again.detail) == ("cached", "cached (up to date)")
     (tiny / "in.txt").write_text("b\n")
-    assert orchestrate.run_stage(tiny, "copy").status == "ran"
+    assert run_stage(tiny, "copy").status == "ran"
     (tiny / "in.txt").write_text("a\n")  # back to an input DVC has seen: its run-cache has the output
-    restored = orchestrate.run_stage(tiny, "copy")
+    restored = run_stage(tiny, "copy")
     assert restored.status == "cached" and "run-cache" in restored.detail
     assert (tiny / "out.txt").read_text() == "a\n"
 
 
 def test_a_timeout_stops_the_stage_under_dvc(tiny: Path) -> None:
     started = time.monotonic()
-    with pytest.raises(orchestrate.StageError, match=r"stage 'slow': timed out after 3 s") as caught:
-        orchestrate.run_stage(tiny, "slow", timeout_s=3)
+    with pytest.raises(StageError, match=r"stage 'slow': timed out after 3 s") as caught:
+        run_stage(tiny, "slow", timeout_s=3)
     assert time.monotonic() - started < 60
     assert not caught.value.retryable
     pid = int((tiny / "pid").read_text())
     assert _gone(pid), f"stage process {pid} survived the timeout"
-    assert orchestrate.run_stage(tiny, "quick").status == "ran"  # no DVC lock left behind
+    assert run_stage(tiny, "quick").status == "ran"  # no DVC lock left behind
 
 
 def _gone(pid: int) -> bool:
@@ -161,16 +163,16 @@ def _gone(pid: int) -> bool:
 def test_a_failed_stage_names_itself_and_user_errors_are_not_retried(
     tiny: Path, stage: str, retryable: bool
 ) -> None:
-    with pytest.raises(orchestrate.StageError, match=rf"^stage '{stage}': ERROR: .*exited with") as caught:
-        orchestrate.run_stage(tiny, stage)
+    with pytest.raises(StageError, match=rf"^stage '{stage}': ERROR: .*exited with") as caught:
+        run_stage(tiny, stage)
     assert caught.value.retryable is retryable
     # Prefect pickles a task's exception; the retry decision must survive it.
     assert pickle.loads(pickle.dumps(caught.value)).retryable is retryable
 
 
 def test_a_stage_s_own_one_line_error_is_what_the_task_reports(tiny: Path) -> None:
-    with pytest.raises(orchestrate.StageError) as caught:
-        orchestrate.run_stage(tiny, "hpo")
+    with pytest.raises(StageError) as caught:
+        run_stage(tiny, "hpo")
     assert str(caught.value) == "stage 'hpo': hpopipe: error: params.yaml: hpo.n_trials: bad"
     assert not caught.value.retryable
 
@@ -185,9 +187,9 @@ def params_dir(tmp_path: Path) -> Path:
 
 
 def test_overrides_edit_params_yaml_like_dvc_exp_run_set_param(params_dir: Path) -> None:
-    overrides = orchestrate.override_list(n_trials=3, max_epochs=2, extra=["cv.folds=3"])
+    overrides = override_list(n_trials=3, max_epochs=2, extra=["cv.folds=3"])
     assert overrides == ["++hpo.n_trials=3", "++train.max_epochs=2", "cv.folds=3"]
-    orchestrate.apply_overrides(params_dir, overrides)
+    apply_overrides(params_dir, overrides)
     text = (params_dir / "params.yaml").read_text()
     assert text.startswith("# the one configuration\n")  # comments survive
     raw = yaml.safe_load(text)
@@ -197,9 +199,9 @@ def test_overrides_edit_params_yaml_like_dvc_exp_run_set_param(params_dir: Path)
 def test_an_override_of_a_key_left_to_its_default_needs_the_add_form(params_dir: Path) -> None:
     original = (params_dir / "params.yaml").read_bytes()
     with pytest.raises(HpopipeError, match=r"params.yaml: cannot apply --set train.lr=0.1: .*'train.lr'"):
-        orchestrate.apply_overrides(params_dir, ["train.lr=0.1"])
+        apply_overrides(params_dir, ["train.lr=0.1"])
     assert (params_dir / "params.yaml").read_bytes() == original
-    orchestrate.apply_overrides(params_dir, ["++train.lr=0.1"])
+    apply_overrides(params_dir, ["++train.lr=0.1"])
     assert yaml.safe_load((params_dir / "params.yaml").read_text())["train"]["lr"] == 0.1
 
 
@@ -212,7 +214,7 @@ def test_an_invalid_override_names_the_key_and_leaves_params_yaml_alone(
 ) -> None:
     original = (params_dir / "params.yaml").read_bytes()
     with pytest.raises(HpopipeError, match=message):
-        orchestrate.apply_overrides(params_dir, [override])
+        apply_overrides(params_dir, [override])
     assert (params_dir / "params.yaml").read_bytes() == original
 
 
@@ -220,44 +222,44 @@ def test_an_invalid_override_names_the_key_and_leaves_params_yaml_alone(
 
 
 def test_gate_passes_within_the_allowed_drop_and_fails_beyond_it() -> None:
-    ok = orchestrate.quality_gate("macro_f1", {"macro_f1": 0.89}, {"macro_f1": 0.90}, 0.02)
+    ok = quality_gate("macro_f1", {"macro_f1": 0.89}, {"macro_f1": 0.90}, 0.02)
     assert ok.passed and ok.direction == "maximize" and ok.old == 0.90
-    bad = orchestrate.quality_gate("macro_f1", {"macro_f1": 0.85}, {"macro_f1": 0.90}, 0.02)
+    bad = quality_gate("macro_f1", {"macro_f1": 0.85}, {"macro_f1": 0.90}, 0.02)
     assert not bad.passed and "beyond the allowed 0.02" in bad.reason
-    assert orchestrate.quality_gate("macro_f1", {"macro_f1": 0.99}, {"macro_f1": 0.90}, 0.0).passed
+    assert quality_gate("macro_f1", {"macro_f1": 0.99}, {"macro_f1": 0.90}, 0.0).passed
 
 
 def test_gate_direction_follows_the_metric() -> None:
-    worse = orchestrate.quality_gate("log_loss", {"log_loss": 0.40}, {"log_loss": 0.30}, 0.02)
+    worse = quality_gate("log_loss", {"log_loss": 0.40}, {"log_loss": 0.30}, 0.02)
     assert worse.direction == "minimize" and not worse.passed
-    assert orchestrate.quality_gate("rmse", {"rmse": 1.0}, {"rmse": 2.0}, 0.0).passed
+    assert quality_gate("rmse", {"rmse": 1.0}, {"rmse": 2.0}, 0.0).passed
 
 
 def test_gate_without_a_committed_value_passes_and_a_nan_fails() -> None:
-    first = orchestrate.quality_gate("accuracy", {"accuracy": 0.7}, None, 0.02)
+    first = quality_gate("accuracy", {"accuracy": 0.7}, None, 0.02)
     assert first.passed and first.old is None
-    nan = orchestrate.quality_gate("accuracy", {"accuracy": float("nan")}, {"accuracy": 0.7}, 0.02)
+    nan = quality_gate("accuracy", {"accuracy": float("nan")}, {"accuracy": 0.7}, 0.02)
     assert not nan.passed
 
 
 def test_gate_errors_name_the_file_or_the_flag() -> None:
     with pytest.raises(HpopipeError, match=r"metrics/test.json: no numeric 'roc_auc'"):
-        orchestrate.quality_gate("roc_auc", {"macro_f1": 0.9}, None, 0.02)
+        quality_gate("roc_auc", {"macro_f1": 0.9}, None, 0.02)
     with pytest.raises(HpopipeError, match=r"--max-regression: must be a number >= 0, got -0.1"):
-        orchestrate.quality_gate("macro_f1", {"macro_f1": 0.9}, None, -0.1)
+        quality_gate("macro_f1", {"macro_f1": 0.9}, None, -0.1)
 
 
 def test_the_baseline_is_the_committed_test_metric(tmp_path: Path) -> None:
     root = tmp_path
     sh(root, "git", "init", "-q")
-    assert orchestrate.committed_metrics(root) is None
+    assert committed_metrics(root) is None
     (root / "metrics").mkdir()
     (root / "metrics/test.json").write_text(json.dumps({"macro_f1": 0.5}))
     sh(root, "git", "add", "metrics/test.json")
     sh(root, "git", "commit", "-qm", "metrics")
     # The workspace is not the baseline: the last commit is.
     (root / "metrics/test.json").write_text(json.dumps({"macro_f1": 0.1}))
-    assert orchestrate.committed_metrics(root) == {"macro_f1": 0.5}
+    assert committed_metrics(root) == {"macro_f1": 0.5}
 
 
 # ---------------------------------------------------------------- `hpopipe retrain` on the real pipeline
@@ -378,7 +380,7 @@ def test_a_regression_beyond_the_gate_exits_non_zero_and_pushes_nothing(
     sh(root, "git", "commit", "-qam", "a better model was recorded")
     before, stored = head(root), remote_files(remote)
     proc = retrain_cli(root, "-S", "refit.epochs=2", "--max-regression", "0.001")
-    assert proc.returncode == orchestrate.EXIT_GATE_FAILED, proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_GATE_FAILED, proc.stdout + proc.stderr
     ran = ran_stages(proc.stdout)
     assert ran[0] == "refit" and not {"prepare", "hpo", "cv", "select"} & set(ran)
     assert "hpopipe: quality gate failed: macro_f1 1.0000 -> " in proc.stderr

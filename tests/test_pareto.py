@@ -21,7 +21,7 @@ from hpopipe.config import ModelConfig, parse_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
-from hpopipe.retrain.orchestrate import read_results
+from hpopipe.retrain.summary import read_results
 from hpopipe.select import best_config
 from hpopipe.space.formats import export_space
 from hpopipe.sweep import pareto

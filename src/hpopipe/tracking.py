@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +245,45 @@ def make_tracker(enabled: bool = True) -> NullTracker:
     day tracking is switched back on.
     """
     experiment = experiment_name()
-    if not enabled or os.environ.get("HPOPIPE_TRACKING", "").lower() in {"0", "off", "false"}:
+    if not enabled or tracking_off():
         return NullTracker()
     return MlflowTracker(experiment)
+
+
+def tracking_off() -> bool:
+    """Whether ``HPOPIPE_TRACKING`` switches MLflow off (``0``, ``off`` or ``false``)."""
+    return os.environ.get("HPOPIPE_TRACKING", "").lower() in {"0", "off", "false"}
+
+
+def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str, str]:
+    """The top-level MLflow run each stage opened since ``since_ms`` (stages that did not run have none).
+
+    Read-only, for the retrain summary. MLflow is a browsable record, so a store that cannot
+    be read costs the summary its run ids, not the retrain its result.
+    """
+    if tracking_off() or not stages:
+        return {}
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    # Unset, MLflow's store is mlflow.db in the directory the stages ran in (see the README).
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(experiment_name())
+        if experiment is None:
+            return {}
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.start_time >= {since_ms}",
+            order_by=["attributes.start_time ASC"],
+            max_results=5000,
+        )
+    except MlflowException as err:
+        log.warning("MLflow runs not listed (%s)", str(err).splitlines()[0])
+        return {}
+    return {
+        run.info.run_name: run.info.run_id
+        for run in runs
+        if run.info.run_name in stages and "mlflow.parentRunId" not in run.data.tags
+    }

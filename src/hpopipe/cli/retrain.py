@@ -8,18 +8,17 @@ exits with status 1, having pushed and committed nothing; a user error exits 2 a
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
-from hpopipe.retrain.orchestrate import DEFAULT_BRANCH
+from hpopipe.retrain.gate import DEFAULT_MAX_REGRESSION
+from hpopipe.retrain.publish import DEFAULT_BRANCH
 
 FLOW_FILE = Path("flows/retrain.py")
+FLOW_MODULE = "flows.retrain"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--max-regression",
         type=float,
         help="allowed drop of the test metric (hpo.metric), in its units "
-        "(default: retrain.max_regression in params.yaml, else 0.02)",
+        f"(default: retrain.max_regression in params.yaml, else {DEFAULT_MAX_REGRESSION:g})",
     )
     r.add_argument(
         "--branch", default=DEFAULT_BRANCH, help="branch that receives the commit (default: %(default)s)"
@@ -65,51 +64,64 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _retrain(args: argparse.Namespace) -> None:
-    from hpopipe.retrain import orchestrate
+    from hpopipe.retrain.gate import EXIT_GATE_FAILED
+    from hpopipe.retrain.overrides import override_list
+    from hpopipe.retrain.sequence import RetrainOptions, retrain
+    from hpopipe.retrain.summary import summary_markdown
 
-    options = orchestrate.RetrainOptions(
-        overrides=tuple(orchestrate.override_list(args.n_trials, args.max_epochs, args.overrides)),
+    options = RetrainOptions(
+        overrides=tuple(override_list(args.n_trials, args.max_epochs, args.overrides)),
         max_regression=args.max_regression,
         branch=args.branch,
         push=args.push,
         commit=args.commit,
     )
-    report = orchestrate.retrain(args.project_dir, options)
-    text = orchestrate.summary_markdown(report)
+    report = retrain(args.project_dir, options)
+    text = summary_markdown(report)
     print(text)
     if args.summary is not None:
         with args.summary.open("a", encoding="utf-8") as out:
             out.write(text)
     if not report.gate.passed:
         print(f"hpopipe: quality gate failed: {report.gate.reason}", file=sys.stderr)
-        sys.exit(orchestrate.EXIT_GATE_FAILED)
+        sys.exit(EXIT_GATE_FAILED)
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from prefect.settings import PREFECT_API_URL
+    """Become ``python -m flows.retrain serve`` in the project checkout (see :func:`serve_command`).
 
-    name = check_name(args.name, "--name")
+    The flows are part of the checkout, not of the installed package, so the package never
+    imports them: this process checks what it can report as a one-line error, then replaces
+    itself with the flow module's own process (same pid, so signals reach Prefect's runner).
+    """
+    from hpopipe.sweep.fanout import api_url
+
     project = args.project_dir.resolve()
-    flows = load_flow_module(project)
-    if not PREFECT_API_URL.value():
-        # Without it Prefect would serve against a throwaway server that dies with this process.
-        raise HpopipeError(
-            "PREFECT_API_URL: not set (start `prefect server start`, then "
-            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`)"
-        )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll otherwise
+    cmd = serve_command(project, check_name(args.name, "--name"), args.cron)
+    api_url()  # without it Prefect would serve against a throwaway server that dies with this process
     os.chdir(project)  # the deployment's entrypoint is recorded relative to the checkout
-    kwargs = {"cron": args.cron} if args.cron else {}
-    flows.serve_nightly(project_dir=project, name=name, **kwargs)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
 
 
-def load_flow_module(project: Path) -> ModuleType:
-    """Import ``flows.retrain`` from a project checkout (it is not part of the installed package).
+def serve_command(project: Path, name: str, cron: str | None) -> list[str]:
+    """The command line that serves the nightly deployment of ``project``'s ``flows/retrain.py``.
 
-    Imported by module name with the checkout on ``sys.path``, so the processes Prefect spawns
-    for each flow run can import it again the same way.
+    Run with ``project`` as the working directory, so that ``flows`` is imported from the
+    checkout, as the processes Prefect spawns for each flow run import it again.
     """
     if not (project / FLOW_FILE).is_file():
         raise HpopipeError(f"{project / FLOW_FILE}: not found (serve runs from a project checkout)")
-    sys.path.insert(0, str(project))
-    return importlib.import_module("flows.retrain")
+    cron_args = ["--cron", cron] if cron else []
+    return [
+        sys.executable,
+        "-m",
+        FLOW_MODULE,
+        "serve",
+        "--project-dir",
+        str(project),
+        "--name",
+        name,
+        *cron_args,
+    ]
