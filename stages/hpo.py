@@ -4,8 +4,8 @@ from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
 from hpopipe.sweep.exports import export_trials, pareto_front, ranked_trials, statistics, summary
-from hpopipe.sweep.recovery import GracefulStop
 from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import resolve
 from hpopipe.tracking import make_tracker
 

@@ -17,6 +17,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep.optuna_internals import trial_id
 from hpopipe.sweep.progress import ProgressReporter, format_duration
 from hpopipe.sweep.status import busy_seconds, format_status, latest_study, read_status
 
@@ -102,7 +103,7 @@ def test_a_finished_sweep_says_done(study_db: Path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}")
     study = optuna.load_study(study_name="mlp-aaaa", storage=storage)
     for t in study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
     assert format_status(read_status(study_db, n_trials=4)).splitlines()[-1] == "eta          done"
 
 

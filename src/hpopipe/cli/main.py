@@ -107,7 +107,7 @@ def _resume(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
-    from hpopipe.sweep.recovery import restore_sqlite
+    from hpopipe.sweep.backup import restore_sqlite
 
     kept = restore_sqlite(args.source, args.storage)
     note = f" (the previous file is kept as {kept})" if kept else ""

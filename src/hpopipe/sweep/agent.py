@@ -19,8 +19,8 @@ from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
 from hpopipe.sweep.lifecycle import worker_id
-from hpopipe.sweep.recovery import GracefulStop
 from hpopipe.sweep.runner import join
+from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import open_storage, resolve
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.tracking import make_tracker

@@ -6,7 +6,7 @@ table and the summaries can never disagree about whether a sweep is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -18,6 +18,11 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def count_finished(trials: Iterable[FrozenTrial]) -> int:
     """How many of ``trials`` count toward the budget."""
     return sum(t.state in FINISHED for t in trials)
+
+
+def count_finished_states(counts: Mapping[str, int]) -> int:
+    """How many trials count toward the budget, given trial counts by state name (``"COMPLETE"``: 3)."""
+    return sum(counts.get(s.name, 0) for s in FINISHED)
 
 
 def finished_in(study: optuna.Study) -> int:

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe import metrics
 from hpopipe.config import Params
 from hpopipe.plugins import load_callable
-from hpopipe.sweep.recovery import backup_sqlite
+from hpopipe.sweep.backup import backup_sqlite
 
 log = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]

@@ -12,8 +12,9 @@ from hpopipe.config import Params
 from hpopipe.seeding import derive_seed
 from hpopipe.space import suggest
 from hpopipe.sweep import objectives, pareto
-from hpopipe.sweep.recovery import INTERRUPTED, mark_interrupted, sampler_position
+from hpopipe.sweep.recovery import INTERRUPTED, mark_interrupted
 from hpopipe.sweep.sampling import pruning_steps
+from hpopipe.sweep.seeded_sampler import sampler_position
 from hpopipe.tracking import NullTracker
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, TrainingInterrupted, fit

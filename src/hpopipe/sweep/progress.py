@@ -16,7 +16,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.budget import budget_met, finished_in
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ProgressReporter:
         """Report one finished trial (Optuna calls this after each trial, whatever its state)."""
         with self._lock:
             self._calls += 1
-            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            done = finished_in(study)
             best = best_trial(study)
             best_value = None if best is None else best.value
             eta = self.eta_s(done)
@@ -108,7 +108,7 @@ class ProgressReporter:
     def _draw(self, done: int, best: float | None, eta: float | None) -> None:
         self.stream.write(_ERASE + self.line(done, best, eta) + "\r")
         self._drawn = True
-        if done >= self.n_trials:
+        if budget_met(done, self.n_trials):
             self.close()
         self.stream.flush()
 

@@ -22,7 +22,7 @@ from hpopipe.entry import EXIT_USER_ERROR
 from hpopipe.errors import HpopipeError
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import lifecycle, objectives
-from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.budget import budget_met, finished_in
 from hpopipe.sweep.hooks import Callback, after_trial_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
@@ -59,7 +59,7 @@ def sweep(
     The stage is the sweep's coordinator: it creates the study, fails trials of
     dead workers, runs the workers (itself, N local processes, or Prefect
     deployment runs) and returns once the budget is spent. ``stop`` is polled
-    between epochs and trials (see recovery.GracefulStop).
+    between epochs and trials (see signals.GracefulStop).
     """
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
     objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
@@ -113,9 +113,9 @@ def _begin(study: optuna.Study, params: Params) -> None:
 
 def _log_plan(study: optuna.Study, n_trials: int) -> None:
     """Say what this run will do: extend the study, or nothing (it already met the budget)."""
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    done = finished_in(study)
     queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    if done >= n_trials and not queued:
+    if budget_met(done, n_trials) and not queued:
         log.info("study %s already has %d finished trials: nothing to run", study.study_name, done)
     else:
         more = max(n_trials - done, queued)
@@ -156,12 +156,12 @@ def _end(study: optuna.Study, params: Params, healthy: bool) -> None:
         raise HpopipeError(str(record.get("reason", "the sweep failed")))
     if record["state"] == "canceled":
         raise HpopipeError(f"sweep {study.study_name} was canceled ({record.get('reason', '')})")
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    if done < params.hpo.n_trials and not healthy:
+    done = finished_in(study)
+    if not budget_met(done, params.hpo.n_trials) and not healthy:
         raise HpopipeError(
             f"hpo: the workers stopped with {done} of {params.hpo.n_trials} trials finished (see their log)"
         )
-    if done >= params.hpo.n_trials:
+    if budget_met(done, params.hpo.n_trials):
         lifecycle.set_sweep_state(study, "finished", n_trials=params.hpo.n_trials)
 
 

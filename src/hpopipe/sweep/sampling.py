@@ -23,7 +23,7 @@ from hpopipe.config import (
 )
 from hpopipe.errors import HpopipeError
 from hpopipe.space import suggest
-from hpopipe.sweep.recovery import SeededSampler
+from hpopipe.sweep.seeded_sampler import SeededSampler
 
 
 def make_sampler(params: Params) -> optuna.samplers.BaseSampler:

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.budget import budget_met, count_finished_states
 from hpopipe.sweep.progress import best_trial, format_duration, format_value
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class SweepStatus:
     @property
     def finished(self) -> int:
         """Trials that count toward the budget (COMPLETE and PRUNED)."""
-        return sum(self.counts.get(s.name, 0) for s in FINISHED)
+        return count_finished_states(self.counts)
 
     @property
     def rate_per_min(self) -> float | None:
@@ -168,7 +168,7 @@ def format_status(status: SweepStatus) -> str:
     rows.append(("rate", "-" if rate is None else f"{rate:.2f} trials/min"))
     if status.n_trials is not None:
         pending = status.counts.get("RUNNING", 0) + status.counts.get("WAITING", 0)
-        done = status.finished >= status.n_trials and not pending
+        done = budget_met(status.finished, status.n_trials) and not pending
         rows.append(("eta", "done" if done else format_duration(status.eta_s)))
     rows += [(f"worker {wid}", _worker_line(rec)) for wid, rec in sorted(status.workers.items())]
     width = max(len(label) for label, _ in rows)

@@ -30,6 +30,7 @@ from hpopipe import artifacts
 from hpopipe.config import check_storage_url
 from hpopipe.errors import HpopipeError
 from hpopipe.redact import mask_url
+from hpopipe.sweep.optuna_internals import rdb_of
 
 Kind = Literal["sqlite", "journal", "postgresql"]
 
@@ -152,7 +153,7 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
     the server releases when a dead worker's connection drops.
     """
     if spec.kind == "postgresql":
-        rdb = getattr(storage, "_backend", storage)  # a study wraps its RDB storage in a cache
+        rdb = rdb_of(storage)  # a study wraps its RDB storage in a cache
         assert isinstance(rdb, optuna.storages.RDBStorage)
         with rdb.engine.connect() as conn:
             key = _lock_key(study_name)

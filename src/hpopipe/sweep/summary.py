@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe import artifacts
 from hpopipe.errors import HpopipeError
 from hpopipe.redact import mask_url
-from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.budget import count_finished, finished_in
 from hpopipe.sweep.fanout import WorkerRun
 
 WORKER_ATTR = "worker"  # user attr each trial carries: the id of the worker that ran it
@@ -46,13 +46,13 @@ def summary_markdown(
 
 def finished_trials(study: optuna.Study) -> int:
     """Trials that count toward ``hpo.n_trials`` (COMPLETE and PRUNED)."""
-    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    return finished_in(study)
 
 
 def _state_table(trials: Sequence[FrozenTrial], n_trials: int | None) -> str:
     counts = Counter(t.state.name for t in trials)
     rows = [f"| {state.name} | {counts[state.name]} |" for state in TrialState if counts[state.name]]
-    done = sum(t.state in FINISHED for t in trials)
+    done = count_finished(trials)
     budget = f"{done} of {n_trials}" if n_trials is not None else str(done)
     return "\n".join(
         [f"**Trials:** {budget} counted (COMPLETE + PRUNED)", "", "| state | trials |", "|---|---:|", *rows]

@@ -25,7 +25,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
+from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, retry_attrs
 from hpopipe.sweep.storage import StorageSpec, budget_lock
 
@@ -104,7 +105,7 @@ def fail_stale(study: optuna.Study, grace_s: float, max_retry: int) -> int:
     failed = 0
     for trial in lifecycle.stale_trials(study, grace_s):
         crashes = int(trial.user_attrs.get(CRASHES, 0)) + 1
-        storage, tid = study._storage, trial._trial_id
+        storage, tid = storage_of(study), trial_id(trial)
         try:
             storage.set_trial_user_attr(tid, INTERRUPTED, True)
             storage.set_trial_user_attr(tid, CRASHES, crashes)
@@ -131,10 +132,9 @@ def _next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | 
     """
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
     queued = any(t.state == TrialState.WAITING for t in trials)
-    done = sum(t.state in FINISHED for t in trials)
-    if done >= n_trials and not queued:
+    if budget_met(count_finished(trials), n_trials) and not queued:
         return "done"
-    if sum(t.state != TrialState.WAITING for t in trials) >= n_trials and not queued:
+    if budget_met(sum(t.state != TrialState.WAITING for t in trials), n_trials) and not queued:
         return "wait"  # the rest are running elsewhere; take over if one of them dies
     trial = study.ask()
     trial.set_user_attr("worker", wid)
@@ -177,7 +177,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
 def _give_reason(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Record why a trial failed, unless the objective already did (read fresh: it may
     have written through the storage, which the live trial's cache does not see)."""
-    if "fail_reason" not in study._storage.get_trial(trial._trial_id).user_attrs:
+    if "fail_reason" not in storage_of(study).get_trial(trial_id(trial)).user_attrs:
         trial.set_user_attr("fail_reason", reason)
 
 
@@ -187,14 +187,10 @@ def _after_trial(study: optuna.Study, trial: FrozenTrial, callbacks: Sequence[Ca
     Optuna only lets ``study.stop()`` be called inside its optimize loop, and
     user hooks written for Optuna call it: we open the same window around them.
     """
-    study._stop_flag = False
-    study._thread_local.in_optimize_loop = True
-    try:
+    with optimize_loop_window(study):
         for callback in callbacks:
             callback(study, trial)
-    finally:
-        study._thread_local.in_optimize_loop = False
-    return bool(study._stop_flag)
+    return stop_requested(study)
 
 
 def work(
@@ -227,7 +223,7 @@ def work(
             if state == "paused":
                 time.sleep(poll)
                 continue
-            with budget_lock(spec, study._storage, study.study_name):
+            with budget_lock(spec, storage_of(study), study.study_name):
                 fail_stale(study, budget.grace_s, budget.max_retry)
                 trial = _next_trial(study, wid, budget.n_trials)
             if trial == "done":

@@ -1,0 +1,90 @@
+"""Every use of Optuna's private internals, in one place (checked against Optuna 5.0.0).
+
+Optuna's public API does not cover a few things a multi-process, resumable
+sweep needs. Each one reaches through a leading underscore, so an Optuna
+upgrade may break it without notice; tests/test_optuna_internals.py pins each
+behaviour relied on here against the installed Optuna, so such an upgrade fails
+there with a message naming the piece, not deep inside a sweep. Nothing else in
+hpopipe touches an underscore name of Optuna.
+
+- :func:`storage_of` (``Study._storage``): the workers write trial attributes and
+  states through the study's storage directly, for trials that are not their own
+  live ``optuna.Trial`` (a dead worker's RUNNING trial), and read a trial fresh
+  past the live trial's cache (an objective may have written through the storage).
+- :func:`trial_id` (``Trial._trial_id``, ``FrozenTrial._trial_id``): the storage's
+  key for a trial; the storage API takes it, and neither trial class exposes it.
+- :func:`rdb_of` (``_CachedStorage._backend``): a study wraps its ``RDBStorage``
+  in a cache; the PostgreSQL budget lock needs the engine underneath.
+- :func:`random_states` (``optuna.samplers._lazy_random_state.LazyRandomState``
+  and samplers' private attributes such as ``_rng`` and ``_random_sampler``): the
+  sampler is re-seeded before every trial so a resumed sweep proposes what an
+  uninterrupted one would; there is no public way to reach a sampler's random
+  state (``reseed_rng`` draws a fresh, unreproducible seed).
+- :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
+  ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
+  ``study.optimize``; hpopipe runs its own trial loop and opens the same window
+  around the after-trial hooks, so user hooks written for Optuna may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.samplers._lazy_random_state import LazyRandomState
+from optuna.trial import FrozenTrial
+
+CHECKED_WITH = "5.0.0"  # the Optuna version this module was last checked against
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes through (for an RDB storage, Optuna's cache around it)."""
+    storage: optuna.storages.BaseStorage = study._storage
+    return storage
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial (not its number): what ``BaseStorage`` methods take."""
+    return int(trial._trial_id)
+
+
+def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The storage under Optuna's trial cache; ``storage`` itself when it has no cache around it."""
+    inner: optuna.storages.BaseStorage = getattr(storage, "_backend", storage)
+    return inner
+
+
+def random_states(sampler: BaseSampler) -> list[np.random.RandomState]:
+    """Every random state a sampler (and the fallback samplers inside it) draws from.
+
+    In a stable order: the sampler's own states first, then those of each
+    sampler it holds, in attribute order (so a re-seed by index is reproducible).
+    """
+    return [lazy.rng for lazy in _lazy_states(sampler)]
+
+
+def _lazy_states(sampler: BaseSampler) -> list[LazyRandomState]:
+    states = [v for v in vars(sampler).values() if isinstance(v, LazyRandomState)]
+    for inner in vars(sampler).values():
+        if isinstance(inner, BaseSampler):
+            states += _lazy_states(inner)
+    return states
+
+
+@contextmanager
+def optimize_loop_window(study: optuna.Study) -> Iterator[None]:
+    """Inside the block, ``study.stop()`` works as in ``study.optimize`` (see :func:`stop_requested`)."""
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        yield
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    """Whether ``study.stop()`` was called since the last :func:`optimize_loop_window` opened."""
+    return bool(study._stop_flag)

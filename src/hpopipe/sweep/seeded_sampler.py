@@ -1,0 +1,78 @@
+"""Reproducible sampling across restarts: a sampler re-seeded before every trial.
+
+A resumed sweep must propose exactly what an uninterrupted one would have,
+without a pickled sampler to save or trust: the sampler's random state is made
+a pure function of the study seed and the trial's place in a straight run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from hpopipe.seeding import derive_seed
+from hpopipe.sweep.optuna_internals import random_states
+from hpopipe.sweep.recovery import INTERRUPTED
+
+
+def sampler_position(study: optuna.Study, number: int) -> int:
+    """How many sampler draws a straight run would have made before trial ``number``.
+
+    Trials that died to a kill or a signal do not count: their retry (which
+    reuses their parameters) takes their place.
+    """
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.number < number and not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED))
+    )
+
+
+class SeededSampler(BaseSampler):
+    """Wraps a sampler and re-seeds its random state before every trial.
+
+    The seed is derived from the study seed and the trial's position in an
+    uninterrupted run, so the sampler's state is a pure function of the study's
+    history: a sweep killed after trial 4 and resumed proposes the same
+    parameter sets as one that ran straight through, with no pickled sampler
+    to save or trust.
+    """
+
+    def __init__(self, base: BaseSampler, seed: int) -> None:
+        self.base, self.seed = base, seed
+
+    def _reseed(self, position: int) -> None:
+        for index, rng in enumerate(random_states(self.base)):
+            rng.seed(derive_seed(self.seed, "sampler", position, index))
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._reseed(sampler_position(study, trial.number))
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()

@@ -1,0 +1,232 @@
+"""Pins each Optuna internal hpopipe relies on (hpopipe.sweep.optuna_internals) to the installed Optuna.
+
+An Optuna upgrade that changes one of them fails here, naming the piece, instead
+of deep inside a sweep (a resumed sweep proposing different trials, a hook's
+``study.stop()`` ignored, a retry written to the wrong trial). Real Optuna
+objects throughout; no mocks.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from hpopipe.sweep.optuna_internals import (
+    CHECKED_WITH,
+    optimize_loop_window,
+    random_states,
+    rdb_of,
+    stop_requested,
+    storage_of,
+    trial_id,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+UPGRADE = f"(optuna_internals was checked against Optuna {CHECKED_WITH}; installed: {optuna.__version__})"
+
+
+def _sqlite(tmp_path: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def study(request: pytest.FixtureRequest, tmp_path: Path) -> optuna.Study:
+    """A study in each kind of storage a sweep uses (in-memory for tests, an RDB storage otherwise)."""
+    storage = None if request.param == "memory" else _sqlite(tmp_path)
+    return optuna.create_study(study_name="s", storage=storage)
+
+
+# --- storage_of, trial_id: writing to trials that are not our live optuna.Trial ------------------
+
+
+def test_storage_writes_by_trial_id_reach_the_study(study: optuna.Study) -> None:
+    trial = study.ask()
+    storage = storage_of(study)
+    assert isinstance(storage, optuna.storages.BaseStorage), f"Study._storage is not a storage {UPGRADE}"
+    storage.set_trial_user_attr(trial_id(trial), "fail_reason", "because")
+    storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    (frozen,) = study.get_trials(deepcopy=False)
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["fail_reason"] == "because", (
+        f"writes through Study._storage by Trial._trial_id no longer reach the study {UPGRADE}"
+    )
+
+
+def test_live_and_frozen_trials_share_their_storage_id(study: optuna.Study) -> None:
+    live = study.ask()
+    (frozen,) = study.get_trials(deepcopy=False)
+    assert trial_id(live) == trial_id(frozen), f"Trial._trial_id and FrozenTrial._trial_id disagree {UPGRADE}"
+    assert storage_of(study).get_trial(trial_id(frozen)).number == live.number
+
+
+def test_trial_id_is_the_storage_key_not_the_number(tmp_path: Path) -> None:
+    storage = _sqlite(tmp_path)
+    first = optuna.create_study(study_name="a", storage=storage)
+    first.ask()
+    second = optuna.create_study(study_name="b", storage=storage)
+    trial = second.ask()
+    assert trial.number == 0 and trial_id(trial) != 0, f"_trial_id is not the storage's own key {UPGRADE}"
+    assert storage_of(second).get_trial(trial_id(trial)).number == 0
+
+
+def test_reading_through_the_storage_sees_writes_past_the_live_trials_cache(tmp_path: Path) -> None:
+    """workers._give_reason: an objective may record its own fail_reason through another storage handle."""
+    study = optuna.create_study(study_name="s", storage=_sqlite(tmp_path))
+    trial = study.ask()
+    other = optuna.load_study(study_name="s", storage=_sqlite(tmp_path))  # as an objective's own handle
+    storage_of(other).set_trial_user_attr(trial_id(trial), "fail_reason", "told by the objective")
+    fresh = storage_of(study).get_trial(trial_id(trial))
+    assert fresh.user_attrs.get("fail_reason") == "told by the objective", (
+        f"Study._storage.get_trial no longer reads past its cache {UPGRADE}"
+    )
+
+
+def test_a_finished_trial_refuses_a_second_end(study: optuna.Study) -> None:
+    """workers.fail_stale: a 'dead' worker that finished after all wins; the storage tells us so."""
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL)
+
+
+# --- rdb_of: the PostgreSQL budget lock needs the engine under Optuna's cache ---------------------
+
+
+def test_rdb_of_finds_the_rdb_storage_under_the_studys_cache(tmp_path: Path) -> None:
+    rdb = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    assert rdb_of(storage_of(study)) is rdb, f"_CachedStorage._backend is not the RDBStorage {UPGRADE}"
+    assert rdb_of(rdb) is rdb
+    assert rdb_of(storage_of(study)).engine is rdb.engine  # type: ignore[attr-defined]
+
+
+# --- random_states: re-seeding makes a sampler a pure function of (seed, history) -----------------
+
+
+def _grid() -> dict[str, list[float | int]]:
+    return {"x": [i / 10 for i in range(11)], "y": list(range(11))}
+
+
+SAMPLERS: dict[str, Callable[[int], BaseSampler]] = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=3),
+    "tpe-multivariate-liar": lambda seed: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
+    ),
+    "grid": lambda seed: optuna.samplers.GridSampler(_grid(), seed=seed),
+    "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(population_size=4, seed=seed),
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=3),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=3),
+}
+
+
+def _proposals(sampler: BaseSampler, n: int = 7) -> list[tuple[float, int]]:
+    """Run ``n`` trials, re-seeding every random state before each (as SeededSampler does)."""
+    study = optuna.create_study(sampler=sampler)
+    out = []
+    for number in range(n):
+        for index, rng in enumerate(random_states(sampler)):
+            rng.seed(1000 * number + index)
+        trial = study.ask()
+        x, y = trial.suggest_float("x", 0.0, 1.0), trial.suggest_int("y", 0, 10)
+        study.tell(trial, (x - 0.3) ** 2 + y)
+        out.append((x, y))
+    return out
+
+
+# Not a random state: GPSampler keeps its last fitted kernel as the next fit's starting point
+# (Optuna's TODO: "Make the cache lists system_attrs to make GPSampler stateless"), so a resumed GP
+# sweep's proposals can differ from a straight run's in the last digits. Known; not fixable by re-seeding.
+GP_CACHE = pytest.mark.xfail(reason="GPSampler warm-starts from a cached kernel fit", strict=False)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=GP_CACHE) if n == "gp" else n for n in SAMPLERS])
+def test_reseeding_the_random_states_fixes_every_proposal(name: str) -> None:
+    """A resumed worker's sampler is a fresh instance; a straight run's has already drawn: same proposals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fresh, used = SAMPLERS[name](7), SAMPLERS[name](7)
+        _proposals(used, n=5)  # advance every random state it has, reachable or not
+        assert random_states(fresh), f"{name}: no LazyRandomState found among its attributes {UPGRADE}"
+        assert _proposals(fresh) == _proposals(used), (
+            f"{name}: re-seeding the LazyRandomStates found in the sampler (and the samplers inside it) "
+            f"no longer fixes its proposals: it draws from a random state random_states() cannot reach "
+            f"{UPGRADE}"
+        )
+
+
+def test_random_states_reach_samplers_inside_samplers() -> None:
+    """TPE proposes its startup trials with a RandomSampler it holds: its state is reached too."""
+    tpe = optuna.samplers.TPESampler(seed=1)
+    alone = optuna.samplers.RandomSampler(seed=1)
+    assert len(random_states(tpe)) > len(random_states(alone)), (
+        f"TPESampler no longer holds its random fallback sampler as an attribute {UPGRADE}"
+    )
+
+
+# --- optimize_loop_window, stop_requested: study.stop() from our own trial loop -------------------
+
+
+def test_study_stop_needs_the_window(study: optuna.Study) -> None:
+    with pytest.raises(RuntimeError):
+        study.stop()  # outside study.optimize: why the window exists
+    with optimize_loop_window(study):
+        study.stop()
+    assert stop_requested(study), f"study.stop() no longer sets Study._stop_flag {UPGRADE}"
+
+
+def test_the_window_closes_and_a_new_one_starts_without_a_stop(study: optuna.Study) -> None:
+    with optimize_loop_window(study):
+        study.stop()
+    with pytest.raises(RuntimeError):
+        study.stop()  # closed again: in_optimize_loop is reset
+    with optimize_loop_window(study):
+        assert not stop_requested(study), f"a new window still carries the last stop {UPGRADE}"
+    assert not stop_requested(study)
+
+
+def test_the_window_closes_when_a_hook_raises(study: optuna.Study) -> None:
+    with pytest.raises(ValueError), optimize_loop_window(study):
+        raise ValueError("a broken hook")
+    with pytest.raises(RuntimeError):
+        study.stop()
+
+
+def test_trials_run_as_before_after_a_window(tmp_path: Path) -> None:
+    """Asking and telling after the window behave as outside study.optimize (heartbeat checks and all)."""
+    study = optuna.create_study(study_name="s", storage=_sqlite(tmp_path))
+    with optimize_loop_window(study):
+        pass
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+# --- the adapter is the only place --------------------------------------------------------------
+
+PRIVATE = re.compile(
+    r"(optuna(\.\w+)*\._\w+"  # a private Optuna module: optuna.samplers._lazy_random_state
+    r"|\._(storage|trial_id|stop_flag|thread_local|backend|rng|random_sampler|cached_frozen_trial)\b"
+    r"|[\"']_(storage|trial_id|stop_flag|thread_local|backend|rng|random_sampler)[\"']"
+    r"|LazyRandomState|_CachedStorage)"
+)
+
+
+def test_nothing_else_touches_optuna_internals() -> None:
+    adapter = REPO / "src/hpopipe/sweep/optuna_internals.py"
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for folder in ("src", "stages", "flows")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path != adapter
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE.search(line)
+    ]
+    assert not offenders, "Optuna internals outside sweep/optuna_internals.py:\n" + "\n".join(offenders)
