@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import fanout, summary
+from hpopipe.sweep.budget import budget_met
 
 ARTIFACT_KEY = "sweep-summary"
 
@@ -64,7 +65,7 @@ def sweep(
     )
     finished = summary.finished_trials(opened.study)
     failed = [r for r in runs if not r.ok]
-    if finished < opened.n_trials:
+    if not budget_met(finished, opened.n_trials):
         why = f"; failed worker runs: {fanout.describe_failed(failed)}" if failed else ""
         raise HpopipeError(f"sweep {opened.study.study_name}: {finished} of {opened.n_trials} trials{why}")
     if failed:
