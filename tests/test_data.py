@@ -461,7 +461,7 @@ def test_metric_must_fit_inferred_task(penguins_csv: Path, target: str, metric: 
         task_of(schema, metric)
     message = str(info.value)
     assert "\n" not in message
-    assert f"hpo.metric {metric!r}" in message and "data.task" in message
+    assert f"hpo.metric: {metric!r}" in message and "data.task" in message
     assert task_of(schema, "log_loss" if schema["task"] == "classification" else "mae").kind == schema["task"]
 
 
