@@ -8,6 +8,7 @@ the inputs rebuilt here.
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -223,3 +224,13 @@ def test_select_refuses_a_source_field_refit_would_not_know(monkeypatch: pytest.
     ranked = read_ranked(GOLDEN / "ranked_multi.json").trials
     with pytest.raises(HpopipeError, match=r"^select: the best configuration: field 'source.score'"):
         best_config(golden_params(True), ranked, CV["multi"])
+
+
+def test_bundle_mappings_share_no_objects() -> None:
+    """The model bundle pickles what a reader of each file gets: the same bytes as before."""
+    best = read_best(GOLDEN / "best_multi.yaml")
+    schema = read_schema(GOLDEN / "schema_mixed.json")
+    as_read = yaml.safe_load((GOLDEN / "best_multi.yaml").read_text())
+    assert pickle.dumps(best.plain()) == pickle.dumps(as_read)
+    schema_as_read = json.loads((GOLDEN / "schema_mixed.json").read_text())
+    assert pickle.dumps(schema.plain()) == pickle.dumps(schema_as_read)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import Field
 
 from hpopipe import artifacts
@@ -45,7 +46,15 @@ class BestConfig(Handoff):
     source: Source
 
     def plain(self) -> dict[str, Any]:
-        """The mapping written to the file, in its order (the model bundle stores it as well)."""
+        """The mapping a reader of the file gets, in the file's order; the model bundle stores it.
+
+        Made by a YAML round trip, so no object is shared between entries: a pickled
+        bundle is then the same bytes as when refit stored what it had read.
+        """
+        return dict(yaml.safe_load(_text(self)))
+
+    def layout(self) -> dict[str, Any]:
+        """The mapping the file holds, in its order."""
         return {
             "seed": self.seed,
             "model": self.model.model_dump(mode="json", exclude_none=True),
@@ -57,9 +66,13 @@ class BestConfig(Handoff):
         }
 
 
+def _text(best: BestConfig) -> str:
+    return yaml.safe_dump(best.layout(), sort_keys=False)
+
+
 def write_best(path: Path, best: BestConfig) -> None:
     """The one writer of the best configuration."""
-    artifacts.write_yaml(path, best.plain())
+    artifacts.write_yaml(path, best.layout())
 
 
 def read_best(path: Path) -> BestConfig:
