@@ -3,15 +3,15 @@
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
+from hpopipe.handoffs.ranked import read_ranked
 from hpopipe.training.checkpoints import cleanup_study
 
 
 def main() -> None:
     params = load_params()
-    ranked = artifacts.read_json(artifacts.RANKED_JSON)
-    report = cleanup_study(
-        params.hpo.checkpoint_dir, ranked["study"], ranked["trials"], params.cleanup.keep_best
-    )
+    ranked = read_ranked(artifacts.RANKED_JSON)
+    trials = [t.plain() for t in ranked.trials]
+    report = cleanup_study(params.hpo.checkpoint_dir, ranked.study, trials, params.cleanup.keep_best)
     artifacts.write_json(artifacts.metrics_file("cleanup"), report)
 
 

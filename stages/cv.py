@@ -5,6 +5,8 @@ from hpopipe.config import load_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import check_folds, to_arrays
 from hpopipe.entry import run
+from hpopipe.handoffs.ranked import read_ranked
+from hpopipe.handoffs.schema import read_schema
 from hpopipe.tracking import make_tracker
 from hpopipe.training.loop import task_of
 
@@ -12,10 +14,10 @@ from hpopipe.training.loop import task_of
 def main() -> None:
     params = load_params()
     x, y = to_arrays(artifacts.read_frame(artifacts.TRAIN))
-    schema = artifacts.read_json(artifacts.SCHEMA)
+    schema = read_schema(artifacts.SCHEMA)
     check_folds(y, schema, params.cv.folds, str(artifacts.TRAIN))
-    ranked = artifacts.read_json(artifacts.RANKED_JSON)["trials"]
-    task = task_of(schema, params.hpo.metric)
+    ranked = read_ranked(artifacts.RANKED_JSON).trials
+    task = task_of(schema.plain(), params.hpo.metric)
     tracker = make_tracker()
     with tracker.run("cv", params={"top_k": params.cv.top_k, "folds": params.cv.folds}):
         results = cross_validate(params, ranked, x, y, task, tracker)

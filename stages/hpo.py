@@ -3,6 +3,8 @@
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
+from hpopipe.handoffs.ranked import RankedTrials, write_ranked
+from hpopipe.handoffs.schema import read_schema
 from hpopipe.sweep.exports import export_trials, pareto_front, ranked_trials, statistics, summary
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.signals import GracefulStop
@@ -12,15 +14,15 @@ from hpopipe.tracking import make_tracker
 
 def main() -> None:
     params = load_params()
-    train, schema = artifacts.read_frame(artifacts.TRAIN), artifacts.read_json(artifacts.SCHEMA)
+    train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
     with GracefulStop().installed() as stop:
         study = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
     ranked = ranked_trials(study)
     artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
-    artifacts.write_json(artifacts.RANKED_JSON, {"study": study.study_name, "trials": ranked})
+    write_ranked(artifacts.RANKED_JSON, RankedTrials(study=study.study_name, trials=tuple(ranked)))
     artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
     artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
-    artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0]["params"] if ranked else {})
+    artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0].params if ranked else {})
     artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})
     if stop.exit_code:  # exports are written; a non-zero exit keeps dvc.lock from recording a cut sweep
         raise SystemExit(stop.exit_code)

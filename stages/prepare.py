@@ -4,6 +4,7 @@ from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.data import prepare, read_table
 from hpopipe.entry import run
+from hpopipe.handoffs.schema import write_schema
 
 
 def main() -> None:
@@ -11,7 +12,7 @@ def main() -> None:
     prepared = prepare(read_table(params.data.path), params.data, params.seed)
     artifacts.write_frame(artifacts.TRAIN, prepared.train)
     artifacts.write_frame(artifacts.TEST, prepared.test)
-    artifacts.write_json(artifacts.SCHEMA, prepared.schema)
+    write_schema(artifacts.SCHEMA, prepared.schema)
 
 
 if __name__ == "__main__":

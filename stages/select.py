@@ -3,6 +3,8 @@
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
+from hpopipe.handoffs.best import write_best
+from hpopipe.handoffs.ranked import read_ranked
 from hpopipe.select import best_config
 
 
@@ -10,11 +12,11 @@ def main() -> None:
     params = load_params()
     best = best_config(
         params,
-        artifacts.read_json(artifacts.RANKED_JSON)["trials"],
+        read_ranked(artifacts.RANKED_JSON).trials,
         artifacts.read_json(artifacts.metrics_file("cv")),
     )
-    artifacts.write_yaml(artifacts.BEST_CONFIG, best)
-    artifacts.write_json(artifacts.BEST_PARAMS, best["params"])
+    write_best(artifacts.BEST_CONFIG, best)
+    artifacts.write_json(artifacts.BEST_PARAMS, best.params)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ pytest_plugins = ["tests.prefect_server"]
 
 @pytest.fixture(scope="module")
 def prepared() -> tuple[Any, dict]:
-    """The default data prepared with TINY_PARAMS: (train frame, schema), once per module."""
+    """The default data prepared with TINY_PARAMS: (train frame, schema file's mapping), once a module."""
     from hpopipe.config import parse_params
     from hpopipe.data import prepare, read_table
 
@@ -31,7 +31,7 @@ def prepared() -> tuple[Any, dict]:
     raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
     params = parse_params(raw)
     prep = prepare(read_table(params.data.path), params.data, params.seed)
-    return prep.train, prep.schema
+    return prep.train, prep.schema.plain()
 
 
 @pytest.fixture(autouse=True)

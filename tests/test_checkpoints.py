@@ -4,6 +4,7 @@ cleanup that must never delete outside its checkpoint root (real kills, real sym
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def test_the_cleanup_stage_refuses_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "stages.cleanup"],
         cwd=tmp_path,
-        env=subprocess_env(PYTHONPATH=str(REPO)),
+        env=subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")])),
         capture_output=True,
         text=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from hpopipe import artifacts
 from hpopipe.config import RefitConfig, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
+from hpopipe.handoffs.best import BestConfig
 from hpopipe.refit import refit, save_model
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
@@ -28,7 +30,7 @@ def hpopipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def stage(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", f"stages.{name}"]
-    env = subprocess_env(PYTHONPATH=str(REPO))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]))
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -46,14 +48,17 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw["data"]["path"] = str(CSV)
     params = parse_params(raw)
     prep = prepare(read_table(params.data.path), params.data, params.seed)
-    best = {
-        "seed": 1,
-        "model": {"name": "mlp", "params": {}},
-        "params": {"lr": 0.01, "n_layers": 1, "width": 16, "dropout": 0.0},
-        "train": params.train.model_dump(mode="json"),
-        "epochs": 5,
-        "metric": "macro_f1",
-    }
+    best = BestConfig.model_validate(
+        {
+            "seed": 1,
+            "model": {"name": "mlp", "params": {}},
+            "params": {"lr": 0.01, "n_layers": 1, "width": 16, "dropout": 0.0},
+            "train": params.train.model_dump(mode="json"),
+            "epochs": 5,
+            "metric": "macro_f1",
+            "source": {"trial": 0, "sweep_value": 0.9, "cv_mean": 0.9, "cv_std": 0.0, "cv_folds": 2},
+        }
+    )
     fitted = refit(best, RefitConfig(), prep.schema, to_arrays(prep.train), to_arrays(prep.test))
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, fitted, best, prep.schema)

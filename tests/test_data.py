@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from palmerpenguins import load_penguins
 from hpopipe import data
 from hpopipe.config import DataConfig
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.schema import PreparedSchema, read_schema, write_schema
 from hpopipe.training.loop import task_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
 def test_breast_cancer_prepares() -> None:
     raw = pd.read_csv(BREAST_CANCER)
     prepared = prepare_file(BREAST_CANCER, "diagnosis", seed=42, test_size=0.2)
-    schema = prepared.schema
+    schema = prepared.schema.model_dump(mode="json")
     assert schema["task"] == "classification"
     assert schema["classes"] == ["benign", "malignant"]
     assert schema["categorical"] == {}
@@ -84,7 +84,7 @@ def test_breast_cancer_train_statistics_only() -> None:
     # The test split is scaled with the train statistics, so it is only roughly standard.
     assert np.abs(test_x.mean().to_numpy()).max() > 1e-3
     raw = pd.read_csv(BREAST_CANCER)
-    for name, spec in prepared.schema["numeric"].items():
+    for name, spec in prepared.schema.model_dump()["numeric"].items():
         # Undoing the stored affine map recovers every original value: train and test together.
         recovered = np.concatenate([train_x[name], test_x[name]]) * spec["std"] + spec["mean"]
         np.testing.assert_allclose(np.sort(recovered), np.sort(raw[name].to_numpy()), rtol=1e-5, atol=1e-5)
@@ -97,9 +97,9 @@ def test_breast_cancer_train_statistics_only() -> None:
 def test_index_column_from_csv_is_dropped(penguins_csv: Path) -> None:
     assert "Unnamed: 0" in pd.read_csv(penguins_csv).columns
     prepared = prepare_file(penguins_csv, "species")
-    assert "Unnamed: 0" not in prepared.schema["input_columns"]
+    assert "Unnamed: 0" not in prepared.schema.input_columns
     assert not any(c.startswith("Unnamed") for c in prepared.train.columns)
-    assert prepared.schema["input_columns"] == [
+    assert list(prepared.schema.input_columns) == [
         "island",
         "bill_length_mm",
         "bill_depth_mm",
@@ -115,11 +115,11 @@ def test_blank_header_column_is_dropped(tmp_path: Path) -> None:
     rows = "".join(f"{i},{i},{i * 0.5},{'ab'[i % 2]}\n" for i in range(20))
     path.write_text(" ,,x,y\n" + rows, encoding="utf-8")
     prepared = prepare_file(path, "y")
-    assert prepared.schema["input_columns"] == ["x"]
+    assert prepared.schema.input_columns == ("x",)
 
 
 def test_penguins_classification_schema(penguins_csv: Path) -> None:
-    schema = prepare_file(penguins_csv, "species").schema
+    schema = prepare_file(penguins_csv, "species").schema.model_dump(mode="json")
     assert schema["task"] == "classification"
     assert schema["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert list(schema["numeric"]) == PENGUIN_NUMERIC
@@ -157,8 +157,8 @@ def test_penguins_frames_are_complete_and_encoded(penguins: pd.DataFrame, pengui
     for name in PENGUIN_MEASURED:
         assert both[f"{name}__missing"].sum() == penguins[name].isna().sum() == 2
         missing_rows = both[both[f"{name}__missing"] == 1.0]
-        spec = prepared.schema["numeric"][name]
-        filled = (spec["fill"] - spec["mean"]) / spec["std"]
+        spec = prepared.schema.numeric[name]
+        filled = (spec.fill - spec.mean) / spec.std
         np.testing.assert_allclose(missing_rows[name], filled, rtol=1e-6)
     # One-hot: exactly one column per categorical is set; missing sex has its own column.
     for name in ("island", "sex"):
@@ -183,7 +183,7 @@ def test_penguins_standardised_with_train_statistics(penguins_csv: Path) -> None
 
 def test_penguins_stratified_split(penguins: pd.DataFrame, penguins_csv: Path) -> None:
     prepared = prepare_file(penguins_csv, "species", test_size=0.3)
-    classes = prepared.schema["classes"]
+    classes = prepared.schema.classes
     overall = penguins["species"].value_counts(normalize=True)
     for frame in (prepared.train, prepared.test):
         share = frame[data.TARGET].value_counts(normalize=True)
@@ -208,13 +208,13 @@ def test_missing_target_rows_are_dropped_and_counted(
         prepared = prepare_file(penguins_csv, "body_mass_g")
     assert penguins["body_mass_g"].isna().sum() == 2
     assert "dropped 2 row(s) with a missing target" in caplog.text
-    assert prepared.schema["n_rows"]["train"] + prepared.schema["n_rows"]["test"] == 342
+    assert prepared.schema.n_rows.train + prepared.schema.n_rows.test == 342
     assert len(prepared.train) + len(prepared.test) == 342
 
 
 def test_penguins_regression(penguins: pd.DataFrame, penguins_csv: Path) -> None:
     prepared = prepare_file(penguins_csv, "body_mass_g")
-    schema = prepared.schema
+    schema = prepared.schema.model_dump(mode="json")
     assert schema["task"] == "regression"
     assert schema["classes"] == []
     assert set(schema["categorical"]) == {"species", "island", "sex"}
@@ -232,7 +232,7 @@ def test_penguins_regression(penguins: pd.DataFrame, penguins_csv: Path) -> None
 
 def test_rare_categories_fold_into_other(penguins_csv: Path) -> None:
     prepared = prepare_file(penguins_csv, "species", max_categories=2)
-    island = prepared.schema["categorical"]["island"]
+    island = prepared.schema.categorical["island"].model_dump(mode="json")
     assert island == {"categories": ["Biscoe"], "other": True}
     both = pd.concat([prepared.train, prepared.test])
     assert (both["island=Biscoe"] + both["island=__other__"] == 1.0).all()
@@ -258,17 +258,17 @@ def test_transform_new_rows(penguins: pd.DataFrame, penguins_csv: Path) -> None:
     new.loc[2, "bill_depth_mm"] = np.nan
     new.loc[3, "year"] = np.nan  # no indicator for year: filled, not flagged
     out = data.transform(new, schema)
-    assert list(out.columns) == schema["feature_columns"]
+    assert list(out.columns) == list(schema.feature_columns)
     assert not out.isna().any().any()
     assert out.loc[0, ["island=Biscoe", "island=Dream", "island=Torgersen"]].sum() == 0.0
     assert out.loc[1, "sex=__missing__"] == 1.0
     assert out.loc[2, "bill_depth_mm__missing"] == 1.0
     assert out.loc[1, "bill_depth_mm__missing"] == 0.0
-    spec = schema["numeric"]["bill_length_mm"]
-    expected = (penguins.loc[1, "bill_length_mm"] - spec["mean"]) / spec["std"]
+    spec = schema.numeric["bill_length_mm"]
+    expected = (penguins.loc[1, "bill_length_mm"] - spec.mean) / spec.std
     assert out.loc[1, "bill_length_mm"] == pytest.approx(expected, rel=1e-6)
-    year = schema["numeric"]["year"]
-    assert out.loc[3, "year"] == pytest.approx((year["fill"] - year["mean"]) / year["std"], rel=1e-6)
+    year = schema.numeric["year"]
+    assert out.loc[3, "year"] == pytest.approx((year.fill - year.mean) / year.std, rel=1e-6)
 
 
 def test_transform_ignores_target_column(penguins: pd.DataFrame, penguins_csv: Path) -> None:
@@ -297,8 +297,8 @@ def test_transform_refuses_extra_columns(penguins: pd.DataFrame, penguins_csv: P
 def test_schema_round_trips_through_json(tmp_path: Path, penguins: pd.DataFrame, penguins_csv: Path) -> None:
     prepared = prepare_file(penguins_csv, "species")
     path = tmp_path / "schema.json"
-    path.write_text(json.dumps(prepared.schema), encoding="utf-8")
-    loaded = json.loads(path.read_text(encoding="utf-8"))
+    write_schema(path, prepared.schema)
+    loaded = read_schema(path)
     assert loaded == prepared.schema
     rows = penguins.drop(columns=["species"])
     pd.testing.assert_frame_equal(data.transform(rows, loaded), data.transform(rows, prepared.schema))
@@ -451,18 +451,20 @@ def test_bad_drop_columns(tmp_path: Path, kw: dict[str, object], fragment: str) 
 
 def test_drop_columns_removes_features(penguins_csv: Path) -> None:
     schema = prepare_file(penguins_csv, "species", drop_columns=["year", "sex"]).schema
-    assert "year" not in schema["input_columns"] and "sex" not in schema["categorical"]
+    assert "year" not in schema.input_columns and "sex" not in schema.categorical
 
 
 @pytest.mark.parametrize(("target", "metric"), [("species", "rmse"), ("body_mass_g", "macro_f1")])
 def test_metric_must_fit_inferred_task(penguins_csv: Path, target: str, metric: str) -> None:
     schema = prepare_file(penguins_csv, target).schema
     with pytest.raises(HpopipeError) as info:
-        task_of(schema, metric)
+        task_of(schema.plain(), metric)
     message = str(info.value)
     assert "\n" not in message
     assert f"hpo.metric: {metric!r}" in message and "data.task" in message
-    assert task_of(schema, "log_loss" if schema["task"] == "classification" else "mae").kind == schema["task"]
+    assert (
+        task_of(schema.plain(), "log_loss" if schema.task == "classification" else "mae").kind == schema.task
+    )
 
 
 def test_zero_byte_file_is_called_empty(tmp_path: Path) -> None:
@@ -503,12 +505,28 @@ def test_all_missing_target_logs_no_drop(tmp_path: Path, caplog: pytest.LogCaptu
     ],
 )
 def test_check_folds_refuses(classes: list[int], folds: int, message: str) -> None:
-    schema = {"task": "classification", "classes": ["p", "q"]}
     with pytest.raises(HpopipeError) as info:
-        data.check_folds(np.array(classes), schema, folds, "train")
+        data.check_folds(np.array(classes), bare_schema("classification", ["p", "q"]), folds, "train")
     assert str(info.value) == message
 
 
 def test_check_folds_passes_when_every_class_fills_every_fold() -> None:
-    data.check_folds(np.array([0] * 5 + [1] * 5), {"task": "classification", "classes": ["p", "q"]}, 5, "t")
-    data.check_folds(np.arange(5, dtype=float), {"task": "regression", "classes": []}, 5, "t")
+    data.check_folds(np.array([0] * 5 + [1] * 5), bare_schema("classification", ["p", "q"]), 5, "t")
+    data.check_folds(np.arange(5, dtype=float), bare_schema("regression", []), 5, "t")
+
+
+def bare_schema(task: str, classes: list[str]) -> PreparedSchema:
+    """A schema with no feature columns: all check_folds looks at is the task and the classes."""
+    return PreparedSchema.model_validate(
+        {
+            "version": 1,
+            "target": "y",
+            "task": task,
+            "classes": classes,
+            "input_columns": [],
+            "numeric": {},
+            "categorical": {},
+            "feature_columns": [],
+            "n_rows": {"train": 0, "test": 0},
+        }
+    )

@@ -21,6 +21,7 @@ from hpopipe.config import ModelConfig, parse_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.retrain.summary import read_results
 from hpopipe.select import best_config
 from hpopipe.space.formats import export_space
@@ -167,7 +168,7 @@ def test_the_front_is_every_non_dominated_complete_trial(swept: tuple) -> None:
     assert not any(dominates(a, b, maximize) for a in rows for b in rows)
     # ranked best first by the first metric, then the next objective
     assert list(front["value_macro_f1"]) == sorted(front["value_macro_f1"], reverse=True)
-    assert [r["number"] for r in ranked_trials(study)] == list(front["number"])
+    assert [r.number for r in ranked_trials(study)] == list(front["number"])
 
 
 def test_n_params_is_the_trainable_parameter_count(swept: tuple) -> None:
@@ -196,7 +197,7 @@ def test_exports_of_a_multi_objective_study(swept: tuple) -> None:
     stats, hpo = statistics(study), summary(study)
     assert stats["directions"] == {"macro_f1": "maximize", "n_params": "minimize"}
     assert stats["front_size"] == hpo["front_size"] == len(study.best_trials)
-    assert hpo["best_trial"] == ranked_trials(study)[0]["number"]
+    assert hpo["best_trial"] == ranked_trials(study)[0].number
     text = format_status(read_status(tmp / "study.db"))
     assert re.search(rf"pareto front +{len(study.best_trials)} trials", text) and "maximize, minimize" in text
 
@@ -225,9 +226,10 @@ def cv_summary(objectives: dict[int, dict[str, float]]) -> dict[str, Any]:
     return {"metric": "macro_f1", "folds": 2, "best_trial": best, "trials": trials}
 
 
-def ranked_of(numbers: list[int]) -> list[dict[str, Any]]:
+def ranked_of(numbers: list[int]) -> list[RankedTrial]:
+    values = {"macro_f1": 0.9, "n_params": 1.0}
     return [
-        {"number": n, "value": 0.9, "values": {"macro_f1": 0.9, "n_params": 1.0}, "params": {"lr": 0.01}}
+        RankedTrial(number=n, value=0.9, values=values, params={"lr": 0.01}, best_epoch=1, checkpoint=None)
         for n in numbers
     ]
 
@@ -249,8 +251,8 @@ def test_select_applies_the_rule_and_says_why(tmp_path: Path, select: Any, chose
         {3: {"macro_f1": 0.96, "n_params": 5000.0}, 5: {"macro_f1": 0.93, "n_params": 500.0}}
     )
     best = best_config(params, ranked_of([3, 5]), summary_)
-    source = best["source"]
-    assert source["trial"] == chosen and best["params"] == {"lr": 0.01}
+    source = best.plain()["source"]
+    assert source["trial"] == chosen and best.params == {"lr": 0.01}
     assert source["rule"] == params.cv.select.rule and source["candidates"] == [3, 5]
     assert source["cv_means"] == summary_["trials"][str(chosen)]["objectives"]
     if source["rule"] == "weighted":
@@ -265,7 +267,7 @@ def test_ties_on_the_first_metric_go_to_the_next_objective(tmp_path: Path) -> No
     summary_ = cv_summary(
         {3: {"macro_f1": 0.95, "n_params": 900.0}, 5: {"macro_f1": 0.95, "n_params": 500.0}}
     )
-    assert best_config(params, ranked_of([3, 5]), summary_)["source"]["trial"] == 5
+    assert best_config(params, ranked_of([3, 5]), summary_).source.trial == 5
 
 
 def test_cv_scores_the_top_k_of_the_front_by_the_rule(swept: tuple, prepared: tuple) -> None:
@@ -275,17 +277,17 @@ def test_cv_scores_the_top_k_of_the_front_by_the_rule(swept: tuple, prepared: tu
     weighted = parse_params(raw)
     ranked = ranked_trials(study)
     # weight -1 per parameter: the smallest models of the front come first
-    by_size = sorted(ranked, key=lambda t: (t["values"]["n_params"], t["number"]))
+    by_size = sorted(ranked, key=lambda t: ((t.values or {})["n_params"], t.number))
     picked = pareto.candidates(weighted, ranked)
-    assert [t["number"] for t in picked] == [t["number"] for t in by_size[:2]]
-    assert [t["number"] for t in pareto.candidates(params, ranked)] == [t["number"] for t in ranked[:2]]
+    assert [t.number for t in picked] == [t.number for t in by_size[:2]]
+    assert [t.number for t in pareto.candidates(params, ranked)] == [t.number for t in ranked[:2]]
     x, y = to_arrays(prepared[0])
     results = cross_validate(weighted, ranked, x, y, task_of(prepared[1], "macro_f1"), NullTracker())
     assert list(results.columns) == ["trial", "fold", "score", "best_epoch", "n_params"]
     cv = summarise(results, "macro_f1")
     for trial, stats in cv["trials"].items():
         assert stats["objectives"]["macro_f1"] == stats["mean"]
-        sweep_size = next(t["values"]["n_params"] for t in ranked if t["number"] == int(trial))
+        sweep_size = next((t.values or {})["n_params"] for t in ranked if t.number == int(trial))
         assert stats["objectives"]["n_params"] == sweep_size  # the same architecture in every fold
     for rule_params in (params, weighted):
         best = best_config(rule_params, ranked, cv)
@@ -294,7 +296,7 @@ def test_cv_scores_the_top_k_of_the_front_by_the_rule(swept: tuple, prepared: tu
             expected = max(means, key=lambda t: (means[t]["macro_f1"] - means[t]["n_params"], -t))
         else:
             expected = max(means, key=lambda t: (means[t]["macro_f1"], -means[t]["n_params"], -t))
-        assert best["source"]["trial"] == expected
+        assert best.source.trial == expected
 
 
 # --- single-objective outputs -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
 from hpopipe.config import Params
+from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker
@@ -38,7 +40,7 @@ def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[t
 
 
 def evaluate_candidate(
-    params: Params, candidate: dict[str, Any], x: np.ndarray, y: np.ndarray, task: Task
+    params: Params, candidate: RankedTrial, x: np.ndarray, y: np.ndarray, task: Task
 ) -> list[dict[str, Any]]:
     """Score one candidate on every fold: rows of (trial, fold, score, best_epoch).
 
@@ -48,14 +50,14 @@ def evaluate_candidate(
     rows = []
     device = resolve_device(params.train.device)
     for fold, (train_idx, test_idx) in enumerate(folds(x, y, task, params.cv.folds, params.seed)):
-        seed = derive_seed(params.seed, "cv", candidate.get("position", candidate["number"]), fold)
+        seed = derive_seed(params.seed, "cv", candidate.seed_position, fold)
         inner = split_validation(x[train_idx], y[train_idx], task, params.data.val_size, seed)
-        result = fit(params.model, candidate["params"], params.train, task, inner.fit, inner.val, seed=seed)
+        result = fit(params.model, candidate.params, params.train, task, inner.fit, inner.val, seed=seed)
         x_test = as_tensor(x[test_idx], device)
         output = predict(result.model, x_test, task, result.y_scale)
         value = metrics.score(task.metric, y[test_idx], output, task.n_classes)
         rows.append(
-            {"trial": candidate["number"], "fold": fold, "score": value, "best_epoch": result.best_epoch}
+            {"trial": candidate.number, "fold": fold, "score": value, "best_epoch": result.best_epoch}
         )
         others = params.hpo.objectives[1:]
         rows[-1] |= objectives.objective_values(
@@ -66,7 +68,7 @@ def evaluate_candidate(
 
 def cross_validate(
     params: Params,
-    ranked: list[dict[str, Any]],
+    ranked: Sequence[RankedTrial],
     x: np.ndarray,
     y: np.ndarray,
     task: Task,
@@ -76,13 +78,13 @@ def cross_validate(
     candidates = pareto.candidates(params, ranked)
     rows: list[dict[str, Any]] = []
     for candidate in candidates:
-        with tracker.run(f"cv-trial-{candidate['number']}", params=candidate["params"], nested=True):
+        with tracker.run(f"cv-trial-{candidate.number}", params=candidate.params, nested=True):
             fold_rows = evaluate_candidate(params, candidate, x, y, task)
             scores = [r["score"] for r in fold_rows]
             tracker.log_metrics({"cv_mean": statistics.fmean(scores), "cv_std": statistics.pstdev(scores)})
         log.info(
             "trial %d: %s %.4f ± %.4f",
-            candidate["number"],
+            candidate.number,
             task.metric,
             statistics.fmean(scores),
             statistics.pstdev(scores),

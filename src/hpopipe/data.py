@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from hpopipe.config import DataConfig
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.schema import PreparedSchema
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Prepared:
 
     train: pd.DataFrame
     test: pd.DataFrame
-    schema: dict[str, Any]
+    schema: PreparedSchema
 
 
 def read_table(path: Path, field: str = "data.path") -> pd.DataFrame:
@@ -146,8 +147,8 @@ def _fit_categorical(col: pd.Series, max_categories: int) -> dict[str, Any]:
     return {"categories": sorted(kept), "other": len(ranked) > max_categories}
 
 
-def fit_schema(train: pd.DataFrame, task: str, cfg: DataConfig) -> dict[str, Any]:
-    """Learn the feature transform from the training split only."""
+def fit_schema(train: pd.DataFrame, task: str, cfg: DataConfig, n_test: int) -> PreparedSchema:
+    """Learn the feature transform from the training split only (``n_test`` is recorded with it)."""
     features = [c for c in train.columns if c != cfg.target]
     numeric, categorical = {}, {}
     for name in features:
@@ -158,76 +159,79 @@ def fit_schema(train: pd.DataFrame, task: str, cfg: DataConfig) -> dict[str, Any
             numeric[str(name)] = _fit_numeric(col)
     y = train[cfg.target]
     classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v)) if task == "classification" else []
-    schema: dict[str, Any] = {
-        "version": 1,
-        "target": cfg.target,
-        "task": task,
-        "classes": [_jsonable(c) for c in classes],
-        "input_columns": [str(c) for c in features],
-        "numeric": numeric,
-        "categorical": categorical,
-    }
-    schema["feature_columns"] = feature_names(schema)
-    clashes = sorted({n for n in schema["feature_columns"] if schema["feature_columns"].count(n) > 1})
+    columns = feature_names(numeric, categorical)
+    clashes = sorted({n for n in columns if columns.count(n) > 1})
     if clashes:
         raise HpopipeError(f"data.path: derived feature name(s) {clashes} clash with a column; rename it")
-    return schema
+    return PreparedSchema.model_validate(
+        {
+            "version": 1,
+            "target": cfg.target,
+            "task": task,
+            "classes": [_jsonable(c) for c in classes],
+            "input_columns": [str(c) for c in features],
+            "numeric": numeric,
+            "categorical": categorical,
+            "feature_columns": columns,
+            "n_rows": {"train": len(train), "test": n_test},
+        }
+    )
 
 
 def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def feature_names(schema: dict[str, Any]) -> list[str]:
-    """Output column order of :func:`transform`."""
+def feature_names(numeric: dict[str, dict[str, Any]], categorical: dict[str, dict[str, Any]]) -> list[str]:
+    """Output column order of :func:`transform`, from the fitted numeric and categorical specs."""
     names: list[str] = []
-    for name, spec in schema["numeric"].items():
+    for name, spec in numeric.items():
         names.append(name)
         if spec["indicator"]:
             names.append(f"{name}__missing")
-    for name, spec in schema["categorical"].items():
+    for name, spec in categorical.items():
         names += [f"{name}={c}" for c in spec["categories"]]
         if spec["other"]:
             names.append(f"{name}={OTHER}")
     return names
 
 
-def transform(df: pd.DataFrame, schema: dict[str, Any], source: str = "input") -> pd.DataFrame:
+def transform(df: pd.DataFrame, schema: PreparedSchema, source: str = "input") -> pd.DataFrame:
     """Apply a fitted schema to rows; refuses missing or unexpected columns."""
-    expected = schema["input_columns"]
+    expected = schema.input_columns
     missing = [c for c in expected if c not in df.columns]
-    extra = [c for c in df.columns if c not in expected and c != schema["target"]]
+    extra = [c for c in df.columns if c not in expected and c != schema.target]
     if missing:
         raise HpopipeError(f"{source}: missing column(s) {missing}")
     if extra:
         raise HpopipeError(f"{source}: unexpected column(s) {extra}")
     out: dict[str, np.ndarray] = {}
-    for name, spec in schema["numeric"].items():
+    for name, num in schema.numeric.items():
         values = pd.to_numeric(df[name], errors="coerce")
-        out[name] = ((values.fillna(spec["fill"]) - spec["mean"]) / spec["std"]).to_numpy(np.float32)
-        if spec["indicator"]:
+        out[name] = ((values.fillna(num.fill) - num.mean) / num.std).to_numpy(np.float32)
+        if num.indicator:
             out[f"{name}__missing"] = values.isna().to_numpy(np.float32)
-    for name, spec in schema["categorical"].items():
+    for name, cat_spec in schema.categorical.items():
         col = df[name].astype("string").fillna(MISSING)
-        known = set(spec["categories"])
-        for cat in spec["categories"]:
+        known = set(cat_spec.categories)
+        for cat in cat_spec.categories:
             out[f"{name}={cat}"] = (col == cat).to_numpy(np.float32)
-        if spec["other"]:
+        if cat_spec.other:
             out[f"{name}={OTHER}"] = (~col.isin(known)).to_numpy(np.float32)
-    return pd.DataFrame(out, columns=schema["feature_columns"], index=df.index)
+    return pd.DataFrame(out, columns=list(schema.feature_columns), index=df.index)
 
 
-def encode_target(y: pd.Series, schema: dict[str, Any]) -> np.ndarray:
+def encode_target(y: pd.Series, schema: PreparedSchema) -> np.ndarray:
     """Class index for classification, float value for regression."""
-    if schema["task"] == "regression":
+    if schema.task == "regression":
         return y.to_numpy(dtype=np.float32)
-    index = {c: i for i, c in enumerate(schema["classes"])}
+    index = {c: i for i, c in enumerate(schema.classes)}
     return np.array([index[_jsonable(v)] for v in y], dtype=np.int64)
 
 
-def decode_target(codes: np.ndarray, schema: dict[str, Any]) -> list[Any]:
+def decode_target(codes: np.ndarray, schema: PreparedSchema) -> list[Any]:
     """Inverse of :func:`encode_target` for classification outputs."""
-    return [schema["classes"][int(i)] for i in codes]
+    return [schema.classes[int(i)] for i in codes]
 
 
 def prepare(df: pd.DataFrame, cfg: DataConfig, seed: int) -> Prepared:
@@ -237,17 +241,16 @@ def prepare(df: pd.DataFrame, cfg: DataConfig, seed: int) -> Prepared:
     task = infer_task(y) if cfg.task == "auto" else cfg.task
     _check_target(y, task, cfg)
     train_raw, test_raw = _split(df, task, cfg, seed)
-    schema = fit_schema(train_raw, task, cfg)
+    schema = fit_schema(train_raw, task, cfg, len(test_raw))
     splits = []
     for part in (train_raw, test_raw):
         frame = transform(part.drop(columns=[cfg.target]), schema)
         frame[TARGET] = encode_target(part[cfg.target], schema)
         splits.append(frame)
-    schema["n_rows"] = {"train": len(train_raw), "test": len(test_raw)}
     return Prepared(train=splits[0], test=splits[1], schema=schema)
 
 
-def check_folds(y: np.ndarray, schema: dict[str, Any], folds: int, source: str) -> None:
+def check_folds(y: np.ndarray, schema: PreparedSchema, folds: int, source: str) -> None:
     """Refuse a ``cv.folds`` the training rows cannot fill, before any fold is fitted.
 
     scikit-learn only warns when a class has fewer rows than folds (some folds
@@ -258,14 +261,14 @@ def check_folds(y: np.ndarray, schema: dict[str, Any], folds: int, source: str) 
         raise HpopipeError(
             f"cv.folds: {folds} folds need at least {folds} training rows; {source} has {len(y)}"
         )
-    if schema["task"] != "classification":
+    if schema.task != "classification":
         return
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(schema["classes"]))
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(schema.classes))
     smallest = int(counts.argmin())
     if counts[smallest] < folds:
         raise HpopipeError(
             f"cv.folds: {folds} folds need at least {folds} rows of every class; "
-            f"class {schema['classes'][smallest]!r} has {int(counts[smallest])} in {source}"
+            f"class {schema.classes[smallest]!r} has {int(counts[smallest])} in {source}"
         )
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import ValidationError
 
 from hpopipe import data, metrics
-from hpopipe.config import ModelConfig, RefitConfig, TrainConfig
+from hpopipe.config import RefitConfig
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs import parse
+from hpopipe.handoffs.best import BestConfig
+from hpopipe.handoffs.schema import PreparedSchema
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, as_tensor, fit, predict, task_of
 from hpopipe.training.models import build
@@ -34,79 +35,84 @@ class Refit:
     epochs: int
 
 
-def _parse(best: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    try:
-        return ModelConfig.model_validate(best["model"]), TrainConfig.model_validate(best["train"])
-    except (KeyError, ValidationError) as err:
-        raise HpopipeError(f"artifacts/best/config.yaml: not a valid best configuration ({err})") from None
+@dataclass(frozen=True)
+class Bundle:
+    """What a saved model file holds besides the weights, read back typed."""
+
+    schema: PreparedSchema
+    best: BestConfig
+    y_scale: tuple[float, float]
+    history: list[dict[str, float]]
 
 
 def refit(
-    best: dict[str, Any],
+    best: BestConfig,
     cfg: RefitConfig,
-    schema: dict[str, Any],
+    schema: PreparedSchema,
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
 ) -> Refit:
     """Train on all training rows for the selected number of epochs, then score the test rows."""
-    model_cfg, train_cfg = _parse(best)
-    task = task_of(schema, best["metric"])
-    epochs = int(best["epochs"]) if cfg.epochs == "auto" else int(cfg.epochs)
-    result = fit(
-        model_cfg, best["params"], train_cfg, task, train, None, seed=int(best["seed"]), epochs=epochs
-    )
+    task = task_of(schema.plain(), best.metric)
+    epochs = best.epochs if cfg.epochs == "auto" else int(cfg.epochs)
+    result = fit(best.model, best.params, best.train, task, train, None, seed=best.seed, epochs=epochs)
     device = next(result.model.parameters()).device
     output = predict(result.model, as_tensor(test[0], device), task, result.y_scale)
     return Refit(result, metrics.evaluation_metrics(task.kind, test[1], output, task.n_classes), epochs)
 
 
-def save_model(path: Path, fitted: Refit, best: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Weights + schema + config in one file, written atomically."""
+def save_model(path: Path, fitted: Refit, best: BestConfig, schema: PreparedSchema) -> None:
+    """Weights + schema + config in one file, written atomically.
+
+    Schema and config go in as the plain mappings their files hold, in the files' key order.
+    """
     state = {k: v.detach().cpu() for k, v in fitted.result.model.state_dict().items()}
     checkpoints.save(
         path,
         {
             "format": FORMAT,
             "state_dict": state,
-            "schema": schema,
-            "config": best,
+            "schema": schema.plain(),
+            "config": best.plain(),
             "y_scale": list(fitted.result.y_scale),
             "history": fitted.result.history,
         },
     )
 
 
-def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a saved model; returns it with its bundle (schema, config)."""
+def load_model(path: Path) -> tuple[torch.nn.Module, Bundle]:
+    """Rebuild a saved model; returns it with its typed bundle (schema, config)."""
     if not path.exists():
         raise HpopipeError(f"--model: {path}: file not found")
     try:
-        bundle = checkpoints.load(path)
+        raw = checkpoints.load(path)
     except checkpoints.CheckpointError as err:
         raise HpopipeError(f"--model: {path}: not a readable hpopipe model ({err})") from None
-    if bundle.get("format") != FORMAT:
-        raise HpopipeError(f"--model: {path}: not an hpopipe model (format {bundle.get('format')!r})")
-    best, schema = bundle["config"], bundle["schema"]
-    model_cfg, _ = _parse(best)
-    task = task_of(schema, best["metric"])
-    model = build(model_cfg, best["params"], len(schema["feature_columns"]), task.n_outputs)
-    model.load_state_dict(bundle["state_dict"])
+    if raw.get("format") != FORMAT:
+        raise HpopipeError(f"--model: {path}: not an hpopipe model (format {raw.get('format')!r})")
+    bundle = Bundle(
+        schema=parse(PreparedSchema, raw.get("schema"), f"--model: {path}: schema"),
+        best=parse(BestConfig, raw.get("config"), f"--model: {path}: config"),
+        y_scale=(float(raw["y_scale"][0]), float(raw["y_scale"][1])),
+        history=[dict(row) for row in raw.get("history", [])],
+    )
+    task = task_of(bundle.schema.plain(), bundle.best.metric)
+    model = build(bundle.best.model, bundle.best.params, len(bundle.schema.feature_columns), task.n_outputs)
+    model.load_state_dict(raw["state_dict"])
     model.eval()
     return model, bundle
 
 
-def predict_frame(
-    model: torch.nn.Module, bundle: dict[str, Any], frame: pd.DataFrame, source: str
-) -> pd.DataFrame:
+def predict_frame(model: torch.nn.Module, bundle: Bundle, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Apply the saved transform and model to new rows."""
-    schema, best = bundle["schema"], bundle["config"]
-    task = task_of(schema, best["metric"])
+    schema = bundle.schema
+    task = task_of(schema.plain(), bundle.best.metric)
     features = data.transform(frame, schema, source)
     x = as_tensor(features.to_numpy(np.float32), torch.device("cpu"))
-    output = predict(model, x, task, (float(bundle["y_scale"][0]), float(bundle["y_scale"][1])))
+    output = predict(model, x, task, bundle.y_scale)
     if task.kind == "regression":
         return pd.DataFrame({"prediction": output})
     out = pd.DataFrame({"prediction": data.decode_target(output.argmax(axis=1), schema)})
-    for i, label in enumerate(schema["classes"]):
+    for i, label in enumerate(schema.classes):
         out[f"proba_{label}"] = output[:, i]
     return out

@@ -50,8 +50,8 @@ def _validate(args: argparse.Namespace) -> None:
         params.cv.folds,
         f"the train split of {params.data.path}",
     )
-    rows = prepared.schema["n_rows"]
-    print(f"{params.data.path}: ok ({rows['train']} train and {rows['test']} test rows; cv.folds fits)")
+    rows = prepared.schema.n_rows
+    print(f"{params.data.path}: ok ({rows.train} train and {rows.test} test rows; cv.folds fits)")
 
 
 def _studies(args: argparse.Namespace) -> None:

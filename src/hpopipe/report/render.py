@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe import artifacts, metrics
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.refit import load_model
 from hpopipe.report import plots
 from hpopipe.sweep.storage import load_existing
@@ -64,7 +65,7 @@ class Sources:
     study: optuna.Study
     cv_results: pd.DataFrame
     cv_summary: dict[str, Any]
-    best: dict[str, Any]
+    best: BestConfig
     test_metrics: dict[str, float]
     test: Predictions
     refit_history: list[dict[str, float]]
@@ -72,13 +73,12 @@ class Sources:
     @property
     def metric(self) -> str:
         """The metric the sweep optimised and the winner was chosen by."""
-        return str(self.best["metric"])
+        return self.best.metric
 
     @property
     def selected_trial(self) -> int:
         """The sweep trial whose configuration was refit (best by CV mean)."""
-        source = self.best.get("source") or {}
-        return int(source.get("trial", self.cv_summary["best_trial"]))
+        return self.best.source.trial
 
 
 def load_sources() -> Sources:
@@ -91,7 +91,7 @@ def load_sources() -> Sources:
         study=open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
         cv_results=artifacts.read_frame(artifacts.CV_RESULTS),
         cv_summary=artifacts.read_json(artifacts.metrics_file("cv")),
-        best=artifacts.read_yaml(artifacts.BEST_CONFIG),
+        best=read_best(artifacts.BEST_CONFIG),
         test_metrics=artifacts.read_json(artifacts.metrics_file("test")),
         test=test,
         refit_history=history,
@@ -112,15 +112,14 @@ def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, 
     if not model_path.exists():
         raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
     model, bundle = load_model(model_path)
-    schema, best = bundle["schema"], bundle["config"]
-    task = task_of(schema, best["metric"])
+    schema = bundle.schema
+    task = task_of(schema.plain(), bundle.best.metric)
     x, y = to_arrays(artifacts.read_frame(test_path))
-    y_scale = (float(bundle["y_scale"][0]), float(bundle["y_scale"][1]))
-    output = predict(model, as_tensor(x, torch.device("cpu")), task, y_scale)
-    history = [dict(row) for row in bundle.get("history", [])]
+    output = predict(model, as_tensor(x, torch.device("cpu")), task, bundle.y_scale)
+    history = bundle.history
     if task.kind == "regression":
         return Predictions("regression", y.astype(float).tolist(), output.tolist(), []), history
-    classes = [str(c) for c in schema["classes"]]
+    classes = [str(c) for c in schema.classes]
     actual = [str(c) for c in decode_target(y, schema)]
     predicted = [str(c) for c in decode_target(output.argmax(axis=1), schema)]
     return Predictions("classification", actual, predicted, classes), history
@@ -293,7 +292,7 @@ def _pareto_note(sources: Sources) -> str:
     if not _multi(sources.study):
         return ""
     names = sources.study.metric_names or []
-    rule = (sources.best.get("source") or {}).get("rule", "?")
+    rule = sources.best.source.rule or "?"
     return (
         f" Multi-objective ({html.escape(', '.join(names))}): a Pareto front of "
         f"{len(sources.study.best_trials)} trials, "
@@ -310,10 +309,9 @@ def metrics_table(sources: Sources) -> str:
 def best_config_table(sources: Sources) -> str:
     """The selected hyperparameters and the settings the refit used."""
     best = sources.best
-    model = best.get("model", {})
-    rows: list[list[Any]] = [["model", model.get("name") or model.get("factory") or "?"]]
-    rows += [[name, value] for name, value in sorted(best.get("params", {}).items())]
-    rows += [["epochs (refit)", best.get("epochs", "?")], ["seed", best.get("seed", "?")]]
+    rows: list[list[Any]] = [["model", best.model.name or best.model.factory or "?"]]
+    rows += [[name, value] for name, value in sorted(best.params.items())]
+    rows += [["epochs (refit)", best.epochs], ["seed", best.seed]]
     return _table(["setting", "value"], rows)
 
 

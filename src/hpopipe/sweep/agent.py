@@ -17,6 +17,7 @@ from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.schema import read_schema
 from hpopipe.names import check_name
 from hpopipe.sweep.lifecycle import worker_id
 from hpopipe.sweep.runner import join
@@ -43,7 +44,7 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     for path in (artifacts.TRAIN, artifacts.SCHEMA):
         if not path.exists():
             raise HpopipeError(f"{path}: not found (run `dvc repro prepare` or `dvc pull` in this checkout)")
-    train, schema = artifacts.read_frame(artifacts.TRAIN), artifacts.read_json(artifacts.SCHEMA)
+    train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
     name = study_name(params, data_fingerprint(train, schema))
     if study is not None and study != name:
         raise HpopipeError(

@@ -17,6 +17,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
+from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
 
 
@@ -62,7 +63,7 @@ def pareto_front(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     rows = []
     for entry in ranked_trials(study)[: None if pareto.is_multi_objective_study(study) else 1]:
-        t = by_number[entry["number"]]
+        t = by_number[entry.number]
         rows.append(
             {"number": t.number, **_values(study, t), **{f"params_{n}": t.params.get(n) for n in names}}
         )
@@ -70,7 +71,7 @@ def pareto_front(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
+def ranked_trials(study: optuna.Study) -> list[RankedTrial]:
     """COMPLETE trials, best first (ties by trial number), with their typed params.
 
     A multi-objective study ranks only its Pareto front, by the first
@@ -80,30 +81,30 @@ def ranked_trials(study: optuna.Study) -> list[dict[str, Any]]:
     if pareto.is_multi_objective_study(study):
         names = pareto.objective_names(study)
         return [
-            {
-                "number": t.number,
-                "value": t.values[0],
-                "values": dict(zip(names, t.values, strict=True)),
-                "params": t.params,
-                "best_epoch": t.user_attrs.get("best_epoch"),
-                "checkpoint": t.user_attrs.get("checkpoint"),
-            }
+            RankedTrial(
+                number=t.number,
+                value=t.values[0],
+                values=dict(zip(names, t.values, strict=True)),
+                params=t.params,
+                best_epoch=t.user_attrs.get("best_epoch"),
+                checkpoint=t.user_attrs.get("checkpoint"),
+            )
             for t in pareto.front(study)
         ]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
     return [
-        {
-            "number": t.number,
-            "value": t.value,
-            "params": t.params,
-            "best_epoch": t.user_attrs.get("best_epoch"),
-            "checkpoint": t.user_attrs.get("checkpoint"),
+        RankedTrial(
+            number=t.number,
+            value=t.values[0],  # COMPLETE: one value, never None
+            params=t.params,
+            best_epoch=t.user_attrs.get("best_epoch"),
+            checkpoint=t.user_attrs.get("checkpoint"),
             # The trial's place in an uninterrupted sweep: a retry after a crash has a new number
             # but the same position, and CV seeds by it so a crash does not change CV results.
-            "position": t.user_attrs.get("position", t.number),
-        }
+            position=t.user_attrs.get("position", t.number),
+        )
         for t in ordered
     ]
 
@@ -126,8 +127,8 @@ def statistics(study: optuna.Study) -> dict[str, Any]:
         else 0.0,
         "total_duration_s": round(sum(durations), 3),
         "mean_duration_s": round(sum(durations) / len(durations), 3) if durations else None,
-        "best_value": ranked[0]["value"] if ranked else None,
-        "best_trial": ranked[0]["number"] if ranked else None,
+        "best_value": ranked[0].value if ranked else None,
+        "best_trial": ranked[0].number if ranked else None,
         **_front_size(study, ranked),
     }
 
@@ -139,7 +140,7 @@ def _directions(study: optuna.Study) -> dict[str, Any]:
     return {"direction": study.direction.name.lower()}
 
 
-def _front_size(study: optuna.Study, ranked: list[dict[str, Any]]) -> dict[str, int]:
+def _front_size(study: optuna.Study, ranked: list[RankedTrial]) -> dict[str, int]:
     # Multi-objective only (the ranking is the front), so single-objective outputs stay as they were.
     return {"front_size": len(ranked)} if pareto.is_multi_objective_study(study) else {}
 
@@ -154,8 +155,8 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     ranked = ranked_trials(study)
     return {
         "study": study.study_name,
-        "best_value": ranked[0]["value"] if ranked else None,
-        "best_trial": ranked[0]["number"] if ranked else None,
+        "best_value": ranked[0].value if ranked else None,
+        "best_trial": ranked[0].number if ranked else None,
         "n_trials": len(trials),
         **counts,
         **_front_size(study, ranked),

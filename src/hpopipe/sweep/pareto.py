@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpopipe.config import BestFirstMetric, Params, WeightedSelect
+from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.metrics import objective_direction
 
 Rule = BestFirstMetric | WeightedSelect
@@ -82,15 +83,15 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.best_trials, key=key)
 
 
-def candidates(params: Params, ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def candidates(params: Params, ranked: Sequence[RankedTrial]) -> list[RankedTrial]:
     """The ``cv.top_k`` trials CV scores: the best of the ranked front by ``cv.select`` on sweep values.
 
     One objective: the first ``top_k`` of the ranking (best_first_metric is its order).
     """
     if not is_multi_objective(params):
-        return ranked[: params.cv.top_k]
+        return list(ranked[: params.cv.top_k])
     names = params.hpo.objectives
-    ordered = sorted(ranked, key=lambda t: (*rule_key(params.cv.select, names, t["values"]), t["number"]))
+    ordered = sorted(ranked, key=lambda t: (*rule_key(params.cv.select, names, t.values or {}), t.number))
     return ordered[: params.cv.top_k]
 
 
