@@ -255,7 +255,7 @@ def test_every_module_name_shown_exists(page: Path) -> None:
 
 def test_the_name_check_catches_the_old_flat_layout() -> None:
     assert resolves("hpopipe.sweep.study")
-    assert resolves("hpopipe.sweep.recovery.SeededSampler")
+    assert resolves("hpopipe.sweep.seeded_sampler.SeededSampler")
     assert not resolves("hpopipe.study")
     assert not resolves("hpopipe.fanout.run_workers")
 
