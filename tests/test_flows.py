@@ -21,16 +21,13 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, make_project, params_variant, subprocess_env
 from tests.prefect_server import Server, stop, wait_for
 
 PIPELINE = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 DEPLOYMENT = "retrain/nightly"
-FLOW_PARAMS = (
-    TINY_PARAMS.replace("n_trials: 4", "n_trials: 2")
-    .replace("max_epochs: 6", "max_epochs: 2")
-    .replace("top_k: 2", "top_k: 1")
-    .replace("  epochs: auto\n", "  epochs: auto\n  log_model: false\n")
+FLOW_PARAMS = params_variant(
+    TINY_PARAMS, {"hpo.n_trials": 2, "train.max_epochs": 2, "cv.top_k": 1, "refit.log_model": False}
 )
 
 

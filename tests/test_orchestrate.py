@@ -21,7 +21,7 @@ import yaml
 
 from hpopipe.errors import HpopipeError
 from hpopipe.retrain import orchestrate
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, make_project, params_variant, subprocess_env
 
 # The pipeline as dvc.yaml lists it (the contract test pins that order).
 PIPELINE = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
@@ -262,11 +262,8 @@ def test_the_baseline_is_the_committed_test_metric(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- `hpopipe retrain` on the real pipeline
 
-RETRAIN_PARAMS = (
-    TINY_PARAMS.replace("n_trials: 4", "n_trials: 2")
-    .replace("max_epochs: 6", "max_epochs: 2")
-    .replace("top_k: 2", "top_k: 1")
-    .replace("  epochs: auto\n", "  epochs: auto\n  log_model: false\n")
+RETRAIN_PARAMS = params_variant(
+    TINY_PARAMS, {"hpo.n_trials": 2, "train.max_epochs": 2, "cv.top_k": 1, "refit.log_model": False}
 )
 
 

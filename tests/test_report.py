@@ -28,7 +28,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.report import plots, render
 from hpopipe.training import checkpoints
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
-from tests.test_contract import library_closure
+from tools.importgraph import closure as library_closure
 
 PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
 SNIPPET = yaml.safe_load((REPO / "tests/data/report_stage.yaml").read_text())

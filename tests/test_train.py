@@ -38,16 +38,6 @@ def cfg(**kw: Any) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.fixture(scope="module")
-def problem() -> dict[str, np.ndarray]:
-    """240 training and 60 validation rows of a 5-feature problem, for both tasks."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 5)).astype(np.float32)
-    y_cls = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
-    y_reg = (x @ np.arange(5) + 0.1 * rng.normal(size=300)).astype(np.float32)
-    return {"x": x, "y_cls": y_cls, "y_reg": y_reg}
-
-
 def splits(problem: dict[str, np.ndarray], task: loop.Task) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     y = problem["y_cls"] if task.kind == "classification" else problem["y_reg"]
     x = problem["x"]
