@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class BadInput:
     expect: str  # must appear in the one line on stderr
     edit: Callable[[Raw], None] | None = None
     text: Callable[[str], str] | None = None  # edits params.yaml as text (YAML-level problems)
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    files: Mapping[str, str | bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     setup: tuple[str, ...] = ()  # stages run (in-process) before the snapshot
 

@@ -117,7 +117,7 @@ def test_sigterm_to_dvc_alone_leaves_no_orphan_and_the_next_repro_completes(tmp_
     assert repro(root) == STAGES[1:]
     assert_invariants(root, n_trials=4)
     study = load(root)
-    assert all(math.isfinite(t.value) for t in study.trials if t.state == TrialState.COMPLETE)
+    assert all(math.isfinite(t.value) for t in study.trials if t.state == TrialState.COMPLETE)  # type: ignore[arg-type]
     (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 1]
     assert retry.user_attrs["resumed_from_epoch"] >= 2
 

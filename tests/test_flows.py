@@ -74,7 +74,7 @@ def _trigger(server: Server, **parameters: Any) -> Any:
 
     with temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_HOME: server.home}):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=400, poll_interval=2)
-    assert run.state is not None and run.state.is_final(), f"run not finished: {run.state}"
+    assert run.state is not None and run.state.is_final(), f"run not finished: {run.state}"  # type: ignore[union-attr]
     return run
 
 
@@ -107,8 +107,8 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
     assert not missing, f"give {sorted(missing)} a retry policy in flows/retrain.py POLICIES"
     assert retrain.POLICIES["hpo"].retries >= 1  # the sweep resumes its study on a retry
     worth = retrain._worth_retrying
-    assert worth(None, None, Failed(data=StageError("stage 'hpo': killed", retryable=True)))
-    assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))
+    assert worth(None, None, Failed(data=StageError("stage 'hpo': killed", retryable=True)))  # type: ignore[arg-type]
+    assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))  # type: ignore[arg-type]
 
 
 def test_serve_needs_a_server_and_a_checkout(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def sh(root: Path, *cmd: str) -> str:
     return proc.stdout
 
 
-def dvc_project(root: Path, stages: dict[str, object]) -> Path:
+def dvc_project(root: Path, stages: Mapping[str, object]) -> Path:
     """A git + DVC repo whose dvc.yaml holds ``stages``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
