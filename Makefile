@@ -21,10 +21,14 @@ repro: $(STAMP)
 lint: $(STAMP)
 	ruff check src stages flows tests benchmarks tools
 	ruff format --check src stages flows tests benchmarks tools
-	mypy && mypy flows
+	mypy && mypy flows && mypy tests
+
+# Two workers (pytest-xdist); modules that share a costly fixture or a server stay on one
+# (tests/conftest.py XDIST_GROUPS). Plain `pytest` runs the same tests serially.
+PYTEST_WORKERS ?= 2
 
 test: lint
-	pytest
+	pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	python benchmarks/overhead.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,37 @@ BIN = Path(sys.executable).parent
 pytest_plugins = ["tests.prefect_server"]
 
 
+# Under `pytest -n 2 --dist loadgroup` (make test) a group runs whole on one worker. A module joins one
+# when its tests share an expensive module-scoped fixture (built once, not once per worker) or start
+# servers: the Prefect and MLflow-server modules share one group, so never two servers on free ports at
+# once and the first `import prefect` of a worker keeps the server's PREFECT_HOME, as in a serial run.
+XDIST_GROUPS = {
+    "test_bad_input": "bad_input",  # base_project: the pipeline up to refit
+    "test_orchestrate": "orchestrate",  # tiny DVC project, the first retrain
+    "test_pareto": "pareto",  # two multi-objective sweeps
+    "test_pipeline_dvc": "pipeline_dvc",  # a whole `dvc repro`
+    "test_recovery": "recovery",  # the straight sweep every resume is compared with
+    "test_report": "report",  # a classification and a regression pipeline
+    "test_flows": "servers",
+    "test_sweep_flow": "servers",
+    "test_workers": "servers",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two workers on a 2-core machine: torch's intra-op threads would only contend (it reads
+        # OMP_NUM_THREADS at import; stage processes inherit it). The sweep agent sets its own share.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.stem)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="module")
 def prepared() -> tuple[Any, dict]:
     """The default data prepared with TINY_PARAMS: (train frame, schema file's mapping), once a module."""
@@ -32,6 +64,33 @@ def prepared() -> tuple[Any, dict]:
     params = parse_params(raw)
     prep = prepare(read_table(params.data.path), params.data, params.seed)
     return prep.train, prep.schema.plain()
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/prepared of the sweep tests' params (the prepare stage as a process), once per session.
+
+    Copy it into a project (shutil.copytree); never write into it.
+    """
+    from tests.sweeps import run_stage, sweep_params
+
+    workdir = tmp_path_factory.mktemp("prepared")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
+    proc = run_stage(workdir, "stages.prepare")
+    assert proc.returncode == 0, proc.stdout
+    return workdir / "data/prepared"
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict[str, Any]:
+    """240 training and 60 validation rows of a 5-feature problem, for classification and regression."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y_cls = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    y_reg = (x @ np.arange(5) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    return {"x": x, "y_cls": y_cls, "y_reg": y_reg}
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +132,11 @@ def inside(root: Path) -> Iterator[None]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a child process: the venv's tools first on PATH."""
+    """Environment for a child process: the venv's tools first on PATH, this checkout's code first.
+
+    ``src`` leads PYTHONPATH so a child imports this checkout's library even where the
+    venv's editable install points at another one (a git worktree).
+    """
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(
@@ -85,7 +148,48 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         }
     )
     env.update(extra)
+    rest = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *([rest] if rest else [])])
     return env
+
+
+DROP: Any = object()
+"""A value for :func:`params_variant` that removes the key instead of setting it."""
+
+
+def params_variant(base_text: str, changes: dict[str, Any]) -> str:
+    """``base_text`` (a params.yaml) with each dotted key in ``changes`` set (or dropped, for ``DROP``).
+
+    Edits the parsed YAML, so a change that no longer matches the template fails loudly instead of
+    silently doing nothing: the parent of every dotted key must exist (a KeyError otherwise).
+    """
+    raw = yaml.safe_load(base_text)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for depth, key in enumerate(parents):
+            if not isinstance(node, dict) or key not in node:
+                raise KeyError(f"params_variant: {'.'.join(parents[: depth + 1])} is not in the template")
+            node = node[key]
+        if not isinstance(node, dict):
+            raise KeyError(f"params_variant: {'.'.join(parents)} is not a mapping")
+        if value is DROP:
+            if leaf not in node:
+                raise KeyError(f"params_variant: {dotted} is not in the template, nothing to drop")
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def dvc_repro(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """Run `dvc repro` in ``root`` to the end (it must succeed); the stages that ran, and the output."""
+    proc = subprocess.run(
+        ["dvc", "repro", *args], cwd=root, env=env or subprocess_env(), capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return re.findall(r"Running stage '(\w+)'", out), out
 
 
 def make_project(root: Path, params: str) -> Path:

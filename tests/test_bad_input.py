@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, inside, make_project, params_variant, subprocess_env
 
 Raw = dict[str, Any]
 
@@ -78,7 +78,7 @@ class BadInput:
     expect: str  # must appear in the one line on stderr
     edit: Callable[[Raw], None] | None = None
     text: Callable[[str], str] | None = None  # edits params.yaml as text (YAML-level problems)
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    files: Mapping[str, str | bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     setup: tuple[str, ...] = ()  # stages run (in-process) before the snapshot
 
@@ -371,8 +371,7 @@ BAD_INPUTS: list[BadInput] = [
 # The project every case copies: the tiny sweep run up to `refit` so that a study database, trial
 # checkpoints and a model exist to be left untouched. Built in-process (the stages' own main()),
 # which saves five interpreter start-ups; the cases themselves run as separate processes.
-BASE_PARAMS = TINY_PARAMS.replace("n_trials: 4", "n_trials: 2").replace("max_epochs: 6", "max_epochs: 2")
-BASE_PARAMS = BASE_PARAMS.replace("top_k: 2", "top_k: 1")
+BASE_PARAMS = params_variant(TINY_PARAMS, {"hpo.n_trials": 2, "train.max_epochs": 2, "cv.top_k": 1})
 PIPELINE_TO_REFIT = ("prepare", "hpo", "cv", "select", "refit")
 
 

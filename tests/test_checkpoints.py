@@ -46,11 +46,9 @@ for EPOCH in (1, 2, 3):
 """
 
 
-@pytest.fixture(scope="module")
-def problem() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 5)).astype(np.float32)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+def splits(problem: dict[str, np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The shared ``problem`` (conftest) as classification (train, validation)."""
+    x, y = problem["x"], problem["y_cls"]
     return (x[:240], y[:240]), (x[240:], y[240:])
 
 
@@ -77,9 +75,9 @@ def test_a_kill_inside_save_leaves_a_loadable_checkpoint(tmp_path: Path, where: 
 
 
 def test_truncated_latest_falls_back_to_the_previous_one_and_names_it(
-    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    problem: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tr, val = problem
+    tr, val = splits(problem)
     ckpt = tmp_path / "trial.pt"
     straight = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5)
     loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
@@ -98,9 +96,9 @@ def test_truncated_latest_falls_back_to_the_previous_one_and_names_it(
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(
-    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    problem: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tr, val = problem
+    tr, val = splits(problem)
     other, ckpt = tmp_path / "other.pt", tmp_path / "trial.pt"
     loop.fit(MLP, {**PARAMS, "width": 8}, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=other)
     ckpt.write_bytes(other.read_bytes())  # a file under this trial's name, written for other params
@@ -112,9 +110,9 @@ def test_a_checkpoint_of_another_configuration_is_refused(
 
 
 def test_five_epochs_equal_three_plus_two_resumed_bit_for_bit(
-    problem: tuple[tuple[np.ndarray, np.ndarray], ...], tmp_path: Path
+    problem: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    tr, val = problem
+    tr, val = splits(problem)
     straight_ckpt, ckpt = tmp_path / "straight.pt", tmp_path / "trial.pt"
     straight = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5, checkpoint=straight_ckpt)
     loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)

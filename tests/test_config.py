@@ -74,9 +74,9 @@ def test_parse_params_matches_load_params(raw: dict[str, Any]) -> None:
 def test_params_are_frozen(raw: dict[str, Any]) -> None:
     params = parse_params(raw)
     with pytest.raises(pydantic.ValidationError):
-        params.seed = 1  # type: ignore[misc]
+        params.seed = 1
     with pytest.raises(pydantic.ValidationError):
-        params.hpo.n_trials = 1  # type: ignore[misc]
+        params.hpo.n_trials = 1
 
 
 @pytest.mark.parametrize("value", [None, [], ["seed", 1], "seed: 1", 42])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,7 @@ from hpopipe import artifacts
 from hpopipe.config import Params, load_params
 from hpopipe.report import render
 from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))
-from importgraph import closure as library_closure
+from tools.importgraph import closure as library_closure
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES: dict = DVC["stages"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -334,7 +335,7 @@ def test_infer_task(values: list[object], task: str) -> None:
 # --- errors ---------------------------------------------------------------------------------------------
 
 
-def small_frame(target: list[object]) -> pd.DataFrame:
+def small_frame(target: Sequence[object]) -> pd.DataFrame:
     n = len(target)
     return pd.DataFrame(
         {"a": np.linspace(0, 1, n), "c": ["x", "y"] * (n // 2) + ["x"] * (n % 2), "y": target}

@@ -49,7 +49,9 @@ def test_deploy_worker_needs_a_checkout_and_a_server(tmp_path: Path) -> None:
 
 def _study() -> optuna.Study:
     study = optuna.create_study(study_name="mlp-1234abcd", direction="maximize")
-    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
+    }
     trials = [
         ("host-a:11", TrialState.COMPLETE, 0.91, 0.01),
         ("host-a:11", TrialState.PRUNED, None, 0.05),

@@ -24,8 +24,8 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
-from tests.test_recovery import assert_invariants, load, wait_mid_trial
+from tests.conftest import REPO, TINY_PARAMS, dvc_repro, make_project, subprocess_env
+from tests.sweeps import assert_invariants, load, wait_mid_trial
 
 pytestmark = pytest.mark.slow
 STAGES = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
@@ -76,12 +76,7 @@ def start_repro(root: Path, mark: str) -> subprocess.Popen[bytes]:
 
 def repro(root: Path) -> list[str]:
     """Run `dvc repro` to the end; the stages that ran."""
-    proc = subprocess.run(
-        ["dvc", "repro"], cwd=root, env=stage_env(uuid.uuid4().hex), capture_output=True, text=True
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return re.findall(r"Running stage '(\w+)'", out)
+    return dvc_repro(root, env=stage_env(uuid.uuid4().hex))[0]
 
 
 def ran(root: Path) -> list[str]:
@@ -122,7 +117,7 @@ def test_sigterm_to_dvc_alone_leaves_no_orphan_and_the_next_repro_completes(tmp_
     assert repro(root) == STAGES[1:]
     assert_invariants(root, n_trials=4)
     study = load(root)
-    assert all(math.isfinite(t.value) for t in study.trials if t.state == TrialState.COMPLETE)
+    assert all(math.isfinite(t.value) for t in study.trials if t.state == TrialState.COMPLETE)  # type: ignore[arg-type]
     (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 1]
     assert retry.user_attrs["resumed_from_epoch"] >= 2
 

@@ -21,16 +21,13 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, make_project, params_variant, subprocess_env
 from tests.prefect_server import Server, stop, wait_for
 
 PIPELINE = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 DEPLOYMENT = "retrain/nightly"
-FLOW_PARAMS = (
-    TINY_PARAMS.replace("n_trials: 4", "n_trials: 2")
-    .replace("max_epochs: 6", "max_epochs: 2")
-    .replace("top_k: 2", "top_k: 1")
-    .replace("  epochs: auto\n", "  epochs: auto\n  log_model: false\n")
+FLOW_PARAMS = params_variant(
+    TINY_PARAMS, {"hpo.n_trials": 2, "train.max_epochs": 2, "cv.top_k": 1, "refit.log_model": False}
 )
 
 
@@ -77,7 +74,7 @@ def _trigger(server: Server, **parameters: Any) -> Any:
 
     with temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_HOME: server.home}):
         run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=400, poll_interval=2)
-    assert run.state is not None and run.state.is_final(), f"run not finished: {run.state}"
+    assert run.state is not None and run.state.is_final(), f"run not finished: {run.state}"  # type: ignore[union-attr]
     return run
 
 
@@ -111,8 +108,8 @@ def test_every_stage_has_a_retry_policy_and_user_errors_are_not_retried(
     assert not missing, f"give {sorted(missing)} a retry policy in flows/retrain.py POLICIES"
     assert retrain.POLICIES["hpo"].retries >= 1  # the sweep resumes its study on a retry
     worth = retrain._worth_retrying
-    assert worth(None, None, Failed(data=StageError("stage 'hpo': killed", retryable=True)))
-    assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))
+    assert worth(None, None, Failed(data=StageError("stage 'hpo': killed", retryable=True)))  # type: ignore[arg-type]
+    assert not worth(None, None, Failed(data=StageError("stage 'hpo': bad params", retryable=False)))  # type: ignore[arg-type]
 
 
 def test_serve_needs_a_server_and_a_checkout(tmp_path: Path) -> None:

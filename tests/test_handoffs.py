@@ -12,12 +12,13 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.study import StudyDirection
 
 from hpopipe.config import DataConfig, Params, parse_params
 from hpopipe.data import prepare, read_table
@@ -31,7 +32,7 @@ from tests.conftest import REPO, TINY_PARAMS
 
 GOLDEN = REPO / "tests/data/handoffs"
 CV = json.loads((GOLDEN / "cv_summaries.json").read_text())
-SCHEMAS = {
+SCHEMAS: dict[str, tuple[Path, str, dict[str, Any]]] = {
     "mixed": (GOLDEN / "mixed.csv", "label", {"max_categories": 3}),
     "breast_cancer": (REPO / "data/raw/breast_cancer.csv", "diagnosis", {}),
 }
@@ -51,7 +52,9 @@ def golden_study(multi: bool) -> optuna.Study:
         (0.93, 400.0, 0.003, 1, 32, True),
         (0.95, 12000.0, 0.005, 2, 16, "relu"),
     ]
-    directions = ["maximize", "minimize"] if multi else ["maximize"]
+    directions: list[StudyDirection | Literal["minimize", "maximize"]] = (
+        ["maximize", "minimize"] if multi else ["maximize"]
+    )
     study = optuna.create_study(study_name="golden", directions=directions)
     if multi:
         with warnings.catch_warnings():

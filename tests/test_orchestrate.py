@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from hpopipe.errors import HpopipeError, StageError
 from hpopipe.retrain.gate import EXIT_GATE_FAILED, committed_metrics, quality_gate
 from hpopipe.retrain.overrides import apply_overrides, override_list
 from hpopipe.retrain.stages import git_tracked_outputs, pipeline_stages, run_stage
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, make_project, params_variant, subprocess_env
 
 # The pipeline as dvc.yaml lists it (the contract test pins that order).
 PIPELINE = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
@@ -35,7 +36,7 @@ def sh(root: Path, *cmd: str) -> str:
     return proc.stdout
 
 
-def dvc_project(root: Path, stages: dict[str, object]) -> Path:
+def dvc_project(root: Path, stages: Mapping[str, object]) -> Path:
     """A git + DVC repo whose dvc.yaml holds ``stages``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
@@ -264,11 +265,8 @@ def test_the_baseline_is_the_committed_test_metric(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- `hpopipe retrain` on the real pipeline
 
-RETRAIN_PARAMS = (
-    TINY_PARAMS.replace("n_trials: 4", "n_trials: 2")
-    .replace("max_epochs: 6", "max_epochs: 2")
-    .replace("top_k: 2", "top_k: 1")
-    .replace("  epochs: auto\n", "  epochs: auto\n  log_model: false\n")
+RETRAIN_PARAMS = params_variant(
+    TINY_PARAMS, {"hpo.n_trials": 2, "train.max_epochs": 2, "cv.top_k": 1, "refit.log_model": False}
 )
 
 

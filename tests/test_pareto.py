@@ -7,7 +7,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from hpopipe.sweep.study import study_name
 from hpopipe.tracking import NullTracker
 from hpopipe.training.loop import task_of
 from hpopipe.training.models import build
-from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import DROP, REPO, TINY_PARAMS, dvc_repro, make_project, params_variant, subprocess_env
 
 OBJECTIVES = ["macro_f1", "n_params"]
 
@@ -319,18 +318,21 @@ def test_single_objective_pareto_csv_holds_the_best_trial(tmp_path: Path, prepar
 
 # --- the whole pipeline -------------------------------------------------------------------------
 
-MO_PARAMS = (
-    TINY_PARAMS.replace("  metric: macro_f1\n", "  metrics: [macro_f1, n_params]\n")
-    .replace("  pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}\n", "")
-    .replace(
-        "  sampler: {name: tpe, n_startup_trials: 2}\n", "  sampler: {name: nsga2, population_size: 2}\n"
-    )
-    .replace("cv:\n", "cv:\n  select: {rule: weighted, weights: {macro_f1: 1.0, n_params: -1.0e-4}}\n")
+MO_PARAMS = params_variant(
+    TINY_PARAMS,
+    {
+        "hpo.metric": DROP,
+        "hpo.metrics": ["macro_f1", "n_params"],
+        "hpo.pruner": DROP,
+        "hpo.sampler": {"name": "nsga2", "population_size": 2},
+        "cv.select": {"rule": "weighted", "weights": {"macro_f1": 1.0, "n_params": -1.0e-4}},
+    },
 )
 
 
 def test_every_stage_runs_on_a_multi_objective_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "metrics: [macro_f1, n_params]" in MO_PARAMS and "median" not in MO_PARAMS
+    hpo = yaml.safe_load(MO_PARAMS)["hpo"]
+    assert hpo["metrics"] == ["macro_f1", "n_params"] and "pruner" not in hpo
     (tmp_path / "data/raw").mkdir(parents=True)
     shutil.copy(REPO / "data/raw/breast_cancer.csv", tmp_path / "data/raw")
     (tmp_path / "params.yaml").write_text(MO_PARAMS)
@@ -371,13 +373,11 @@ def test_dvc_runs_a_multi_objective_pipeline_and_a_new_rule_reruns_from_cv(tmp_p
     env = subprocess_env(HPOPIPE_TRACKING="off")
 
     def repro() -> list[str]:
-        proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return re.findall(r"Running stage '(\w+)'", proc.stdout + proc.stderr)
+        return dvc_repro(root, env=env)[0]
 
     assert repro() == ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
     assert (root / "artifacts/hpo/pareto.csv").exists()
-    (root / "params.yaml").write_text(MO_PARAMS.replace("  select: {rule: weighted", "  #"))
+    (root / "params.yaml").write_text(params_variant(MO_PARAMS, {"cv.select": DROP}))
     ran = repro()
     assert ran[:2] == ["cv", "select"] and "hpo" not in ran
     best = yaml.safe_load((root / "artifacts/best/config.yaml").read_text())

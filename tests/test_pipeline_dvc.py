@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -13,30 +12,22 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TINY_PARAMS, make_project, subprocess_env
+from tests.conftest import TINY_PARAMS, dvc_repro, make_project, params_variant, subprocess_env
 
 pytestmark = pytest.mark.slow
 
 
 def repro(root: Path, *args: str) -> tuple[list[str], str]:
-    """Run `dvc repro`; return the stages that ran and the whole output."""
+    """Run `dvc repro` with tracking on; return the stages that ran and the whole output."""
     env = subprocess_env(
         HPOPIPE_TRACKING="on", HPOPIPE_LOG_LEVEL="INFO", MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db"
     )
-    proc = subprocess.run(["dvc", "repro", *args], cwd=root, env=env, capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return re.findall(r"Running stage '(\w+)'", out), out
+    return dvc_repro(root, *args, env=env)
 
 
 def set_param(root: Path, dotted: str, value: object) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    node = params
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path = root / "params.yaml"
+    path.write_text(params_variant(path.read_text(), {dotted: value}))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,58 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import pytest
-import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
 from hpopipe.artifacts import sqlite_url
-from tests.conftest import REPO, TINY_PARAMS, subprocess_env
+from tests.conftest import subprocess_env
+from tests.sweeps import assert_invariants, load, run_stage, start, sweep_params, wait_mid_trial
 
 pytestmark = pytest.mark.slow
-N_TRIALS = 5
-
-
-def sweep_params(**hpo: Any) -> dict[str, Any]:
-    raw = yaml.safe_load(TINY_PARAMS)
-    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
-    raw["model"] = {"factory": "tests.failing_models:slow", "params": {}}
-    # Median pruning: Hyperband assigns brackets by trial number, which a retry shifts.
-    pruner = {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 2}
-    raw["hpo"].update({"n_trials": N_TRIALS, "pruner": pruner, **hpo})
-    raw["train"].update(max_epochs=6, patience=10)
-    return raw
-
-
-def start(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", module]
-    environment = subprocess_env(**{"PYTHONPATH": str(REPO), "HPOPIPE_TEST_DELAY": "0.01", **env})
-    return subprocess.Popen(
-        cmd,
-        cwd=workdir,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def run_stage(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.CompletedProcess[str]:
-    proc = start(workdir, module, **env)
-    out, _ = proc.communicate(timeout=600)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The prepare stage, run once for the module."""
-    workdir = tmp_path_factory.mktemp("prepared")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
-    proc = run_stage(workdir, "stages.prepare")
-    assert proc.returncode == 0, proc.stdout
-    return workdir / "data/prepared"
 
 
 def project(workdir: Path, prepared: Path, **hpo: Any) -> Path:
@@ -74,28 +30,6 @@ def project(workdir: Path, prepared: Path, **hpo: Any) -> Path:
     (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params(**hpo)))
     shutil.copytree(prepared, workdir / "data/prepared")
     return workdir
-
-
-def load(workdir: Path) -> optuna.Study:
-    storage = sqlite_url(workdir / "artifacts/hpo/study.db")
-    (name,) = optuna.study.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:
-    """Block until trial ``number`` is RUNNING with at least ``epochs`` epochs reported."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            trials = load(workdir).get_trials(deepcopy=False)
-        except (ValueError, KeyError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError):
-            trials = []  # not created yet, or busy: poll again
-        running = [t for t in trials if t.number == number and t.state == TrialState.RUNNING]
-        if running and len(running[0].intermediate_values) >= epochs:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"trial {number} never got to epoch {epochs}")
 
 
 def signature(study: optuna.Study) -> list[tuple[Any, ...]]:
@@ -107,22 +41,9 @@ def signature(study: optuna.Study) -> list[tuple[Any, ...]]:
     ]
 
 
-def assert_invariants(workdir: Path, n_trials: int = N_TRIALS) -> None:
-    trials = load(workdir).trials
-    assert [t.number for t in trials] == list(range(len(trials)))
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == n_trials
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            assert t.user_attrs.get("fail_reason"), t.number
-            assert any(r.user_attrs.get("retry_of") == t.user_attrs.get("retry_of", t.number) for r in trials)
-    exported = pd.read_csv(workdir / "artifacts/hpo/trials.csv")
-    assert exported["number"].is_unique and len(exported) == len(trials)
-
-
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> list[tuple[Any, ...]]:
-    workdir = project(tmp_path_factory.mktemp("straight"), prepared)
+def straight(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path) -> list[tuple[Any, ...]]:
+    workdir = project(tmp_path_factory.mktemp("straight"), prepared_dir)
     proc = run_stage(workdir)
     assert proc.returncode == 0, proc.stdout
     assert_invariants(workdir)
@@ -131,9 +52,9 @@ def straight(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> list[t
 
 @pytest.mark.parametrize("kill_during", [0, 3])
 def test_sigkill_mid_trial_then_resume_equals_a_straight_run(
-    tmp_path: Path, prepared: Path, straight: list[tuple[Any, ...]], kill_during: int
+    tmp_path: Path, prepared_dir: Path, straight: list[tuple[Any, ...]], kill_during: int
 ) -> None:
-    workdir = project(tmp_path, prepared)
+    workdir = project(tmp_path, prepared_dir)
     proc = start(workdir)
     wait_mid_trial(workdir, proc, kill_during)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -154,9 +75,9 @@ def test_sigkill_mid_trial_then_resume_equals_a_straight_run(
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_gracefully_and_the_next_run_resumes(
-    tmp_path: Path, prepared: Path, straight: list[tuple[Any, ...]], sig: signal.Signals, code: int
+    tmp_path: Path, prepared_dir: Path, straight: list[tuple[Any, ...]], sig: signal.Signals, code: int
 ) -> None:
-    workdir = project(tmp_path, prepared)
+    workdir = project(tmp_path, prepared_dir)
     proc = start(workdir)
     wait_mid_trial(workdir, proc, 1)
     sent = time.monotonic()
@@ -181,8 +102,8 @@ def test_signal_stops_gracefully_and_the_next_run_resumes(
     assert signature(study) == straight
 
 
-def test_backup_after_every_trial_and_restore(tmp_path: Path, prepared: Path) -> None:
-    workdir = project(tmp_path / "w", prepared, backup_dir=str(tmp_path / "backup"), n_trials=2)
+def test_backup_after_every_trial_and_restore(tmp_path: Path, prepared_dir: Path) -> None:
+    workdir = project(tmp_path / "w", prepared_dir, backup_dir=str(tmp_path / "backup"), n_trials=2)
     assert run_stage(workdir).returncode == 0
     backup = tmp_path / "backup/study.db"
     live = workdir / "artifacts/hpo/study.db"
@@ -201,9 +122,11 @@ def test_backup_after_every_trial_and_restore(tmp_path: Path, prepared: Path) ->
     assert [t.state for t in load(workdir).trials] == [TrialState.COMPLETE] * 2
 
 
-def test_unwritable_backup_target_is_a_warning_and_corrupts_nothing(tmp_path: Path, prepared: Path) -> None:
+def test_unwritable_backup_target_is_a_warning_and_corrupts_nothing(
+    tmp_path: Path, prepared_dir: Path
+) -> None:
     (tmp_path / "a-file").write_text("not a folder")
-    workdir = project(tmp_path / "w", prepared, backup_dir=str(tmp_path / "a-file/backup"), n_trials=2)
+    workdir = project(tmp_path / "w", prepared_dir, backup_dir=str(tmp_path / "a-file/backup"), n_trials=2)
     proc = run_stage(workdir)
     assert proc.returncode == 0, proc.stdout
     assert "backup of" in proc.stdout and "failed" in proc.stdout
@@ -212,10 +135,10 @@ def test_unwritable_backup_target_is_a_warning_and_corrupts_nothing(tmp_path: Pa
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
-def test_retry_failed_backs_up_and_reruns_the_failed_trials(tmp_path: Path, prepared: Path) -> None:
+def test_retry_failed_backs_up_and_reruns_the_failed_trials(tmp_path: Path, prepared_dir: Path) -> None:
     raw = sweep_params(n_trials=4, max_failures=10)
     raw["model"] = {"factory": "tests.failing_models:fails_while_flagged", "params": {}}
-    workdir = project(tmp_path / "w", prepared)
+    workdir = project(tmp_path / "w", prepared_dir)
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
     flag = tmp_path / "flag"
     flag.touch()
@@ -252,8 +175,8 @@ def load_name(workdir: Path) -> str:
     return name
 
 
-def test_fresh_starts_over_and_keeps_the_old_study_as_a_backup(tmp_path: Path, prepared: Path) -> None:
-    workdir = project(tmp_path / "w", prepared, n_trials=2)
+def test_fresh_starts_over_and_keeps_the_old_study_as_a_backup(tmp_path: Path, prepared_dir: Path) -> None:
+    workdir = project(tmp_path / "w", prepared_dir, n_trials=2)
     assert run_stage(workdir).returncode == 0
     (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params(n_trials=1, fresh=True)))
     assert run_stage(workdir).returncode == 0

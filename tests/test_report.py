@@ -28,7 +28,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.report import plots, render
 from hpopipe.training import checkpoints
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
-from tests.test_contract import library_closure
+from tools.importgraph import closure as library_closure
 
 PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
 SNIPPET = yaml.safe_load((REPO / "tests/data/report_stage.yaml").read_text())
@@ -175,7 +175,7 @@ def test_residuals_reproduce_the_test_rmse(regression: Path) -> None:
 
 
 def _study(direction: str, values: list[float], pruned: int = 0) -> optuna.Study:
-    study = optuna.create_study(direction=direction)
+    study = optuna.create_study(direction=direction)  # type: ignore[arg-type]
     dists = {"x": FloatDistribution(0.0, 1.0), "k": IntDistribution(1, 3)}
     for i, value in enumerate(values):
         params = {"x": i / 10, "k": 1 + i % 3}

@@ -69,7 +69,7 @@ def test_suggest_with_fixed_trial_returns_the_fixed_values() -> None:
         "width": 128,
         "flag": False,
     }
-    params = suggest.suggest(optuna.trial.FixedTrial(fixed), make_space(RAW_SPACE))
+    params = suggest.suggest(optuna.trial.FixedTrial(fixed), make_space(RAW_SPACE))  # type: ignore[arg-type]
     assert params == fixed
     assert list(params) == list(RAW_SPACE)
 
@@ -77,7 +77,7 @@ def test_suggest_with_fixed_trial_returns_the_fixed_values() -> None:
 def test_suggest_with_fixed_trial_missing_a_parameter_fails() -> None:
     with pytest.raises(ValueError, match="width"):
         suggest.suggest(
-            optuna.trial.FixedTrial({"lr": 1e-3}),
+            optuna.trial.FixedTrial({"lr": 1e-3}),  # type: ignore[arg-type]
             make_space({"lr": RAW_SPACE["lr"], "width": RAW_SPACE["width"]}),
         )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
@@ -22,7 +22,7 @@ from hpopipe.sweep.progress import ProgressReporter, format_duration
 from hpopipe.sweep.status import busy_seconds, format_status, latest_study, read_status
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
-DIST = {"x": FloatDistribution(0.0, 1.0)}
+DIST: dict[str, BaseDistribution] = {"x": FloatDistribution(0.0, 1.0)}
 
 
 def trial(

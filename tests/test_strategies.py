@@ -209,5 +209,5 @@ def test_statistics_summarise_the_study(tmp_path: Path, prepared: tuple) -> None
     study = run(raw_params(tmp_path, pruner={"name": "none"}), prepared, tmp_path / "s.db")
     stats = statistics(study)
     assert stats["counts"]["complete"] == 3 and stats["success_rate"] == 1.0
-    assert stats["best_value"] == max(t.value for t in study.trials)
+    assert stats["best_value"] == max(t.value for t in study.trials)  # type: ignore[type-var]
     assert stats["mean_duration_s"] > 0 and stats["direction"] == "maximize"

@@ -150,9 +150,9 @@ def test_ranked_trials_are_best_first(tmp_path: Path, prepared: tuple) -> None:
         make_params(tmp_path, hpo__n_trials=4, hpo__pruner={"name": "none"}), prepared, tmp_path / "s.db"
     )
     ranked = ranked_trials(study)
-    values = [t["value"] for t in ranked]
+    values = [t.value for t in ranked]
     assert values == sorted(values, reverse=True) and len(ranked) == 4
-    assert all(t["checkpoint"] and t["best_epoch"] >= 1 for t in ranked)
+    assert all(t.checkpoint and t.best_epoch is not None and t.best_epoch >= 1 for t in ranked)
 
 
 def test_resnet_example_params_run_a_sweep(tmp_path: Path, prepared: tuple) -> None:

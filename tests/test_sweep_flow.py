@@ -81,23 +81,6 @@ def sweep_params() -> dict[str, Any]:
     return raw
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The prepare stage, run once for the module."""
-    workdir = tmp_path_factory.mktemp("prepared")
-    shutil.copytree(REPO / "data/raw", workdir / "data/raw")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
-    proc = subprocess.run(
-        [sys.executable, "-m", "stages.prepare"],
-        cwd=workdir,
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return workdir / "data/prepared"
-
-
 def _env(server: Server, storage: str, **extra: str) -> dict[str, str]:
     """What the workers and the sweep flow run with: the server, the storage URL, the slow model."""
     return {
@@ -114,12 +97,12 @@ def _env(server: Server, storage: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, prepared: Path, server: Server, database: str) -> Path:
+def project(tmp_path: Path, prepared_dir: Path, server: Server, database: str) -> Path:
     """A checkout with prepared data and flows/, whose worker deployment is registered."""
     root = tmp_path / "proj"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
-    shutil.copytree(prepared, root / "data/prepared")
+    shutil.copytree(prepared_dir, root / "data/prepared")
     shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     cmd = [sys.executable, "-m", "hpopipe.cli", "deploy-worker", "--pool", POOL]
     proc = subprocess.run(cmd, cwd=root, env=_env(server, database), capture_output=True, text=True)

@@ -214,21 +214,10 @@ def test_signal_constants_are_what_the_coordinator_forwards() -> None:
 # ---------------------------------------------------------------- the hpo stage with several workers
 
 
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_recovery import run_stage, sweep_params
-
-    workdir = tmp_path_factory.mktemp("prepared")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params()))
-    proc = run_stage(workdir, "stages.prepare")
-    assert proc.returncode == 0, proc.stdout
-    return workdir / "data/prepared"
-
-
 def stage_project(workdir: Path, prepared: Path, n_trials: int, **hpo: Any) -> Path:
     import shutil
 
-    from tests.test_recovery import sweep_params
+    from tests.sweeps import sweep_params
 
     raw = sweep_params(**hpo)
     raw["hpo"]["n_trials"] = n_trials
@@ -266,7 +255,7 @@ def assert_exact(study: optuna.Study, n_trials: int) -> set[str]:
 
 @pytest.mark.slow
 def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, prepared_dir: Path) -> None:
-    from tests.test_recovery import run_stage
+    from tests.sweeps import run_stage
 
     workdir = stage_project(tmp_path, prepared_dir, 6, n_workers=2, storage="journal")
     proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_LOG_LEVEL="INFO")
@@ -301,7 +290,7 @@ def cli(workdir: Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prepared_dir: Path) -> None:
-    from tests.test_recovery import start
+    from tests.sweeps import start
 
     workdir = stage_project(
         tmp_path, prepared_dir, 6, n_workers=2, storage="journal", grace_s=5, heartbeat_s=1
@@ -341,7 +330,7 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prep
 def test_two_workers_share_a_postgres_study_and_the_password_never_shows(
     tmp_path: Path, prepared_dir: Path, postgres_url: str
 ) -> None:
-    from tests.test_recovery import run_stage
+    from tests.sweeps import run_stage
 
     workdir = stage_project(tmp_path, prepared_dir, 5, n_workers=2, storage="env:HPOPIPE_TEST_PG")
     proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_TEST_PG=postgres_url)
@@ -414,7 +403,7 @@ def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
 ) -> None:
     from mlflow import MlflowClient
 
-    from tests.test_recovery import run_stage
+    from tests.sweeps import run_stage
 
     workdir = stage_project(tmp_path / "w", prepared_dir, 4, n_workers=2, storage="journal")
     proc = run_stage(workdir, HPOPIPE_TRACKING="on", MLFLOW_TRACKING_URI=mlflow_server)

@@ -1,0 +1,87 @@
+"""Helpers for tests that run real sweep stages as processes (kill, resume, several workers)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import sqlalchemy.exc
+import yaml
+from optuna.trial import TrialState
+
+from hpopipe.artifacts import sqlite_url
+from tests.conftest import REPO, TINY_PARAMS, subprocess_env
+
+N_TRIALS = 5
+
+
+def sweep_params(**hpo: Any) -> dict[str, Any]:
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    raw["model"] = {"factory": "tests.failing_models:slow", "params": {}}
+    # Median pruning: Hyperband assigns brackets by trial number, which a retry shifts.
+    pruner = {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 2}
+    raw["hpo"].update({"n_trials": N_TRIALS, "pruner": pruner, **hpo})
+    raw["train"].update(max_epochs=6, patience=10)
+    return raw
+
+
+def start(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", module]
+    environment = subprocess_env(**{"PYTHONPATH": str(REPO), "HPOPIPE_TEST_DELAY": "0.01", **env})
+    return subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_stage(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.CompletedProcess[str]:
+    proc = start(workdir, module, **env)
+    out, _ = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def load(workdir: Path) -> optuna.Study:
+    storage = sqlite_url(workdir / "artifacts/hpo/study.db")
+    (name,) = optuna.study.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:
+    """Block until trial ``number`` is RUNNING with at least ``epochs`` epochs reported."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            trials = load(workdir).get_trials(deepcopy=False)
+        except (ValueError, KeyError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError):
+            trials = []  # not created yet, or busy: poll again
+        running = [t for t in trials if t.number == number and t.state == TrialState.RUNNING]
+        if running and len(running[0].intermediate_values) >= epochs:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"trial {number} never got to epoch {epochs}")
+
+
+def assert_invariants(workdir: Path, n_trials: int = N_TRIALS) -> None:
+    trials = load(workdir).trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs.get("fail_reason"), t.number
+            assert any(r.user_attrs.get("retry_of") == t.user_attrs.get("retry_of", t.number) for r in trials)
+    exported = pd.read_csv(workdir / "artifacts/hpo/trials.csv")
+    assert exported["number"].is_unique and len(exported) == len(trials)
