@@ -34,7 +34,8 @@ def sweep_params(**hpo: Any) -> dict[str, Any]:
 
 def start(workdir: Path, module: str = "stages.hpo", **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", module]
-    environment = subprocess_env(**{"PYTHONPATH": str(REPO), "HPOPIPE_TEST_DELAY": "0.01", **env})
+    # Slow enough that a poll under load still finds a trial mid-way (0.01 missed one under xdist).
+    environment = subprocess_env(**{"PYTHONPATH": str(REPO), "HPOPIPE_TEST_DELAY": "0.03", **env})
     return subprocess.Popen(
         cmd,
         cwd=workdir,
