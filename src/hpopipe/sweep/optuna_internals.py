@@ -20,6 +20,13 @@ hpopipe touches an underscore name of Optuna.
   sampler is re-seeded before every trial so a resumed sweep proposes what an
   uninterrupted one would; there is no public way to reach a sampler's random
   state (``reseed_rng`` draws a fresh, unreproducible seed).
+- :func:`all_trials` (``Study._study_id`` with the storage): under ``HyperbandPruner``
+  Optuna hands the sampler a study filtered to the trial's bracket; a trial's place in
+  the sweep must be counted over the whole study.
+- :class:`PositionalHyperband` (``HyperbandPruner._get_bracket_id``): Optuna assigns a
+  bracket by hashing the trial *number*, which a retry shifts; the override hashes the
+  trial's sweep position instead, so a resumed sweep keeps every trial's bracket. The base
+  method reads nothing of the trial but ``number``.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -28,7 +35,7 @@ hpopipe touches an underscore name of Optuna.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -88,3 +95,46 @@ def optimize_loop_window(study: optuna.Study) -> Iterator[None]:
 def stop_requested(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called since the last :func:`optimize_loop_window` opened."""
     return bool(study._stop_flag)
+
+
+def all_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial of the study, also when ``study`` is Optuna's bracket-filtered view of it."""
+    trials: list[FrozenTrial] = storage_of(study).get_all_trials(study._study_id, deepcopy=False)
+    return trials
+
+
+class _AtPosition:
+    """What ``HyperbandPruner._get_bracket_id`` reads of a trial: its ``number``."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+# A trial that belongs to no bracket: an interrupted attempt, whose retry takes its place.
+NO_BRACKET = -1
+
+
+class PositionalHyperband(optuna.pruners.HyperbandPruner):
+    """``HyperbandPruner`` with brackets by sweep position (see the module docstring).
+
+    ``position`` maps a trial to its place in an uninterrupted sweep, or to None for an
+    attempt that a retry replaced: such a trial sits in no bracket, so no bracket's
+    successive halving compares against its partial curve.
+    """
+
+    def __init__(
+        self,
+        min_resource: int,
+        max_resource: int,
+        reduction_factor: int,
+        position: Callable[[optuna.Study, FrozenTrial], int | None],
+    ) -> None:
+        super().__init__(min_resource, max_resource, reduction_factor)
+        self._position = position
+
+    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        position = self._position(study, trial)
+        if position is None:
+            return NO_BRACKET
+        bracket: int = super()._get_bracket_id(study, _AtPosition(position))  # type: ignore[arg-type]
+        return bracket
