@@ -27,6 +27,9 @@ hpopipe touches an underscore name of Optuna.
   bracket by hashing the trial *number*, which a retry shifts; the override hashes the
   trial's sweep position instead, so a resumed sweep keeps every trial's bracket. The base
   method reads nothing of the trial but ``number``.
+- :class:`TrialsView` (``Study._get_trials``, ``_get_best_trial``): the hpo stage exports the
+  first ``n_trials`` of a study that may hold more; every Study method the exports use
+  (``get_trials``, ``trials``, ``best_trials``) reads trials through ``_get_trials``.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -35,14 +38,14 @@ hpopipe touches an underscore name of Optuna.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 CHECKED_WITH = "5.0.0"  # the Optuna version this module was last checked against
 
@@ -138,3 +141,24 @@ class PositionalHyperband(optuna.pruners.HyperbandPruner):
             return NO_BRACKET
         bracket: int = super()._get_bracket_id(study, _AtPosition(position))  # type: ignore[arg-type]
         return bracket
+
+
+class TrialsView(optuna.Study):
+    """A read-only study that shows only the trials whose numbers are in ``keep``."""
+
+    def __init__(self, study: optuna.Study, keep: frozenset[int]) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage, sampler=study.sampler)
+        self._keep = keep
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if t.number in self._keep]
+
+    def _get_best_trial(self, deepcopy: bool) -> FrozenTrial:
+        complete = self._get_trials(deepcopy=deepcopy, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise ValueError("no COMPLETE trial in the view")
+        pick = max if self.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        return pick(complete, key=lambda t: (float(t.value or 0.0), -t.number))
