@@ -5,7 +5,14 @@ from hpopipe.config import load_params
 from hpopipe.entry import run
 from hpopipe.handoffs.ranked import RankedTrials, write_ranked
 from hpopipe.handoffs.schema import read_schema
-from hpopipe.sweep.exports import export_trials, pareto_front, ranked_trials, statistics, summary
+from hpopipe.sweep.exports import (
+    export_trials,
+    pareto_front,
+    ranked_trials,
+    statistics,
+    summary,
+    within_budget,
+)
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import resolve
@@ -16,7 +23,8 @@ def main() -> None:
     params = load_params()
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
     with GracefulStop().installed() as stop:
-        study = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
+        swept = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
+    study = within_budget(swept, params.hpo.n_trials)  # never more than this run's budget
     ranked = ranked_trials(study)
     artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
     write_ranked(artifacts.RANKED_JSON, RankedTrials(study=study.study_name, trials=tuple(ranked)))

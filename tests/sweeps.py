@@ -25,7 +25,7 @@ def sweep_params(**hpo: Any) -> dict[str, Any]:
     raw = yaml.safe_load(TINY_PARAMS)
     raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
     raw["model"] = {"factory": "tests.failing_models:slow", "params": {}}
-    # Median pruning: Hyperband assigns brackets by trial number, which a retry shifts.
+    # Median pruning by default; test_recovery runs the default Hyperband too.
     pruner = {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 2}
     raw["hpo"].update({"n_trials": N_TRIALS, "pruner": pruner, **hpo})
     raw["train"].update(max_epochs=6, patience=10)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,51 @@ def signature(study: optuna.Study) -> list[tuple[Any, ...]]:
     ]
 
 
+# The pruner users get by default, and median pruning; Hyperband brackets follow sweep positions.
+PRUNERS: dict[str, dict[str, Any]] = {"hyperband": {"pruner": {"name": "hyperband"}}, "median": {}}
+
+
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path) -> list[tuple[Any, ...]]:
-    workdir = project(tmp_path_factory.mktemp("straight"), prepared_dir)
-    proc = run_stage(workdir)
-    assert proc.returncode == 0, proc.stdout
-    assert_invariants(workdir)
-    return signature(load(workdir))
+def straight_runs(
+    tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path
+) -> Callable[[str], list[tuple[Any, ...]]]:
+    """The uninterrupted sweep for a pruner (each run once per module, when first asked for)."""
+    runs: dict[str, list[tuple[Any, ...]]] = {}
+
+    def straight(pruner: str) -> list[tuple[Any, ...]]:
+        if pruner not in runs:
+            workdir = project(tmp_path_factory.mktemp(f"straight-{pruner}"), prepared_dir, **PRUNERS[pruner])
+            proc = run_stage(workdir)
+            assert proc.returncode == 0, proc.stdout
+            assert_invariants(workdir)
+            runs[pruner] = signature(load(workdir))
+        return runs[pruner]
+
+    return straight
 
 
-@pytest.mark.parametrize("kill_during", [0, 3])
+@pytest.fixture
+def straight(straight_runs: Callable[[str], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    return straight_runs("median")
+
+
+def test_the_straight_hyperband_sweep_prunes(straight_runs: Callable[[str], list[tuple[Any, ...]]]) -> None:
+    # Otherwise the kill tests below could not tell brackets by number from brackets by position.
+    assert any(state == TrialState.PRUNED for state, *_ in straight_runs("hyperband"))
+
+
+@pytest.mark.parametrize(
+    ("pruner", "kill_during"), [("hyperband", 1), ("hyperband", 3), ("median", 0), ("median", 3)]
+)
 def test_sigkill_mid_trial_then_resume_equals_a_straight_run(
-    tmp_path: Path, prepared_dir: Path, straight: list[tuple[Any, ...]], kill_during: int
+    tmp_path: Path,
+    prepared_dir: Path,
+    straight_runs: Callable[[str], list[tuple[Any, ...]]],
+    pruner: str,
+    kill_during: int,
 ) -> None:
-    workdir = project(tmp_path, prepared_dir)
+    straight = straight_runs(pruner)
+    workdir = project(tmp_path, prepared_dir, **PRUNERS[pruner])
     proc = start(workdir)
     wait_mid_trial(workdir, proc, kill_during)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -6,7 +6,7 @@ table and the summaries can never disagree about whether a sweep is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,3 +33,21 @@ def finished_in(study: optuna.Study) -> int:
 def budget_met(done: int, n_trials: int) -> bool:
     """True once ``done`` counted trials fill a budget of ``n_trials``."""
     return done >= n_trials
+
+
+def first_positions(
+    trials: Iterable[FrozenTrial], n_trials: int, position: Callable[[FrozenTrial], int]
+) -> set[int]:
+    """Numbers of the trials in the sweep's first ``n_trials`` counted places, and of every
+    attempt at those places (a failed or interrupted one too).
+
+    A study can hold more than the budget (an experiment ran with a larger ``n_trials``); what
+    the hpo stage exports must depend on ``n_trials`` alone, so it keeps the places up to the
+    ``n_trials``-th counted trial, in sweep order.
+    """
+    trials = list(trials)
+    counted = sorted(position(t) for t in trials if t.state in FINISHED)
+    if len(counted) <= n_trials:
+        return {t.number for t in trials}
+    last = counted[n_trials - 1]
+    return {t.number for t in trials if position(t) <= last}

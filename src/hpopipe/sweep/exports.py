@@ -19,6 +19,23 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.artifacts import sqlite_url
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
+from hpopipe.sweep.budget import first_positions
+from hpopipe.sweep.optuna_internals import TrialsView
+from hpopipe.sweep.seeded_sampler import sweep_position
+
+
+def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:
+    """The study as the exports see it: its first ``n_trials`` counted places, in sweep order.
+
+    A study may hold more (``dvc exp run -S hpo.n_trials=35`` grew it); the hpo stage's
+    outputs must be a function of its deps and params, so that ``dvc repro -f`` and a
+    run-cache restore agree byte for byte.
+    """
+    trials = study.get_trials(deepcopy=False)
+    keep = first_positions(trials, n_trials, lambda t: sweep_position(study, t))
+    if len(keep) == len(trials):
+        return study
+    return TrialsView(study, frozenset(keep))
 
 
 def _value_columns(study: optuna.Study) -> list[str]:

@@ -14,7 +14,7 @@ from hpopipe.space import suggest
 from hpopipe.sweep import objectives, pareto
 from hpopipe.sweep.recovery import INTERRUPTED, mark_interrupted
 from hpopipe.sweep.sampling import pruning_steps
-from hpopipe.sweep.seeded_sampler import sampler_position
+from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
 from hpopipe.tracking import NullTracker
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, TrainingInterrupted, fit
@@ -43,8 +43,8 @@ class Objective:
         sampled = suggest.suggest(trial, self.params.search_space)
         # Seeded by the trial's place in an uninterrupted run, not its number: a retry
         # inherits its origin's place, and later trials keep theirs despite the extra attempt.
-        position = trial.user_attrs.get("position", sampler_position(trial.study, trial.number))
-        trial.set_user_attr("position", position)
+        position = sweep_position(trial.study, trial)
+        trial.set_user_attr(POSITION, position)
         seed = derive_seed(self.params.seed, "trial", position)
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr("checkpoint", phash)

@@ -20,6 +20,16 @@ hpopipe touches an underscore name of Optuna.
   sampler is re-seeded before every trial so a resumed sweep proposes what an
   uninterrupted one would; there is no public way to reach a sampler's random
   state (``reseed_rng`` draws a fresh, unreproducible seed).
+- :func:`all_trials` (``Study._study_id`` with the storage): under ``HyperbandPruner``
+  Optuna hands the sampler a study filtered to the trial's bracket; a trial's place in
+  the sweep must be counted over the whole study.
+- :class:`PositionalHyperband` (``HyperbandPruner._get_bracket_id``): Optuna assigns a
+  bracket by hashing the trial *number*, which a retry shifts; the override hashes the
+  trial's sweep position instead, so a resumed sweep keeps every trial's bracket. The base
+  method reads nothing of the trial but ``number``.
+- :class:`TrialsView` (``Study._get_trials``, ``_get_best_trial``): the hpo stage exports the
+  first ``n_trials`` of a study that may hold more; every Study method the exports use
+  (``get_trials``, ``trials``, ``best_trials``) reads trials through ``_get_trials``.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -28,14 +38,14 @@ hpopipe touches an underscore name of Optuna.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 CHECKED_WITH = "5.0.0"  # the Optuna version this module was last checked against
 
@@ -88,3 +98,67 @@ def optimize_loop_window(study: optuna.Study) -> Iterator[None]:
 def stop_requested(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called since the last :func:`optimize_loop_window` opened."""
     return bool(study._stop_flag)
+
+
+def all_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial of the study, also when ``study`` is Optuna's bracket-filtered view of it."""
+    trials: list[FrozenTrial] = storage_of(study).get_all_trials(study._study_id, deepcopy=False)
+    return trials
+
+
+class _AtPosition:
+    """What ``HyperbandPruner._get_bracket_id`` reads of a trial: its ``number``."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+# A trial that belongs to no bracket: an interrupted attempt, whose retry takes its place.
+NO_BRACKET = -1
+
+
+class PositionalHyperband(optuna.pruners.HyperbandPruner):
+    """``HyperbandPruner`` with brackets by sweep position (see the module docstring).
+
+    ``position`` maps a trial to its place in an uninterrupted sweep, or to None for an
+    attempt that a retry replaced: such a trial sits in no bracket, so no bracket's
+    successive halving compares against its partial curve.
+    """
+
+    def __init__(
+        self,
+        min_resource: int,
+        max_resource: int,
+        reduction_factor: int,
+        position: Callable[[optuna.Study, FrozenTrial], int | None],
+    ) -> None:
+        super().__init__(min_resource, max_resource, reduction_factor)
+        self._position = position
+
+    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        position = self._position(study, trial)
+        if position is None:
+            return NO_BRACKET
+        bracket: int = super()._get_bracket_id(study, _AtPosition(position))  # type: ignore[arg-type]
+        return bracket
+
+
+class TrialsView(optuna.Study):
+    """A read-only study that shows only the trials whose numbers are in ``keep``."""
+
+    def __init__(self, study: optuna.Study, keep: frozenset[int]) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage, sampler=study.sampler)
+        self._keep = keep
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if t.number in self._keep]
+
+    def _get_best_trial(self, deepcopy: bool) -> FrozenTrial:
+        complete = self._get_trials(deepcopy=deepcopy, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise ValueError("no COMPLETE trial in the view")
+        pick = max if self.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        return pick(complete, key=lambda t: (float(t.value or 0.0), -t.number))

@@ -23,7 +23,8 @@ from hpopipe.config import (
 )
 from hpopipe.errors import HpopipeError
 from hpopipe.space import suggest
-from hpopipe.sweep.seeded_sampler import SeededSampler
+from hpopipe.sweep.optuna_internals import PositionalHyperband
+from hpopipe.sweep.seeded_sampler import SeededSampler, bracket_position
 
 
 def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
@@ -79,7 +80,10 @@ def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     if isinstance(cfg, MedianPruner):
         return optuna.pruners.MedianPruner(cfg.n_startup_trials, cfg.n_warmup_steps, cfg.interval_steps)
     if isinstance(cfg, HyperbandPruner):
-        return optuna.pruners.HyperbandPruner(cfg.min_resource, params.train.max_epochs, cfg.reduction_factor)
+        # Brackets by sweep position, not trial number, so a resumed sweep keeps them.
+        return PositionalHyperband(
+            cfg.min_resource, params.train.max_epochs, cfg.reduction_factor, bracket_position
+        )
     if isinstance(cfg, SuccessiveHalvingPruner):
         return optuna.pruners.SuccessiveHalvingPruner(
             cfg.min_resource, cfg.reduction_factor, cfg.min_early_stopping_rate

@@ -16,21 +16,33 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.seeding import derive_seed
-from hpopipe.sweep.optuna_internals import random_states
+from hpopipe.sweep.optuna_internals import all_trials, random_states
 from hpopipe.sweep.recovery import INTERRUPTED
 
+POSITION = "position"  # user attribute: the trial's place in an uninterrupted sweep
 
-def sampler_position(study: optuna.Study, number: int) -> int:
-    """How many sampler draws a straight run would have made before trial ``number``.
 
-    Trials that died to a kill or a signal do not count: their retry (which
-    reuses their parameters) takes their place.
+def replaced(trial: FrozenTrial) -> bool:
+    """An attempt stopped by a kill or a signal: its retry takes its place in the sweep."""
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(INTERRUPTED))
+
+
+def sweep_position(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> int:
+    """The trial's place in an uninterrupted run of this sweep (0, 1, 2, ...).
+
+    A retry inherits its origin's place (its ``position`` attribute). Otherwise it is the
+    number of earlier trials that hold a place, counted over the whole study, never over
+    the bracket-filtered view Optuna hands a sampler under Hyperband (which counted 0, 1,
+    0, ... and so proposed the same configuration twice).
     """
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.number < number and not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED))
-    )
+    if POSITION in trial.user_attrs:
+        return int(trial.user_attrs[POSITION])
+    return sum(1 for t in all_trials(study) if t.number < trial.number and not replaced(t))
+
+
+def bracket_position(study: optuna.Study, trial: FrozenTrial) -> int | None:
+    """Hyperband's view: the trial's sweep position, or None for a replaced attempt."""
+    return None if replaced(trial) else sweep_position(study, trial)
 
 
 class SeededSampler(BaseSampler):
@@ -51,7 +63,7 @@ class SeededSampler(BaseSampler):
             rng.seed(derive_seed(self.seed, "sampler", position, index))
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._reseed(sampler_position(study, trial.number))
+        self._reseed(sweep_position(study, trial))
         self.base.before_trial(study, trial)
 
     def infer_relative_search_space(
