@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench bench-scale serve constraints clean-scratch deps
+.PHONY: setup repro test lint bench bench-scale serve constraints clean-scratch deps check-lock
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ serve: $(STAMP)
 constraints: $(STAMP)
 	@{ sed -n '1,2p' constraints.txt; pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort; } > constraints.tmp
 	@mv constraints.tmp constraints.txt
+
+# Fail when dvc.lock does not match the committed code, data and params (CI runs it first).
+check-lock: $(STAMP)
+	python tools/check_lock.py
 
 # Recompute each stage's library deps in dvc.yaml from its imports (the contract test checks them).
 deps: $(STAMP)

@@ -111,3 +111,21 @@ def test_stages_hold_no_logic() -> None:
         functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
         assert [f.name for f in functions] == ["main"], f"stages/{name}.py should only define main()"
         assert len(functions[0].body) <= 12, f"stages/{name}.py main() is too long for a thin stage"
+
+
+def test_the_lock_check_ignores_missing_outputs_and_flags_anything_stale() -> None:
+    from tools.check_lock import problems, produced
+
+    outputs = produced(REPO / "dvc.yaml")
+    fresh_clone = {
+        "hpo": [
+            {"changed deps": {"data/prepared/train.parquet": "deleted"}},
+            {"changed outs": {"artifacts/hpo/trials.csv": "not in cache"}},
+        ]
+    }
+    assert problems(fresh_clone, outputs) == []
+    stale = {
+        "hpo": [{"changed deps": {"src/hpopipe/sweep/runner.py": "modified", "data/raw/x.csv": "deleted"}}],
+        "cv": [{"changed params": {"params.yaml": {"cv.folds": "modified"}}}, "changed command"],
+    }
+    assert len(problems(stale, outputs)) == 4
