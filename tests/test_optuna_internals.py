@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from hpopipe.sweep.optuna_internals import (
     CHECKED_WITH,
     optimize_loop_window,
+    queued_params,
     random_states,
     rdb_of,
     stop_requested,
@@ -214,9 +215,21 @@ def test_trials_run_as_before_after_a_window(tmp_path: Path) -> None:
 PRIVATE = re.compile(
     r"(optuna(\.\w+)*\._\w+"  # a private Optuna module: optuna.samplers._lazy_random_state
     r"|\._(storage|trial_id|stop_flag|thread_local|backend|rng|random_sampler|cached_frozen_trial)\b"
+    r"|\._(study_id|get_trials|get_best_trial|get_bracket_id)\b|\.system_attrs\b"
     r"|[\"']_(storage|trial_id|stop_flag|thread_local|backend|rng|random_sampler)[\"']"
     r"|LazyRandomState|_CachedStorage)"
 )
+
+
+def test_a_queued_trial_keeps_its_parameters_where_queued_params_reads_them(study: optuna.Study) -> None:
+    study.enqueue_trial({"x": 1.5}, user_attrs={"retry_of": 0})
+    (queued,) = study.trials
+    assert queued.state == TrialState.WAITING and queued.params == {}, UPGRADE
+    assert queued_params(queued) == {"x": 1.5}, UPGRADE
+    ran = study.ask()
+    ran.suggest_float("x", 0, 2)
+    study.tell(ran, 1.0)
+    assert queued_params(study.trials[0]) == {"x": 1.5}
 
 
 def test_nothing_else_touches_optuna_internals() -> None:

@@ -55,11 +55,12 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _studies(args: argparse.Namespace) -> None:
-    from hpopipe.sweep.exports import list_studies
+    from hpopipe.sweep.status import list_studies
 
-    rows = list_studies(args.storage)
+    spec, storage = sweep.target_storage(args.params, args.storage)
+    rows = list_studies(storage)
     if not rows:
-        print(f"no studies in {args.storage}")
+        print(f"no studies in {spec.display}")
         return
     print(f"{'study':<24} {'trials':>6} {'complete':>8} {'best':>10}")
     for row in rows:
@@ -85,33 +86,40 @@ def _status(args: argparse.Namespace) -> None:
     print(format_status(read_status(source, study, n_trials)))
 
 
-def _default_study(args: argparse.Namespace) -> str:
-    if args.study is not None:
-        return check_name(args.study, "--study")
-    path = artifacts.metrics_file("hpo")
-    if not path.exists():
-        raise HpopipeError(
-            f"--study: not given, and {path} (which names the last sweep's study) does not exist"
-        )
-    return check_name(artifacts.read_json(path).get("study"), f"{path}: study")
-
-
 def _resume(args: argparse.Namespace) -> None:
     from hpopipe.sweep.recovery import parse_states, retry_states
 
-    if not args.storage.exists():
-        raise HpopipeError(f"--storage: {args.storage}: file not found")
     states = parse_states(args.states if args.states else "fail")
-    backup, n = retry_states(_default_study(args), artifacts.sqlite_url(args.storage), states)
+    study = sweep.target_study(args.params, args.storage, args.study, "--study")
+    backup, n = retry_states(study, states, sweep.grace_of(args.params))
+    if backup is None:
+        print(f"study {study.study_name}: nothing to retry (no latest attempt is {args.states or 'fail'})")
+        return
     print(f"backed the study up as {backup}; re-enqueued {n} trial(s): run `dvc repro` to run them")
 
 
 def _restore(args: argparse.Namespace) -> None:
     from hpopipe.sweep.backup import restore_sqlite
 
-    kept = restore_sqlite(args.source, args.storage)
+    target = args.storage
+    if target is None:
+        from hpopipe.config import load_params
+        from hpopipe.sweep.storage import resolve
+
+        spec = resolve(load_params(args.params).hpo.storage)
+        if spec.kind != "sqlite":
+            raise HpopipeError(
+                f"hpo.storage: {spec.kind}: restore brings back a SQLite study file "
+                "(back a journal or database up with its own tools)"
+            )
+        target = spec.path
+    kept = restore_sqlite(args.source, target, sweep.grace_of(args.params))
     note = f" (the previous file is kept as {kept})" if kept else ""
-    print(f"restored {args.storage} from {args.source}{note}")
+    print(f"restored {target} from {args.source}{note}")
+
+
+STORAGE_HELP = "a SQLite study file (default: the storage hpo.storage in --params names)"
+PARAMS_HELP = "names the storage (hpo.storage)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--params", type=Path, default=Path("params.yaml"))
     v.set_defaults(func=_validate)
     s = sub.add_parser("studies", help="list the studies in the sweep storage")
-    s.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    s.add_argument("--storage", type=Path, help=STORAGE_HELP)
+    s.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     s.set_defaults(func=_studies)
     st = sub.add_parser("status", help="the sweep so far: state, trials by state, best value, rate, workers")
     st.add_argument("name", nargs="?", help="study name (default: the one whose trials started last)")
@@ -140,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--retry-failed", action="store_true", help="retry FAIL trials (the default state)")
     r.add_argument("--states", help="comma-separated states to retry, e.g. fail,pruned")
-    r.add_argument("--study", help="study name (default: the one in metrics/hpo.json)")
-    r.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    r.add_argument("--study", help="study name (default: the one whose trials started last)")
+    r.add_argument("--storage", type=Path, help=STORAGE_HELP)
+    r.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     r.set_defaults(func=_resume)
     b = sub.add_parser("restore", help="bring the study file back from a backup folder (hpo.backup_dir)")
     b.add_argument("--from", dest="source", type=Path, required=True)
-    b.add_argument("--storage", type=Path, default=artifacts.STUDY_DB)
+    b.add_argument("--storage", type=Path, help=STORAGE_HELP)
+    b.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     b.set_defaults(func=_restore)
     for wing in (retrain, sweep, deploy, space):
         wing.add_parser(sub)

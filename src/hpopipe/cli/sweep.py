@@ -15,27 +15,48 @@ def _worker(args: argparse.Namespace) -> None:
     run_worker(str(args.params), args.study, args.id)
 
 
-def load_named_study(params_path: Path, name: str | None) -> Any:
-    """The study ``name`` (default: the one metrics/hpo.json names) in the storage params.yaml names."""
-    from hpopipe import artifacts
-    from hpopipe.config import load_params
-    from hpopipe.names import check_name
-    from hpopipe.sweep.storage import load_existing
+def target_storage(params_path: Path, storage: Path | None) -> tuple[Any, Any]:
+    """(spec, storage) a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params.
 
-    if name is not None:
-        name = check_name(name, "NAME")
-    else:
-        path = artifacts.metrics_file("hpo")
-        if not path.exists():
-            raise HpopipeError(f"NAME: not given, and {path} (which names the last study) does not exist")
-        name = str(artifacts.read_json(path)["study"])
-    return load_existing(load_params(params_path).hpo.storage, name, field="NAME")
+    Never created where it does not exist: a missing study file is one line.
+    """
+    from hpopipe.config import load_params
+    from hpopipe.sweep.storage import open_existing, resolve, sqlite_spec
+
+    spec = sqlite_spec(storage) if storage is not None else resolve(load_params(params_path).hpo.storage)
+    return spec, open_existing(spec)
+
+
+def target_study(params_path: Path, storage: Path | None, name: str | None, field: str) -> Any:
+    """The study ``name``, by default the one whose trials started last: a running sweep's.
+
+    Read from the storage, never from metrics/hpo.json, which DVC deletes while the hpo stage runs.
+    """
+    import optuna
+
+    from hpopipe.names import check_name
+    from hpopipe.sweep.status import latest_study
+
+    name = None if name is None else check_name(name, field)  # a bad name is refused before any I/O
+    spec, store = target_storage(params_path, storage)
+    name = latest_study(store, spec.display) if name is None else name
+    try:
+        return optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        raise HpopipeError(f"{field}: no study named {name!r} in {spec.display}") from None
+
+
+def grace_of(params_path: Path) -> float:
+    """hpo.grace_s: how long a silent worker still counts as running (its default without params)."""
+    from hpopipe.config import HpoConfig, load_params
+
+    return load_params(params_path).hpo.grace_s if params_path.exists() else HpoConfig().grace_s
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from hpopipe.sweep.lifecycle import apply_action
 
-    study = load_named_study(args.params, args.name)
+    study = target_study(args.params, None, args.name, "NAME")
     state = apply_action(study, args.action)
     print(f"sweep {study.study_name}: {state} (workers see it before their next trial)")
 
@@ -49,6 +70,6 @@ def add_parser(sub: Any) -> None:
     w.set_defaults(func=_worker)
     s = sub.add_parser("sweep", help="pause, resume or cancel a sweep; workers honour it between trials")
     s.add_argument("action", choices=["pause", "resume", "cancel"])
-    s.add_argument("name", nargs="?", help="study name (default: the one in metrics/hpo.json)")
+    s.add_argument("name", nargs="?", help="study name (default: the one whose trials started last)")
     s.add_argument("--params", type=Path, default=Path("params.yaml"), help="names the storage (hpo.storage)")
     s.set_defaults(func=_sweep)

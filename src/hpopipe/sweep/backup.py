@@ -14,6 +14,7 @@ import optuna
 
 from hpopipe.atomic import temp_path
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep.lifecycle import refuse_while_running
 
 log = logging.getLogger("hpopipe.sweep.recovery")  # log lines keep the name they had before the split
 
@@ -34,8 +35,10 @@ def backup_sqlite(source: Path, target_dir: Path) -> Path | None:
     return target
 
 
-def _sqlite_copy(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+def _sqlite_copy(source: Path, target: Path, read_only: bool = True) -> None:
+    """Copy through SQLite's online backup API: what sits in the source's WAL is included, and a
+    live target is written through its own connection (its WAL stays consistent)."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True) if read_only else sqlite3.connect(source)
     dst = sqlite3.connect(target)
     try:
         with dst:
@@ -45,25 +48,73 @@ def _sqlite_copy(source: Path, target: Path) -> None:
         dst.close()
 
 
-def restore_sqlite(backup_dir: Path, target: Path) -> Path | None:
-    """Bring a backed-up study file back; the current one is kept beside it first."""
+def check_integrity(path: Path, field: str) -> None:
+    """A one-line error unless ``path`` is a readable SQLite file that passes ``integrity_check``."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            result = conn.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise HpopipeError(f"{field}: {path}: not a readable SQLite study ({err})") from None
+    if result is None or result[0] != "ok":
+        raise HpopipeError(
+            f"{field}: {path}: fails SQLite's integrity check ({result[0] if result else '?'})"
+        )
+
+
+def restore_sqlite(backup_dir: Path, target: Path, grace_s: float = 60.0) -> Path | None:
+    """Bring a backed-up study file back; a complete copy of the current one is kept beside it first.
+
+    Refused while a worker runs a sweep in ``target``. Both copies go through SQLite's backup
+    API, so the current file's WAL (always there after a killed sweep) is neither left out of
+    the kept copy nor replayed over the restored one; the result must pass an integrity check.
+    """
     source = backup_dir / target.name
     if not source.is_file():
         raise HpopipeError(f"--from: {backup_dir}: no {target.name} in it")
-    try:
-        _sqlite_copy(source, backup_dir / f".{target.name}.check")  # refuses a corrupt file
-    except sqlite3.Error as err:
-        raise HpopipeError(f"--from: {source}: not a readable SQLite study ({err})") from None
-    finally:
-        (backup_dir / f".{target.name}.check").unlink(missing_ok=True)
+    check_integrity(source, "--from")
     kept = None
     if target.exists():
         kept = target.with_name(f"{target.name}.before-restore")
-        shutil.copy2(target, kept)
+        if _readable(target):
+            _refuse_while_running(target, grace_s)
+            with temp_path(kept) as tmp:
+                _sqlite_copy(target, tmp, read_only=False)
+        else:  # the disk ate it: keep its bytes as they are, and start the file over
+            shutil.copy2(target, kept)
+            for path in (target, *_sidecars(target)):
+                path.unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with temp_path(target) as tmp:
-        _sqlite_copy(source, tmp)
+    _sqlite_copy(source, target)
+    check_integrity(target, "--storage")
     return kept
+
+
+def _readable(path: Path) -> bool:
+    try:
+        check_integrity(path, "--storage")
+    except HpopipeError:
+        return False
+    return True
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    """SQLite's write-ahead log and shared-memory index beside a database file."""
+    return path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")
+
+
+def _refuse_while_running(path: Path, grace_s: float) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    try:
+        for name in optuna.study.get_all_study_names(storage):
+            refuse_while_running(
+                optuna.load_study(study_name=name, storage=storage), grace_s, "hpopipe restore"
+            )
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def backup_name(study_name: str, storage: str | optuna.storages.BaseStorage) -> str:

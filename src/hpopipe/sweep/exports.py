@@ -9,14 +9,12 @@ has ``value``, and ranks its Pareto front (see :mod:`hpopipe.sweep.pareto`).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe.artifacts import sqlite_url
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
 from hpopipe.sweep.budget import first_positions
@@ -178,17 +176,3 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         **counts,
         **_front_size(study, ranked),
     }
-
-
-def list_studies(path: Path) -> list[dict[str, Any]]:
-    """Every study in a SQLite storage file, with its trial counts and best value."""
-    if not path.exists():
-        return []
-    storage = sqlite_url(path)
-    rows = []
-    for s in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        best = s.best_trial.value if s.best_trial is not None else None
-        rows.append({"name": s.study_name, "trials": s.n_trials, "complete": complete, "best": best})
-    return rows

@@ -87,6 +87,23 @@ def worker_alive(record: dict[str, Any] | None, grace_s: float, now: float | Non
     return (now or time.time()) - float(record.get("heartbeat", 0.0)) <= grace_s
 
 
+def live_workers(study: optuna.Study, grace_s: float) -> list[str]:
+    """Ids of the workers that are running this sweep now (their heartbeat is fresh)."""
+    now = time.time()
+    return sorted(wid for wid, record in workers(study).items() if worker_alive(record, grace_s, now))
+
+
+def refuse_while_running(study: optuna.Study, grace_s: float, what: str) -> None:
+    """A one-line error when a worker holds the study: ``what`` would rewrite it under the sweep."""
+    alive = live_workers(study, grace_s)
+    if alive:
+        raise HpopipeError(
+            f"sweep {study.study_name} is running (worker {', '.join(alive)}): {what} would rewrite it "
+            f"under the workers; wait for it to end, or `hpopipe sweep pause {study.study_name}` and let "
+            "them leave"
+        )
+
+
 def stale_trials(study: optuna.Study, grace_s: float) -> list[FrozenTrial]:
     """RUNNING trials whose worker is dead: by pid on this host, else by heartbeat age."""
     known = workers(study)

@@ -30,6 +30,8 @@ hpopipe touches an underscore name of Optuna.
 - :class:`TrialsView` (``Study._get_trials``, ``_get_best_trial``): the hpo stage exports the
   first ``n_trials`` of a study that may hold more; every Study method the exports use
   (``get_trials``, ``trials``, ``best_trials``) reads trials through ``_get_trials``.
+- :func:`queued_params` (``FrozenTrial.system_attrs["fixed_params"]``): a queued (WAITING)
+  trial's parameters are not in ``params`` until it runs; ``hpopipe resume`` re-queues them.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -162,3 +164,10 @@ class TrialsView(optuna.Study):
             raise ValueError("no COMPLETE trial in the view")
         pick = max if self.direction == optuna.study.StudyDirection.MAXIMIZE else min
         return pick(complete, key=lambda t: (float(t.value or 0.0), -t.number))
+
+
+def queued_params(trial: FrozenTrial) -> dict[str, object]:
+    """The parameters a trial runs with: ``params``, or for a queued trial those it was queued with."""
+    if trial.state != TrialState.WAITING:
+        return dict(trial.params)
+    return dict(trial.system_attrs.get("fixed_params", {}))

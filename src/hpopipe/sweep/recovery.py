@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep.backup import backup_name
-from hpopipe.sweep.optuna_internals import storage_of, trial_id
+from hpopipe.sweep.lifecycle import refuse_while_running
+from hpopipe.sweep.optuna_internals import queued_params, storage_of, trial_id
 
 log = logging.getLogger(__name__)
 
@@ -52,35 +53,55 @@ def retry_attrs(trial: FrozenTrial, crashes: int | None = None) -> dict[str, Any
     return attrs
 
 
-def retry_states(
-    study_name: str, storage: str | optuna.storages.BaseStorage, states: Sequence[TrialState]
-) -> tuple[str, int]:
-    """Back the study up, then rebuild it with the trials in ``states`` re-enqueued.
+def to_retry(trials: Sequence[FrozenTrial], states: Sequence[TrialState]) -> list[FrozenTrial]:
+    """The attempts to run again: the latest attempt of each configuration, when it is in ``states``
+    (or RUNNING, left so by a dead worker).
+
+    An earlier attempt whose retry already finished is history, not work: re-queuing it ran
+    the same configuration twice. A configuration whose retry is queued already waits for it.
+    """
+    latest: dict[int, FrozenTrial] = {}
+    for trial in trials:
+        origin = int(trial.user_attrs.get("retry_of", trial.number))
+        if origin not in latest or trial.number > latest[origin].number:
+            latest[origin] = trial
+    again = [t for t in latest.values() if t.state in states or t.state == TrialState.RUNNING]
+    return sorted(again, key=lambda t: t.number)
+
+
+def retry_states(study: optuna.Study, states: Sequence[TrialState], grace_s: float) -> tuple[str | None, int]:
+    """Back the study up, then rebuild it with the latest attempts in ``states`` re-enqueued.
 
     The rebuilt study keeps every other finished trial as it was; the chosen
     ones run again (as retries of the originals, so their checkpoints are
-    found) the next time the sweep runs.
+    found) the next time the sweep runs. Refused while a worker runs the sweep;
+    with nothing to retry nothing is written.
 
     Returns:
-        (the backup's name, how many trials were re-enqueued)
+        (the backup's name, or None when nothing was retried; how many trials were re-enqueued)
     """
-    try:
-        old = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise HpopipeError(f"--study: no study named {study_name!r} in {storage}") from None
-    backup = backup_name(study_name, storage)
-    optuna.copy_study(
-        from_study_name=study_name, from_storage=storage, to_storage=storage, to_study_name=backup
-    )
-    trials = old.get_trials(deepcopy=True)
-    keep = [t for t in trials if t.state.is_finished() and t.state not in states]
-    # Queued trials are queued again; trials left RUNNING by a dead worker are retried too.
-    again = [t for t in trials if t.state in states or not t.state.is_finished()]
-    optuna.delete_study(study_name=study_name, storage=storage)
-    new = optuna.create_study(study_name=study_name, storage=storage, directions=old.directions)
+    refuse_while_running(study, grace_s, "hpopipe resume")
+    trials = study.get_trials(deepcopy=True)
+    again = to_retry(trials, states)
+    if not again:
+        return None, 0
+    name, storage = study.study_name, storage_of(study)
+    backup = backup_name(name, storage)
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage, to_study_name=backup)
+    retried = {t.number for t in again}
+    keep = [t for t in trials if t.state.is_finished() and t.number not in retried]
+    # Read before the delete: the sweep's lifecycle and worker records, the objectives' names.
+    attrs, metric_names, directions = study.user_attrs, study.metric_names, study.directions
+    optuna.delete_study(study_name=name, storage=storage)
+    new = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    for key, value in attrs.items():
+        new.set_user_attr(key, value)
+    if metric_names:
+        new.set_metric_names(metric_names)
     new.add_trials(keep)
-    for trial in again:
-        new.enqueue_trial(trial.params, user_attrs=retry_attrs(trial), skip_if_exists=False)
+    waiting = [t for t in trials if t.state == TrialState.WAITING]  # queued before: queued again
+    for trial in sorted([*waiting, *again], key=lambda t: t.number):
+        new.enqueue_trial(queued_params(trial), user_attrs=retry_attrs(trial), skip_if_exists=False)
     return backup, len(again)
 
 

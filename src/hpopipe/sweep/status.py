@@ -182,3 +182,14 @@ def _worker_line(record: dict[str, Any], now: float | None = None) -> str:
         return f"exited ({age} ago)"
     trial = record.get("trial")
     return f"last heartbeat {age} ago" + ("" if trial is None else f", trial {trial}")
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """Every study in a storage, with its trial counts and best value (``hpopipe studies``)."""
+    rows = []
+    for s in optuna.study.get_all_study_summaries(storage, include_best_trial=True):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        best = s.best_trial.value if s.best_trial is not None else None
+        rows.append({"name": s.study_name, "trials": s.n_trials, "complete": complete, "best": best})
+    return rows

@@ -82,16 +82,22 @@ def resolve(setting: str, root: Path = artifacts.HPO) -> StorageSpec:
     return StorageSpec("postgresql", url)
 
 
+def open_existing(spec: StorageSpec) -> optuna.storages.BaseStorage:
+    """The storage of a sweep that has run: a missing study file is an error, never created empty."""
+    if spec.path is not None and not spec.path.exists():
+        raise HpopipeError(f"{spec.path}: not found (no sweep has run here yet: dvc repro)")
+    return open_storage(spec)
+
+
 def load_existing(setting: str, name: str, field: str) -> optuna.Study:
     """Load a study that must already exist; never creates an empty storage file or study.
 
     ``field`` names what the user gave, for the error (e.g. ``NAME`` or ``metrics/hpo.json``).
     """
     spec = resolve(setting)
-    if spec.path is not None and not spec.path.exists():
-        raise HpopipeError(f"{spec.path}: not found (no sweep has run here yet: dvc repro)")
+    storage = open_existing(spec)
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(spec))
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise HpopipeError(f"{field}: no study named {name!r} in {spec.display}") from None
 
