@@ -76,8 +76,11 @@ def test_the_straight_hyperband_sweep_prunes(straight_runs: Callable[[str], list
 
 
 def long_trial(straight: list[tuple[Any, ...]], nth: int) -> int:
-    """The ``nth`` trial that trains 3 epochs or more in the straight run: one to kill mid-way."""
-    numbers = [number for number, (_, _, _, curve) in enumerate(straight) if len(curve) >= 3]
+    """The ``nth`` trial that trains 5 epochs or more in the straight run: one to kill mid-way.
+
+    Killed after its 2nd epoch, it leaves a poll under load 3 epochs to see it running.
+    """
+    numbers = [number for number, (_, _, _, curve) in enumerate(straight) if len(curve) >= 5]
     return numbers[min(nth, len(numbers) - 1)]
 
 
