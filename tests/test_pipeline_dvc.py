@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -131,6 +132,40 @@ def test_a_cosmetic_edit_leaves_the_sweep_cv_select_and_refit_cached(project: Pa
     stale = set(json.loads(status.stdout))
     assert not {"prepare", "hpo", "cv", "select", "refit"} & stale
     assert ("report" in stale) == edited.startswith("src/hpopipe/report/")
+
+
+STAGES = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
+
+
+def _outputs(root: Path, stage: str) -> dict[str, bytes]:
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]
+    paths = [e if isinstance(e, str) else next(iter(e)) for k in ("outs", "metrics") for e in spec.get(k, [])]
+    found = [[root / p] if (root / p).is_file() else sorted((root / p).rglob("*")) for p in paths]
+    return {str(f.relative_to(root)): f.read_bytes() for group in found for f in group if f.is_file()}
+
+
+def test_a_refused_stage_names_the_command_that_brings_its_outputs_back(project: Path) -> None:
+    # DVC deletes a stage's outputs before the stage can refuse; the refusal must say how to get them back.
+    env = subprocess_env()
+    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "finished pipeline"], cwd=project, env=env, check=True)
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params_variant(params, {"retrain": {"max_regression": -1.0}}))
+    try:
+        for stage in STAGES:
+            before = _outputs(project, stage)
+            proc = subprocess.run(
+                ["dvc", "repro", "-f", "-s", stage], cwd=project, env=env, capture_output=True, text=True
+            )
+            assert proc.returncode != 0 and "retrain.max_regression" in proc.stderr, proc.stderr
+            assert _outputs(project, stage) != before  # DVC deleted them
+            (command,) = re.findall(r"`([^`]+)` brings them back", proc.stderr)
+            subprocess.run(command, shell=True, cwd=project, env=env, check=True, capture_output=True)
+            assert _outputs(project, stage) == before, stage
+    finally:
+        (project / "params.yaml").write_text(params)
+    status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True)
+    assert json.loads(status.stdout) == {}
 
 
 def test_more_trials_extend_the_same_study(project: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpopipe.errors import HpopipeError
+from hpopipe.outputs import restore_command
 from hpopipe.redact import mask_url
 
 EXIT_USER_ERROR = 2
@@ -117,5 +118,14 @@ def run(main: Callable[[], object]) -> None:
     try:
         main()
     except HpopipeError as err:
-        print(f"hpopipe: error: {mask_url(str(err))}", file=sys.stderr)
+        print(f"hpopipe: error: {mask_url(str(err))}{_restore_hint()}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _restore_hint() -> str:
+    """Under DVC: how to get back the outputs DVC deleted before this stage refused to run."""
+    stage = os.environ.get("DVC_STAGE")
+    command = restore_command(stage) if stage else None
+    if command is None:
+        return ""
+    return f" (DVC deleted the previous outputs of {stage} before it ran; `{command}` brings them back)"
