@@ -33,7 +33,8 @@ STAGES = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
 
 def params_text() -> str:
     raw = yaml.safe_load(TINY_PARAMS)
-    # The slow model sleeps in each forward pass (HPOPIPE_TEST_DELAY), so kills land mid-training.
+    # The slow model sleeps in each forward pass (HPOPIPE_TEST_DELAY: 0.03 s; at 0.01 a poll under two
+    # xdist workers once missed trial 1's window), so kills land mid-training.
     raw["model"] = {"factory": "tests.failing_models:slow", "params": {}}
     return yaml.safe_dump(raw, sort_keys=False)
 
@@ -41,7 +42,7 @@ def params_text() -> str:
 def stage_env(mark: str) -> dict[str, str]:
     """The stage processes inherit the marker, which is how the /proc scan finds them."""
     return subprocess_env(
-        PYTHONPATH=str(REPO), HPOPIPE_TEST_DELAY="0.01", HPOPIPE_TEST_MARK=mark, HPOPIPE_LOG_LEVEL="INFO"
+        PYTHONPATH=str(REPO), HPOPIPE_TEST_DELAY="0.03", HPOPIPE_TEST_MARK=mark, HPOPIPE_LOG_LEVEL="INFO"
     )
 
 
