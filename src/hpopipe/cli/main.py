@@ -101,18 +101,13 @@ def _resume(args: argparse.Namespace) -> None:
 def _restore(args: argparse.Namespace) -> None:
     from hpopipe.sweep.backup import restore_sqlite
 
-    target = args.storage
-    if target is None:
-        from hpopipe.config import load_params
-        from hpopipe.sweep.storage import resolve
-
-        spec = resolve(load_params(args.params).hpo.storage)
-        if spec.kind != "sqlite":
-            raise HpopipeError(
-                f"hpo.storage: {spec.kind}: restore brings back a SQLite study file "
-                "(back a journal or database up with its own tools)"
-            )
-        target = spec.path
+    spec = sweep.storage_spec(args.params, args.storage)
+    if spec.kind != "sqlite":
+        raise HpopipeError(
+            f"hpo.storage: {spec.kind}: restore brings back a SQLite study file "
+            "(back a journal or database up with its own tools)"
+        )
+    target = spec.path
     kept = restore_sqlite(args.source, target, sweep.grace_of(args.params))
     note = f" (the previous file is kept as {kept})" if kept else ""
     print(f"restored {target} from {args.source}{note}")

@@ -15,15 +15,19 @@ def _worker(args: argparse.Namespace) -> None:
     run_worker(str(args.params), args.study, args.id)
 
 
-def target_storage(params_path: Path, storage: Path | None) -> tuple[Any, Any]:
-    """(spec, storage) a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params.
-
-    Never created where it does not exist: a missing study file is one line.
-    """
+def storage_spec(params_path: Path, storage: Path | None) -> Any:
+    """The storage a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params."""
     from hpopipe.config import load_params
-    from hpopipe.sweep.storage import open_existing, resolve, sqlite_spec
+    from hpopipe.sweep.storage import resolve, sqlite_spec
 
-    spec = sqlite_spec(storage) if storage is not None else resolve(load_params(params_path).hpo.storage)
+    return sqlite_spec(storage) if storage is not None else resolve(load_params(params_path).hpo.storage)
+
+
+def target_storage(params_path: Path, storage: Path | None) -> tuple[Any, Any]:
+    """(spec, storage) of :func:`storage_spec`, never created where it does not exist."""
+    from hpopipe.sweep.storage import open_existing
+
+    spec = storage_spec(params_path, storage)
     return spec, open_existing(spec)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 
+from hpopipe.artifacts import sqlite_url
 from hpopipe.atomic import temp_path
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep.lifecycle import refuse_while_running
@@ -106,7 +107,7 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
 
 
 def _refuse_while_running(path: Path, grace_s: float) -> None:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    storage = optuna.storages.RDBStorage(sqlite_url(path))
     try:
         for name in optuna.study.get_all_study_names(storage):
             refuse_while_running(
