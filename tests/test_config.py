@@ -220,7 +220,7 @@ def test_bad_range(raw: dict[str, Any], name: str, spec: dict[str, Any], fragmen
         ({"type": "int_uniform", "min": 1, "max": 4, "step": -1}, "search_space.width.step"),
         ({"type": "int_uniform", "min": 1.5, "max": 4}, "search_space.width.min"),
         ({"type": "lognormal", "min": 0.0, "max": 1.0}, "search_space.width.type"),
-        ({"min": 0.0, "max": 1.0}, "search_space.width"),
+        ({"min": 0.0}, "search_space.width"),  # no `type`, and no W&B distribution follows from `min`
     ],
 )
 def test_bad_spec_is_named(raw: dict[str, Any], spec: dict[str, Any], where: str) -> None:
@@ -250,7 +250,7 @@ def test_empty_search_space(raw: dict[str, Any]) -> None:
     assert error_of(raw).startswith("params.yaml: search_space: ")
 
 
-@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "a.b", "", "lr\n", "é"])
+@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "a..b", "model.", ".lr", "", "lr\n", "é"])
 def test_non_identifier_parameter_name(raw: dict[str, Any], name: str) -> None:
     raw["search_space"][name] = {"type": "choice", "values": [1]}
     message = error_of(raw)

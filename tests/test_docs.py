@@ -151,7 +151,8 @@ def test_the_command_check_catches_a_stale_command() -> None:
     assert check_command(["space", "export", "--format", "wandb", "--output", "f"]) == []
     assert check_command(["studys"])
     assert check_command(["resume", "--retry-failure"])
-    assert check_command(["space", "import"])
+    assert check_command(["space", "convert"])
+    assert check_command(["space", "import", "--from", "sweep.yaml", "--params", "p.yaml"]) == []
     assert check_command(["sweep", "stop"])
 
 

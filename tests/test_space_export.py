@@ -34,6 +34,7 @@ with warnings.catch_warnings():
         LogUniform,
         MedianStoppingPolicy,
         Normal,
+        QLogUniform,
         QUniform,
         SweepJob,
         TruncationSelectionPolicy,
@@ -128,6 +129,20 @@ def test_wandb_parameters_read_back_as_the_same_specs() -> None:
     assert sweep["run_cap"] == 30
 
 
+def test_wandb_integers_with_log_or_step_are_rounded_draws() -> None:
+    # W&B rounds to integers when q is one: q 1 of a log range, q = step of a linear one.
+    space = {
+        "batch": {"type": "int_uniform", "min": 16, "max": 512, "log": True},
+        "units": {"type": "int_uniform", "min": 0, "max": 64, "step": 8},
+    }
+    sweep = yaml.safe_load(export_space(params(space), "wandb"))
+    assert sweep["parameters"] == {
+        "batch": {"distribution": "q_log_uniform_values", "min": 16, "max": 512, "q": 1},
+        "units": {"distribution": "q_uniform", "min": 0, "max": 64, "q": 8},
+    }
+    assert parse_params(raw(sweep["parameters"])).search_space == params(space).search_space
+
+
 @pytest.mark.parametrize(
     ("sampler", "method"),
     [("tpe", "bayes"), ("gp", "bayes"), ("cmaes", "bayes"), ("qmc", "random"), ("random", "random")],
@@ -169,14 +184,9 @@ def test_wandb_successive_halving_starts_at_its_first_rung() -> None:
             "space export: wandb cannot express search_space.heads.when",
         ),
         (
-            {"n": {"type": "int_uniform", "min": 1, "max": 64, "log": True}},
+            {"n": {"type": "int_uniform", "min": 4, "max": 68, "step": 8}},
             {},
-            "search_space.n (int_uniform with log",
-        ),
-        (
-            {"n": {"type": "int_uniform", "min": 0, "max": 64, "step": 8}},
-            {},
-            "search_space.n (int_uniform with step 8",
+            "search_space.n (its steps are multiples of 8, but min 4 is not one",
         ),
         (
             {"d": {"type": "uniform", "min": 0.05, "max": 0.45, "step": 0.1}},
@@ -204,7 +214,8 @@ def test_azureml_yaml_loads_as_a_sweep_job_with_the_same_space(tmp_path: Path) -
     ss = job.search_space
     assert isinstance(ss["lr"], LogUniform)  # natural-log exponents
     assert (ss["lr"].min_value, ss["lr"].max_value) == pytest.approx((math.log(1e-4), math.log(3e-2)))
-    assert isinstance(ss["n_layers"], Choice) and ss["n_layers"].values == [1, 2, 3]
+    assert isinstance(ss["n_layers"], QUniform)  # round(uniform(1, 3) / 1) * 1: the integers 1 … 3
+    assert (ss["n_layers"].min_value, ss["n_layers"].max_value, ss["n_layers"].q) == (1, 3, 1)
     assert isinstance(ss["width"], Choice) and ss["width"].values == [32, 64, 128]
     assert isinstance(ss["dropout"], QUniform)
     assert (ss["dropout"].min_value, ss["dropout"].max_value, ss["dropout"].q) == (0.0, 0.5, 0.05)
@@ -222,9 +233,17 @@ def test_azureml_yaml_loads_as_a_sweep_job_with_the_same_space(tmp_path: Path) -
     assert "--lr ${{search_space.lr}}" in job.trial.command
 
 
-def test_azureml_int_uniform_with_step_is_an_explicit_choice(tmp_path: Path) -> None:
-    space = {"units": {"type": "int_uniform", "min": 16, "max": 64, "step": 16}}
-    assert azureml_job(tmp_path, params(space)).search_space["units"].values == [16, 32, 48, 64]
+def test_azureml_integers_are_quantised_draws_or_an_explicit_choice(tmp_path: Path) -> None:
+    space = {
+        "units": {"type": "int_uniform", "min": 16, "max": 64, "step": 16},
+        "batch": {"type": "int_uniform", "min": 16, "max": 512, "log": True},
+        "odd": {"type": "int_uniform", "min": 1, "max": 7, "step": 2},  # 1 is no multiple of 2
+    }
+    ss = azureml_job(tmp_path, params(space)).search_space
+    assert isinstance(ss["units"], QUniform) and (ss["units"].min_value, ss["units"].q) == (16, 16)
+    assert isinstance(ss["batch"], QLogUniform) and ss["batch"].q == 1
+    assert (ss["batch"].min_value, ss["batch"].max_value) == pytest.approx((math.log(16), math.log(512)))
+    assert isinstance(ss["odd"], Choice) and ss["odd"].values == [1, 3, 5, 7]
 
 
 def test_azureml_bayesian_from_a_model_based_sampler(tmp_path: Path) -> None:
@@ -265,11 +284,6 @@ def test_azureml_percentile_and_qmc(tmp_path: Path) -> None:
             },
             {},
             "space export: azureml cannot express search_space.heads.when",
-        ),
-        (
-            {"n": {"type": "int_uniform", "min": 1, "max": 64, "log": True}},
-            {},
-            "search_space.n (int_uniform with log",
         ),
         (
             {"flag": {"type": "choice", "values": [True, False]}},

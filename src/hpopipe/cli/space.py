@@ -1,4 +1,4 @@
-"""``hpopipe space export``: the search space in other tools' formats."""
+"""``hpopipe space export`` / ``import``: the search space in other tools' formats, both ways."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from hpopipe.atomic import atomic_write_text
 from hpopipe.config import load_params
 from hpopipe.space.formats import FORMATS, export_space
+from hpopipe.space.imports import import_sweep
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.add_argument("--params", type=Path, default=Path("params.yaml"))
     export.add_argument("--output", type=Path, help="file to write (atomically); default: stdout")
     export.set_defaults(func=space_export_command)
+    imp = commands.add_parser(
+        "import",
+        help="write a W&B sweep config or an AzureML sweep job into params.yaml",
+        description="Read a W&B sweep config or an AzureML sweep job (told apart by their keys) and write "
+        "its search space, sampler, metric, pruner and budget into params.yaml, keeping every comment and "
+        "other section. One line per part of the file says whether it was mapped, approximated (and how) or "
+        "not mapped (and why); docs/strategies.md has the tables.",
+    )
+    imp.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE")
+    imp.add_argument("--params", type=Path, default=Path("params.yaml"))
+    imp.set_defaults(func=space_import_command)
 
 
 def space_export_command(args: argparse.Namespace) -> None:
@@ -36,3 +48,10 @@ def space_export_command(args: argparse.Namespace) -> None:
         return
     atomic_write_text(args.output, text)
     print(f"wrote the {args.fmt} search space to {args.output}")
+
+
+def space_import_command(args: argparse.Namespace) -> None:
+    """Handler of ``hpopipe space import``."""
+    for line in import_sweep(args.source, args.params):
+        print(line)
+    print(f"wrote search_space and hpo from {args.source} into {args.params}")

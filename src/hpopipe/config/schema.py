@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hpopipe.config.routes import check_names
 from hpopipe.config.storage_url import check_storage_setting
-from hpopipe.config.wandb_form import from_wandb
+from hpopipe.config.wandb_form import flatten, from_wandb
 from hpopipe.metrics import (
     CATALOGUE,
     METRIC_NAMES,
@@ -500,10 +501,8 @@ class Params(_Strict):
     def _names_and_wandb_form(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        for name in value:
-            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"parameter name {name!r} must be a Python identifier")
-        return {name: _normalise_spec(name, spec) for name, spec in value.items()}
+        # W&B's nested `name: {parameters: {...}}` blocks become dotted names (config.routes).
+        return {name: _normalise_spec(name, spec) for name, spec in flatten(value).items()}
 
     @field_validator("search_space")
     @classmethod
@@ -528,6 +527,11 @@ class Params(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _names_reach_something(self) -> Params:
+        check_names(self.search_space, self.model.name)
+        return self
+
+    @model_validator(mode="after")
     def _metric_fits_task(self) -> Params:
         check_metric_fits_task(self.hpo.metric, self.data.task)
         for name in self.hpo.objectives[1:]:
@@ -538,12 +542,12 @@ class Params(_Strict):
 
 
 def _normalise_spec(name: str, spec: Any) -> Any:
-    # W&B's sweep form has `distribution` (or bare `values`) instead of `type`.
-    if isinstance(spec, dict) and "type" not in spec and ({"distribution", "values", "value"} & set(spec)):
+    # W&B's sweep form has `distribution` (or bare `values`, `value`, `min`/`max`) instead of `type`.
+    if isinstance(spec, dict) and "type" not in spec:
         try:
             return from_wandb(spec)
         except (KeyError, ValueError) as err:
-            raise ValueError(f"{name}: {err}") from None
+            raise ValueError(f"search_space.{name}: {err}") from None
     return spec
 
 

@@ -24,6 +24,13 @@ export useless for the common case:
   counterpart), truncation_selection takes percentile (both drop the worst ``percentile`` %).
   AzureML's bandit policy (slack relative to the best run) matches no hpopipe pruner, and no
   AzureML policy matches hyperband's geometric rungs: those are refused, not approximated.
+* integers: W&B and AzureML round a draw, ``round(x / q) * q``, to integers when ``q`` is one, so
+  ``int_uniform`` becomes W&B ``int_uniform`` / ``q_uniform`` (``q`` = step) /
+  ``q_log_uniform_values`` (``q`` 1, log) and AzureML ``quniform`` / ``qloguniform``: the same
+  integers, the two ends of a linear range half as likely. ``hpopipe space import``
+  (:mod:`hpopipe.space.imports`) reads each back as the spec it came from.
+* dotted names (``optimizer.lr``, ``model.encoder.depth``) become W&B's nested ``parameters:``
+  blocks; AzureML takes them as they are.
 * budgets: ``hpo.n_trials`` becomes W&B ``run_cap`` / AzureML ``max_total_trials``;
   ``hpo.timeout`` becomes AzureML ``limits.timeout`` (whole seconds, rounded up); W&B sweeps have
   no time limit, so it is left out there.
@@ -195,8 +202,8 @@ def _wandb_method(params: Params) -> str:
 def _wandb_parameters(params: Params) -> dict[str, dict[str, Any]]:
     if isinstance(params.hpo.sampler, GridSampler):
         grid = _grid_values(params.search_space, params.hpo.sampler)
-        return {name: {"values": values} for name, values in grid.items()}
-    return {name: _wandb_param(name, spec) for name, spec in params.search_space.items()}
+        return _nest({name: {"values": values} for name, values in grid.items()})
+    return _nest({name: _wandb_param(name, spec) for name, spec in params.search_space.items()})
 
 
 def _wandb_param(name: str, spec: ParamSpec) -> dict[str, Any]:
@@ -210,18 +217,38 @@ def _wandb_param(name: str, spec: ParamSpec) -> dict[str, Any]:
         _check_quantised("wandb", name, spec, spec.step)
         return {"distribution": "q_uniform", "min": spec.min, "max": spec.max, "q": spec.step}
     if isinstance(spec, IntUniformSpec):
-        if spec.log:
-            raise _cannot(
-                "wandb", f"search_space.{name}", "int_uniform with log: W&B's int_uniform is linear"
-            )
-        if spec.step != 1:
-            raise _cannot(
-                "wandb", f"search_space.{name}", f"int_uniform with step {spec.step}: it has no step"
-            )
-        return {"distribution": "int_uniform", "min": spec.min, "max": spec.max}
+        return _wandb_int(name, spec)
     if isinstance(spec, NormalSpec):
         return {"distribution": "normal", "mu": spec.mu, "sigma": spec.sigma}
     return {"values": list(spec.values)}
+
+
+def _wandb_int(name: str, spec: IntUniformSpec) -> dict[str, Any]:
+    # An integer q makes W&B round to integers: round(x / q) * q, so q 1 of a log range gives
+    # log-scaled integers and q = step the multiples of step (when min is one: W&B counts from 0).
+    if spec.log:
+        return {"distribution": "q_log_uniform_values", "min": spec.min, "max": spec.max, "q": 1}
+    if spec.step == 1:
+        return {"distribution": "int_uniform", "min": spec.min, "max": spec.max}
+    if spec.min % spec.step:
+        raise _cannot(
+            "wandb",
+            f"search_space.{name}",
+            f"its steps are multiples of {spec.step}, but min {spec.min} is not one",
+        )
+    return {"distribution": "q_uniform", "min": spec.min, "max": spec.max, "q": spec.step}
+
+
+def _nest(flat: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Dotted names as W&B's nested ``parameters:`` blocks (config.wandb_form.flatten reads them back)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in flat.items():
+        *parents, leaf = name.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {"parameters": {}})["parameters"]
+        node[leaf] = entry
+    return out
 
 
 def _wandb_early_terminate(pruner: PrunerConfig) -> dict[str, Any] | None:
@@ -320,16 +347,24 @@ def _azureml_param(name: str, spec: ParamSpec) -> dict[str, Any]:
 
 
 def _azureml_int(name: str, spec: IntUniformSpec) -> dict[str, Any]:
-    """An explicit choice: the one integer form that is exact for any min and step.
+    """The quantised form that gives the same integers, so ``space import`` reads back the same spec.
 
-    randint only starts at 0, and quniform is round(uniform / q) * q, which (Hyperopt's
-    convention) may reach the command as ``3.0``, which an ``int`` argument refuses.
+    quniform with an integer q is round(uniform(min, max) / q) * q: every multiple of q in
+    [min, max] when min is one (the ends half as likely); qloguniform with q 1 is the log-scaled
+    integers (natural-log exponents). Hyperopt's convention may hand them to the command as
+    ``3.0``: a trial script parses them with ``int(float(x))``. A min off the step's multiples
+    has no quantised form: it becomes the explicit choice of its values.
     """
     if spec.log:
-        raise _cannot(
-            "azureml", f"search_space.{name}", "int_uniform with log: it has no log-scaled integers"
-        )
-    return {"type": "choice", "values": list(range(spec.min, spec.max + 1, spec.step))}
+        return {
+            "type": "qloguniform",
+            "min_value": math.log(spec.min),
+            "max_value": math.log(spec.max),
+            "q": 1,
+        }
+    if spec.min % spec.step:
+        return {"type": "choice", "values": list(range(spec.min, spec.max + 1, spec.step))}
+    return {"type": "quniform", "min_value": spec.min, "max_value": spec.max, "q": spec.step}
 
 
 def _azureml_limits(params: Params) -> dict[str, int]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig, check_metric_fits_task
+from hpopipe.config.routes import train_settings
 from hpopipe.errors import HpopipeError, TrainingDiverged, TrainingInterrupted
 from hpopipe.training import checkpoints
 from hpopipe.training.models import build
@@ -72,11 +73,12 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def hyper(params: dict[str, Any], cfg: TrainConfig) -> tuple[float, float, int]:
-    """Optimiser settings: a tuned value wins over the train section's default."""
+    """Optimiser settings: a tuned value (``lr`` or ``optimizer.lr``, …) wins over the train section's."""
+    tuned = train_settings(params)
     return (
-        float(params.get("lr", cfg.lr)),
-        float(params.get("weight_decay", cfg.weight_decay)),
-        int(params.get("batch_size", cfg.batch_size)),
+        float(tuned.get("lr", cfg.lr)),
+        float(tuned.get("weight_decay", cfg.weight_decay)),
+        int(tuned.get("batch_size", cfg.batch_size)),
     )
 
 

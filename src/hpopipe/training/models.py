@@ -1,7 +1,8 @@
 """Model families: the built-in tabular networks and user factories.
 
 A factory is any ``build(params, n_features, n_outputs) -> torch.nn.Module``;
-``params`` holds the sampled hyperparameters merged over ``model.params``.
+``params`` holds the sampled hyperparameters merged over ``model.params``, dotted
+``model.*`` names nested (:mod:`hpopipe.config.routes`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from hpopipe.config import ModelConfig
+from hpopipe.config.routes import model_params
 from hpopipe.errors import HpopipeError
 from hpopipe.plugins import load_callable
 
@@ -90,8 +92,12 @@ def resolve_factory(cfg: ModelConfig) -> Factory:
 
 
 def build(cfg: ModelConfig, params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
-    """Build a model with the sampled ``params`` merged over the fixed ``model.params``."""
-    merged = {**cfg.params, **params}
+    """Build a model with the sampled ``params`` merged over the fixed ``model.params``.
+
+    ``model.encoder.depth: 3`` reaches the factory as ``{"encoder": {"depth": 3}}``; names for
+    the loop alone (``train.*``, ``optimizer.*``) do not reach it.
+    """
+    merged = model_params({**cfg.params, **params})
     model = resolve_factory(cfg)(merged, n_features, n_outputs)
     if not isinstance(model, nn.Module):
         raise HpopipeError(
