@@ -2,9 +2,9 @@
 
 ``hpopipe space import`` replaces ``search_space`` and sets a few ``hpo`` keys; the rest of the
 file is the user's, comments and layout included. ruamel.yaml's round-trip mode (DVC's own YAML
-library, so no new dependency) loads the file with its comments and writes back only what
-changed; an unchanged file comes back byte for byte (tests/test_space_import.py). The result is
-validated before it replaces the file, atomically.
+library, so no new install) loads the file with its comments and writes back only what changed:
+every other line comes back byte for byte (tests/test_space_import.py), ``null`` included. The
+result is validated before it replaces the file, atomically.
 """
 
 from __future__ import annotations
