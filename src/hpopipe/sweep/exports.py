@@ -9,6 +9,7 @@ has ``value``, and ranks its Pareto front (see :mod:`hpopipe.sweep.pareto`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
@@ -19,7 +20,7 @@ from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
 from hpopipe.sweep.budget import first_positions
 from hpopipe.sweep.optuna_internals import TrialsView
-from hpopipe.sweep.seeded_sampler import sweep_position
+from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
 
 
 def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:
@@ -33,7 +34,8 @@ def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:
     keep = first_positions(trials, n_trials, lambda t: sweep_position(study, t))
     if len(keep) == len(trials):
         return study
-    return TrialsView(study, frozenset(keep))
+    numbers = frozenset(keep)
+    return TrialsView(study, lambda t: t.number in numbers)
 
 
 def _value_columns(study: optuna.Study) -> list[str]:
@@ -70,7 +72,15 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     columns += [f"params_{n}" for n in names]
     frame = pd.DataFrame(rows, columns=columns)
     frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
+    for name in names:  # an attempt killed before its parameters were written has none: 2, not 2.0
+        if _all_int(t.params.get(name) for t in study.get_trials(deepcopy=False)):
+            frame[f"params_{name}"] = frame[f"params_{name}"].astype("Int64")
     return frame
+
+
+def _all_int(values: Iterable[Any]) -> bool:
+    present = [v for v in values if v is not None]
+    return bool(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present)
 
 
 def pareto_front(study: optuna.Study, names: list[str]) -> pd.DataFrame:
@@ -108,7 +118,8 @@ def ranked_trials(study: optuna.Study) -> list[RankedTrial]:
         ]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
+    # Ties by sweep position, not number: a retry's new number must not reorder equal scores.
+    ordered = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), _position(t)))
     return [
         RankedTrial(
             number=t.number,
@@ -118,10 +129,14 @@ def ranked_trials(study: optuna.Study) -> list[RankedTrial]:
             checkpoint=t.user_attrs.get("checkpoint"),
             # The trial's place in an uninterrupted sweep: a retry after a crash has a new number
             # but the same position, and CV seeds by it so a crash does not change CV results.
-            position=t.user_attrs.get("position", t.number),
+            position=_position(t),
         )
         for t in ordered
     ]
+
+
+def _position(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(POSITION, trial.number))
 
 
 def statistics(study: optuna.Study) -> dict[str, Any]:

@@ -20,6 +20,23 @@ hpopipe touches an underscore name of Optuna.
   sampler is re-seeded before every trial so a resumed sweep proposes what an
   uninterrupted one would; there is no public way to reach a sampler's random
   state (``reseed_rng`` draws a fresh, unreproducible seed).
+- :func:`pin_to_position` (``GPSampler._gprs_cache_list`` and ``_constraints_gprs_cache_list``,
+  ``QMCSampler._find_sample_id``): a sampler's proposal must be a function of the study and
+  the trial's sweep position alone. GPSampler starts each fit from the kernel parameters of
+  the fit before it in this process (a resumed process starts from defaults: the last digits
+  differ); it is made to start from defaults every time. QMCSampler takes the next point of
+  its sequence from a counter in the study that every attempt advances (a retry shifted every
+  later point); :class:`PositionalQMC` takes the point at the trial's sweep position.
+- :class:`PositionalGrid` and :class:`PositionalCmaEs` (``GridSampler.before_trial`` gives
+  the trial numbered n grid point n; ``CmaEsSampler.sample_relative`` seeds each ask with
+  ``rng + trial.number``): both read the trial's number, which a retry shifts; they are
+  shown the trial renumbered to its sweep position (:func:`renumbered`).
+- :func:`inherit_sampler_state` (``FrozenTrial.system_attrs``, ``_system_attrs``): what a
+  sampler wrote on an interrupted attempt (NSGA-II's generation, CMA-ES's solution) is
+  copied to its retry, which the sampler never samples for.
+- :class:`PositionalSuccessiveHalving` (``SuccessiveHalvingPruner.prune`` reads every trial's
+  ``completed_rung_*`` system attributes): an interrupted attempt's rungs would compete with
+  its own retry's; the override hides the trials ``counts`` rejects.
 - :func:`all_trials` (``Study._study_id`` with the storage): under ``HyperbandPruner``
   Optuna hands the sampler a study filtered to the trial's bracket; a trial's place in
   the sweep must be counted over the whole study.
@@ -40,11 +57,14 @@ hpopipe touches an underscore name of Optuna.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
@@ -86,6 +106,43 @@ def _lazy_states(sampler: BaseSampler) -> list[LazyRandomState]:
     return states
 
 
+def pin_to_position(sampler: BaseSampler, position: int) -> None:
+    """Make ``sampler``'s next proposal depend on nothing but the study and ``position``.
+
+    Called before every trial, after the random states are re-seeded: drops a GP
+    sampler's cached fits and points a QMC sampler at the position's point (also inside
+    wrapping samplers, as :func:`random_states` finds them).
+    """
+    if isinstance(sampler, optuna.samplers.GPSampler):
+        sampler._gprs_cache_list = None
+        sampler._constraints_gprs_cache_list = None
+    if isinstance(sampler, Positional):
+        sampler.position = position
+    for inner in vars(sampler).values():
+        if isinstance(inner, BaseSampler):
+            pin_to_position(inner, position)
+
+
+class Positional:
+    """A sampler told the sweep position of the trial it is sampling for (by :func:`pin_to_position`)."""
+
+    position = 0
+
+
+def renumbered(trial: FrozenTrial, number: int) -> FrozenTrial:
+    """The same trial (same storage id, attributes and parameters) under another ``number``."""
+    twin = copy.copy(trial)
+    twin.number = number
+    return twin
+
+
+class PositionalQMC(Positional, optuna.samplers.QMCSampler):
+    """``QMCSampler`` whose n-th point is the trial at sweep position n (see the module docstring)."""
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, BaseDistribution]) -> int:
+        return self.position
+
+
 @contextmanager
 def optimize_loop_window(study: optuna.Study) -> Iterator[None]:
     """Inside the block, ``study.stop()`` works as in ``study.optimize`` (see :func:`stop_requested`)."""
@@ -100,6 +157,37 @@ def optimize_loop_window(study: optuna.Study) -> Iterator[None]:
 def stop_requested(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called since the last :func:`optimize_loop_window` opened."""
     return bool(study._stop_flag)
+
+
+class PositionalGrid(Positional, optuna.samplers.GridSampler):
+    """``GridSampler`` that gives the trial at sweep position n grid point n (see the module docstring)."""
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, renumbered(trial, self.position))
+
+
+class PositionalCmaEs(Positional, optuna.samplers.CmaEsSampler):
+    """``CmaEsSampler`` that seeds each ask by sweep position, not trial number (see the module docstring)."""
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return super().sample_relative(study, renumbered(trial, self.position), search_space)
+
+
+def inherit_sampler_state(study: optuna.Study, retry: FrozenTrial, origin: FrozenTrial) -> None:
+    """Give a retry what the sampler wrote on the attempt it replaces (its generation, grid point,
+    CMA-ES solution...), in the storage and on ``retry`` itself.
+
+    A retry runs with fixed parameters, so the sampler never samples for it and writes
+    nothing: NSGA-II then counted one member short in its generation, CMA-ES told one
+    solution fewer, and every later trial moved.
+    """
+    storage = storage_of(study)
+    for key, value in origin.system_attrs.items():
+        if key != "fixed_params" and key not in retry.system_attrs:
+            storage.set_trial_system_attr(trial_id(retry), key, value)
+            retry._system_attrs[key] = value
 
 
 def all_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -146,9 +234,9 @@ class PositionalHyperband(optuna.pruners.HyperbandPruner):
 
 
 class TrialsView(optuna.Study):
-    """A read-only study that shows only the trials whose numbers are in ``keep``."""
+    """A study that shows only the trials ``keep`` accepts (writes go to the study as usual)."""
 
-    def __init__(self, study: optuna.Study, keep: frozenset[int]) -> None:
+    def __init__(self, study: optuna.Study, keep: Callable[[FrozenTrial], bool]) -> None:
         super().__init__(study_name=study.study_name, storage=study._storage, sampler=study.sampler)
         self._keep = keep
 
@@ -156,7 +244,7 @@ class TrialsView(optuna.Study):
         self, deepcopy: bool = True, states: Container[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
         trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in trials if t.number in self._keep]
+        return [t for t in trials if self._keep(t)]
 
     def _get_best_trial(self, deepcopy: bool) -> FrozenTrial:
         complete = self._get_trials(deepcopy=deepcopy, states=(TrialState.COMPLETE,))
@@ -164,6 +252,27 @@ class TrialsView(optuna.Study):
             raise ValueError("no COMPLETE trial in the view")
         pick = max if self.direction == optuna.study.StudyDirection.MAXIMIZE else min
         return pick(complete, key=lambda t: (float(t.value or 0.0), -t.number))
+
+
+class PositionalSuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
+    """``SuccessiveHalvingPruner`` that compares a trial only with the trials ``counts`` accepts.
+
+    ``counts`` rejects interrupted attempts: a retry replays its origin's epochs and
+    rungs, and must not also compete with the origin's (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        min_resource: int,
+        reduction_factor: int,
+        min_early_stopping_rate: int,
+        counts: Callable[[FrozenTrial], bool],
+    ) -> None:
+        super().__init__(min_resource, reduction_factor, min_early_stopping_rate)
+        self._counts = counts
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return bool(super().prune(TrialsView(study, self._counts), trial))
 
 
 def queued_params(trial: FrozenTrial) -> dict[str, object]:

@@ -23,8 +23,14 @@ from hpopipe.config import (
 )
 from hpopipe.errors import HpopipeError
 from hpopipe.space import suggest
-from hpopipe.sweep.optuna_internals import PositionalHyperband
-from hpopipe.sweep.seeded_sampler import SeededSampler, bracket_position
+from hpopipe.sweep.optuna_internals import (
+    PositionalCmaEs,
+    PositionalGrid,
+    PositionalHyperband,
+    PositionalQMC,
+    PositionalSuccessiveHalving,
+)
+from hpopipe.sweep.seeded_sampler import SeededSampler, bracket_position, counts
 
 
 def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
@@ -40,13 +46,13 @@ def _base_sampler(params: Params) -> optuna.samplers.BaseSampler:
         if isinstance(cfg, RandomSampler):
             return optuna.samplers.RandomSampler(seed=seed)
         if isinstance(cfg, GridSampler):
-            return optuna.samplers.GridSampler(suggest.grid(params.search_space, cfg.grid_points), seed=seed)
+            return PositionalGrid(suggest.grid(params.search_space, cfg.grid_points), seed=seed)
         if isinstance(cfg, GpSampler):
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=cfg.n_startup_trials)
         if isinstance(cfg, CmaesSampler):
             return _cmaes(cfg, seed)
         if isinstance(cfg, QmcSampler):
-            return optuna.samplers.QMCSampler(qmc_type=cfg.qmc_type, scramble=cfg.scramble, seed=seed)
+            return PositionalQMC(qmc_type=cfg.qmc_type, scramble=cfg.scramble, seed=seed)
         if isinstance(cfg, Nsga2Sampler):
             return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
         return optuna.samplers.TPESampler(
@@ -65,7 +71,7 @@ def _cmaes(cfg: CmaesSampler, seed: int) -> optuna.samplers.BaseSampler:
         raise HpopipeError(
             "hpo.sampler: cmaes needs the 'cmaes' package (pip install 'hpopipe[cmaes]')"
         ) from None
-    return optuna.samplers.CmaEsSampler(
+    return PositionalCmaEs(
         seed=seed, n_startup_trials=cfg.n_startup_trials, restart_strategy=cfg.restart_strategy
     )
 
@@ -85,8 +91,9 @@ def make_pruner(params: Params) -> optuna.pruners.BasePruner:
             cfg.min_resource, params.train.max_epochs, cfg.reduction_factor, bracket_position
         )
     if isinstance(cfg, SuccessiveHalvingPruner):
-        return optuna.pruners.SuccessiveHalvingPruner(
-            cfg.min_resource, cfg.reduction_factor, cfg.min_early_stopping_rate
+        # Rungs of an interrupted attempt do not compete with its retry's.
+        return PositionalSuccessiveHalving(
+            cfg.min_resource, cfg.reduction_factor, cfg.min_early_stopping_rate, counts
         )
     if isinstance(cfg, ThresholdPruner):
         return optuna.pruners.ThresholdPruner(cfg.lower, cfg.upper, cfg.n_warmup_steps)

@@ -16,10 +16,11 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.seeding import derive_seed
-from hpopipe.sweep.optuna_internals import all_trials, random_states
+from hpopipe.sweep.optuna_internals import all_trials, inherit_sampler_state, pin_to_position, random_states
 from hpopipe.sweep.recovery import INTERRUPTED
 
 POSITION = "position"  # user attribute: the trial's place in an uninterrupted sweep
+RETRY_OF = "retry_of"  # user attribute: the number of the first attempt a retry repeats
 
 
 def replaced(trial: FrozenTrial) -> bool:
@@ -38,6 +39,11 @@ def sweep_position(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> in
     if POSITION in trial.user_attrs:
         return int(trial.user_attrs[POSITION])
     return sum(1 for t in all_trials(study) if t.number < trial.number and not replaced(t))
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a pruner may compare against this trial: not an attempt a retry replaced."""
+    return not replaced(trial)
 
 
 def bracket_position(study: optuna.Study, trial: FrozenTrial) -> int | None:
@@ -61,9 +67,13 @@ class SeededSampler(BaseSampler):
     def _reseed(self, position: int) -> None:
         for index, rng in enumerate(random_states(self.base)):
             rng.seed(derive_seed(self.seed, "sampler", position, index))
+        pin_to_position(self.base, position)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._reseed(sweep_position(study, trial))
+        if RETRY_OF in trial.user_attrs:
+            origin = int(trial.user_attrs[RETRY_OF])
+            inherit_sampler_state(study, trial, next(t for t in all_trials(study) if t.number == origin))
         self.base.before_trial(study, trial)
 
     def infer_relative_search_space(
