@@ -66,6 +66,12 @@ def sweep(
     in_process = params.hpo.backend == "local" and params.hpo.n_workers == 1
     if not in_process:  # and a tracking store that several workers cannot share, before any run
         tracker.check_several_writers(f"hpo.n_workers is {params.hpo.n_workers}")
+        if params.hpo.n_workers > 1:  # the one setting under which a rerun is not the same sweep
+            log.info(
+                "%d workers: trials are proposed in the order results arrive, so a rerun (or a resume) "
+                "runs different trials; one worker reproduces a sweep exactly (docs/resume.md)",
+                params.hpo.n_workers,
+            )
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
     log.info("study %s in %s", name, spec.display)
