@@ -81,11 +81,51 @@ class BadInput:
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     setup: tuple[str, ...] = ()  # stages run (in-process) before the snapshot
+    damage: Callable[[Path], None] | None = None  # edits a file of the project (given its root)
 
     @property
     def slow(self) -> bool:
-        """The hpo, cv and refit stages import torch: seconds per case even when idle."""
+        """The hpo, cv, refit and report stages import torch: seconds per case even when idle."""
         return self.command[0] == "stage" and self.command[1] != "prepare"
+
+
+def _truncate_study(root: Path) -> None:
+    """Half of the study file gone, as after a full disk or a bad copy (its WAL with it)."""
+    study = root / "artifacts/hpo/study.db"
+    for sidecar in ("study.db-wal", "study.db-shm"):
+        (root / "artifacts/hpo" / sidecar).unlink(missing_ok=True)
+    with study.open("r+b") as handle:
+        handle.truncate(study.stat().st_size // 2)
+
+
+def _model_naming(factory: str) -> Callable[[Path], None]:
+    """models/model.pt rewritten (weights_only-loadable, no pickle) to name ``factory`` in its config."""
+
+    def damage(root: Path) -> None:
+        path = root / "models/model.pt"
+        payload = torch.load(path, weights_only=True)
+        payload["config"]["model"] = {"factory": factory, "params": {}}
+        torch.save(payload, path)
+
+    return damage
+
+
+# A module of the user's own that runs code when imported: a model file must not make anyone import it.
+IMPORT_TOUCHES = {
+    "evilmod.py": "import pathlib\npathlib.Path('{marker}').touch()\ndef build(p, n, k):\n    return None\n"
+}
+PREDICT = ("hpopipe", "predict", "--input", "data/raw/breast_cancer.csv", "--output")
+REGRESSION_BAD = _sets(
+    data={"path": "data/raw/bad.csv", "target": "y", "task": "regression"}, hpo__metric="rmse"
+)
+
+
+def _regression_csv(last: str) -> str:
+    return "a,b,y\n" + "".join(f"{i},{i % 3},{i * 0.5}\n" for i in range(19)) + last + "\n"
+
+
+def _classes_csv(header: str, last: str) -> str:
+    return header + "\n" + "".join(f"{i},{i % 3},{'p' if i < 10 else 'q'}\n" for i in range(20)) + last + "\n"
 
 
 HPO = ("stage", "hpo")
@@ -366,6 +406,277 @@ BAD_INPUTS: list[BadInput] = [
         "hpo.storage: environment variable HPOPIPE_UNSET_STORAGE is not set",
         _set("hpo.storage", "env:HPOPIPE_UNSET_STORAGE"),
     ),
+    BadInput(
+        "storage-query-password",
+        "storage",
+        VALIDATE,
+        "params.yaml: hpo.storage: a password here would be copied into dvc.lock",
+        _set("hpo.storage", "postgresql://postgres@127.0.0.1:5432/db?password=QSECRET-8888"),
+    ),
+    BadInput(
+        "storage-password-with-slash",
+        "storage",
+        VALIDATE,
+        "params.yaml: hpo.storage: a password here would be copied into dvc.lock",
+        _set("hpo.storage", "postgresql://postgres:canary/SECRET-7777@127.0.0.1:5432/db"),
+    ),
+    # secrets anywhere else in params.yaml: DVC copies every param into dvc.lock
+    BadInput(
+        "secret-token-in-model-params",
+        "secrets",
+        VALIDATE,
+        "params.yaml: model.params.source: a password here would be copied into dvc.lock",
+        _set("model.params", {"source": "https://example.org/w.bin?access_token=TSECRET-9999"}),
+    ),
+    BadInput(
+        "secret-userinfo-in-choice",
+        "secrets",
+        VALIDATE,
+        "params.yaml: search_space.mirror.values[0]: a password here would be copied into dvc.lock",
+        _set("search_space.mirror", {"type": "choice", "values": ["s3://k:p@ss/w@rd@bucket/x"]}),
+    ),
+    # MLflow's store, from MLFLOW_TRACKING_URI (psycopg 3 is not installed here; psycopg2 is)
+    BadInput(
+        "mlflow-driver-missing",
+        "tracking",
+        HPO,
+        "MLFLOW_TRACKING_URI: postgresql+psycopg://postgres:***@127.0.0.1:5432/mlflow: "
+        "its driver 'psycopg' is not installed",
+        env={
+            "HPOPIPE_TRACKING": "on",
+            "MLFLOW_TRACKING_URI": "postgresql+psycopg://postgres:MSECRET-1/x@127.0.0.1:5432/mlflow",
+        },
+    ),
+    # values that would train garbage
+    BadInput(
+        "space-batch-size-below-one",
+        "sizes",
+        VALIDATE,
+        "params.yaml: search_space.batch_size: sizes the model or its batches, so its values must be "
+        "whole numbers >= 1: 0 is below 1",
+        _set("search_space.batch_size", {"type": "choice", "values": [0, -5]}),
+    ),
+    BadInput(
+        "space-width-range-from-zero",
+        "sizes",
+        VALIDATE,
+        "params.yaml: search_space.width: sizes the model or its batches, so its range must start at 1",
+        _set("search_space.width", {"type": "int_uniform", "min": 0, "max": 8}),
+    ),
+    BadInput(
+        "space-width-true",
+        "sizes",
+        VALIDATE,
+        "params.yaml: search_space.width: sizes the model or its batches, so its values must be whole "
+        "numbers >= 1: True is not a number",
+        _set("search_space.width", {"type": "choice", "values": [True]}),
+    ),
+    BadInput(
+        "model-params-layers-zero",
+        "sizes",
+        VALIDATE,
+        "params.yaml: model.params.n_layers: sizes the model or its batches, so its value must be whole "
+        "numbers >= 1: 0 is below 1",
+        _set("model.params", {"n_layers": 0}),
+    ),
+    BadInput(
+        "model-params-heads-fraction",
+        "sizes",
+        VALIDATE,
+        "params.yaml: model.params.n_heads: sizes the model or its batches, so its value must be whole "
+        "numbers >= 1: 2.5 is not a whole number",
+        _set("model.params", {"n_heads": 2.5}),
+    ),
+    BadInput(
+        "space-choice-mixed-types",
+        "search space",
+        VALIDATE,
+        "params.yaml: search_space.width.values: [16, 16, True, 1, 1.0, '16'] mixes booleans and numbers "
+        "and strings",
+        _set("search_space.width", {"type": "choice", "values": [16, 16, True, 1, 1.0, "16"]}),
+    ),
+    BadInput(
+        "space-choice-duplicate",
+        "search space",
+        VALIDATE,
+        "params.yaml: search_space.width.values: 1.0 is listed twice",
+        _set("search_space.width", {"type": "choice", "values": [1, 16, 1.0]}),
+    ),
+    BadInput(
+        "feature-infinite",
+        "data",
+        ("stage", "prepare"),
+        "data.path: column 'a' has 1 infinite value(s) in data/raw/bad.csv",
+        _sets(data__path="data/raw/bad.csv", data__target="y"),
+        files={"data/raw/bad.csv": _classes_csv("a,b,y", "inf,1,p")},
+    ),
+    BadInput(
+        "feature-float32-overflow",
+        "data",
+        VALIDATE,
+        "data.path: column 'b' has 1 value(s) beyond float32's range",
+        _sets(data__path="data/raw/bad.csv", data__target="y"),
+        files={"data/raw/bad.csv": _classes_csv("a,b,y", "1,1e39,q")},
+    ),
+    BadInput(
+        "target-times-1e307",
+        "data",
+        ("stage", "prepare"),
+        "data.target: 'y' has 1 value(s) beyond float32's range",
+        REGRESSION_BAD,
+        files={"data/raw/bad.csv": _regression_csv("1,1,9.5e307")},
+    ),
+    BadInput(
+        "target-too-large-to-standardise",
+        "data",
+        ("stage", "prepare"),
+        "data.target: 'y' has values too large to standardise in float32",
+        REGRESSION_BAD,
+        files={"data/raw/bad.csv": _regression_csv("1,1,3e30")},
+    ),
+    BadInput(
+        "column-reserved-name",
+        "data",
+        ("stage", "prepare"),
+        "data.path: data/raw/bad.csv: column name(s) ['__target__'] are reserved",
+        _sets(data__path="data/raw/bad.csv", data__target="y"),
+        files={"data/raw/bad.csv": _classes_csv("a,__target__,y", "1,1,q")},
+    ),
+    BadInput(
+        "csv-duplicate-header",
+        "data",
+        ("stage", "prepare"),
+        "data.path: data/raw/bad.csv: column name(s) ['a'] appear more than once in the header",
+        _sets(data__path="data/raw/bad.csv", data__target="y"),
+        files={"data/raw/bad.csv": _classes_csv("a,a,y", "1,1,q")},
+    ),
+    # names that run code: factories, callbacks, model files
+    BadInput(
+        "callbacks-builtins-eval",
+        "code",
+        VALIDATE,
+        "params.yaml: hpo.callbacks: 'builtins:eval' names Python's standard library (builtins)",
+        _set("hpo.callbacks", ["builtins:eval"]),
+    ),
+    BadInput(
+        "callbacks-stdlib-import",
+        "code",
+        VALIDATE,
+        "params.yaml: hpo.callbacks: 'this:s' names Python's standard library (this)",
+        _set("hpo.callbacks", ["this:s"]),
+    ),
+    BadInput(
+        "factory-os-system",
+        "code",
+        VALIDATE,
+        "params.yaml: model.factory: 'os:system' names Python's standard library (os)",
+        _set("model", {"factory": "os:system"}),
+    ),
+    BadInput(
+        "factory-not-importable",
+        "code",
+        VALIDATE,
+        "params.yaml: model.factory: cannot import 'no_such_pkg_hpopipe.models'",
+        _set("model", {"factory": "no_such_pkg_hpopipe.models:build"}),
+    ),
+    BadInput(
+        "factory-not-callable",
+        "code",
+        VALIDATE,
+        "params.yaml: hpo.callbacks: 'constmod' has no function 'X'",
+        _set("hpo.callbacks", ["constmod:X"]),
+        files={"constmod.py": "X = 3\n"},
+    ),
+    BadInput(
+        "model-file-names-a-factory",
+        "code",
+        (*PREDICT[:-1], "--output", "p.csv"),
+        "--model: models/model.pt: names the factory 'evilmod:build', which loading would import and run",
+        files=IMPORT_TOUCHES,
+        damage=_model_naming("evilmod:build"),
+    ),
+    BadInput(
+        "model-file-names-builtins",
+        "code",
+        (*PREDICT[:-1], "--output", "p.csv", "--trust-factory"),
+        "--model: models/model.pt: config: field 'model': Value error, "
+        "model.factory: 'builtins:print' names Python's",
+        damage=_model_naming("builtins:print"),
+    ),
+    BadInput(
+        "report-model-file-names-a-factory",
+        "code",
+        ("stage", "report"),
+        "--model: models/model.pt: names the factory 'evilmod:build'",
+        files=IMPORT_TOUCHES,
+        damage=_model_naming("evilmod:build"),
+    ),
+    # outputs the pipeline owns
+    BadInput(
+        "predict-over-the-study",
+        "outputs",
+        (*PREDICT, "artifacts/hpo/study.db"),
+        "--output: artifacts/hpo/study.db lies in artifacts, which the pipeline owns",
+    ),
+    BadInput(
+        "predict-over-params",
+        "outputs",
+        (*PREDICT, "params.yaml"),
+        "--output: params.yaml lies in params.yaml",
+    ),
+    BadInput(
+        "predict-over-dvc-lock", "outputs", (*PREDICT, "./dvc.lock"), "--output: dvc.lock lies in dvc.lock"
+    ),
+    BadInput(
+        "predict-over-scratch",
+        "outputs",
+        (*PREDICT, ".hpopipe/x.csv"),
+        "--output: .hpopipe/x.csv lies in .hpopipe",
+    ),
+    BadInput(
+        "predict-over-its-input",
+        "outputs",
+        (*PREDICT, "data/raw/breast_cancer.csv"),
+        "--output: data/raw/breast_cancer.csv lies in data",
+    ),
+    # a damaged study file
+    BadInput(
+        "study-truncated-studies",
+        "study file",
+        ("hpopipe", "studies"),
+        "artifacts/hpo/study.db: the study database is damaged (database disk image is malformed): "
+        "bring back its last backup with `hpopipe restore",
+        damage=_truncate_study,
+    ),
+    BadInput(
+        "study-truncated-status",
+        "study file",
+        ("hpopipe", "status"),
+        "artifacts/hpo/study.db: the study database is damaged",
+        damage=_truncate_study,
+    ),
+    BadInput(
+        "study-truncated-hpo",
+        "study file",
+        HPO,
+        "artifacts/hpo/study.db: the study database is damaged",
+        damage=_truncate_study,
+    ),
+    # params.yaml too deep or too big
+    BadInput(
+        "yaml-5000-deep",
+        "params.yaml",
+        VALIDATE,
+        "params.yaml: nested more than 32 levels deep at line",
+        text=lambda t: t + "deep: " + "[" * 5000 + "]" * 5000 + "\n",
+    ),
+    BadInput(
+        "yaml-2mb",
+        "params.yaml",
+        VALIDATE,
+        "params.yaml: more than 1,000,000 bytes, the most a params file may hold",
+        text=lambda t: t + ("# " + "x" * 98 + "\n") * 20_000,
+    ),
 ]
 
 # The project every case copies: the tiny sweep run up to `refit` so that a study database, trial
@@ -376,11 +687,10 @@ PIPELINE_TO_REFIT = ("prepare", "hpo", "cv", "select", "refit")
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    # No bytecode: an import must not count as a file the command wrote. Tracking off: an MLflow
-    # store is outside what these tests are about (and would be a file written).
-    return subprocess_env(
-        PYTHONDONTWRITEBYTECODE="1", HPOPIPE_LOG_LEVEL="INFO", HPOPIPE_TRACKING="off", **extra
-    )
+    # No bytecode: an import must not count as a file the command wrote. Tracking off unless a case
+    # turns it on: an MLflow store is outside what these tests are about (and would be a file written).
+    settings = {"PYTHONDONTWRITEBYTECODE": "1", "HPOPIPE_LOG_LEVEL": "INFO", "HPOPIPE_TRACKING": "off"}
+    return subprocess_env(**{**settings, **extra})
 
 
 def run_command(command: tuple[str, ...], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -429,7 +739,9 @@ def plant(case: BadInput, root: Path, marker: Path) -> None:
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
-            path.write_text(content)
+            path.write_text(content.replace("{marker}", str(marker)))
+    if case.damage is not None:
+        case.damage(root)
     text = (root / "params.yaml").read_text()
     if case.edit is not None:
         raw = yaml.safe_load(text)

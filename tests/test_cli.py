@@ -133,3 +133,46 @@ def test_failed_sweep_leaves_the_existing_study_untouched(tmp_path: Path) -> Non
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert_user_error(stage("hpo", tmp_path), "search_space.lr", "min > 0")
     assert hashlib.sha256(study.read_bytes()).hexdigest() == digest
+
+
+def test_a_model_naming_a_factory_loads_only_when_trusted(tmp_path: Path) -> None:
+    """The refused side is in tests/test_bad_input.py; here the trusted ways in still work."""
+    from hpopipe.errors import HpopipeError
+    from hpopipe.refit import load_model
+
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(CSV)
+    params = parse_params(raw)
+    prep = prepare(read_table(params.data.path), params.data, params.seed)
+    factory = "tests.factories:build_linear"
+    best = BestConfig.model_validate(
+        {
+            "seed": 1,
+            "model": {"factory": factory, "params": {"hidden": 4}},
+            "params": {"lr": 0.01},
+            "train": params.train.model_dump(mode="json"),
+            "epochs": 2,
+            "metric": "macro_f1",
+            "source": {"trial": 0, "sweep_value": 0.9, "cv_mean": 0.9, "cv_std": 0.0, "cv_folds": 2},
+        }
+    )
+    fitted = refit(best, RefitConfig(), prep.schema, to_arrays(prep.train), to_arrays(prep.test))
+    path = tmp_path / "model.pt"
+    save_model(path, fitted, best, prep.schema)
+    for refused in (False, None, "other.pkg:build"):
+        with pytest.raises(HpopipeError, match=r"names the factory 'tests\.factories:build_linear'"):
+            load_model(path, trust_factory=refused)
+    for trusted in (True, factory):  # --trust-factory; the report stage's params.yaml factory
+        assert load_model(path, trust_factory=trusted)[0][0].out_features == 4  # type: ignore[index]
+    pd.read_csv(CSV).drop(columns=["diagnosis"]).head(5).to_csv(tmp_path / "new.csv", index=False)
+    args = ("predict", "--model", "model.pt", "--input", "new.csv", "--output", "out.csv")
+    env = subprocess_env(PYTHONPATH=str(REPO))  # the factory's package, tests/
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpopipe.cli", *args, "--trust-factory"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 5

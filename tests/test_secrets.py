@@ -1,5 +1,7 @@
 """A canary password in the storage URL, through the whole pipeline with a failure and a crash,
 reaches none of: logs, dvc.lock, DVC's cache and run-cache, exports, MLflow, the study's attributes.
+Then one canary per URL form (a password with '/' and '@' in the userinfo, a password query
+parameter, a password in MLFLOW_TRACKING_URI on PostgreSQL), each through a whole pipeline.
 
 The storage URL comes from an environment variable named in params.yaml (``env:VAR``); this
 machine's PostgreSQL uses trust authentication, which ignores the password, so the canary can
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -81,3 +84,100 @@ def test_a_canary_password_leaks_nowhere(tmp_path: Path, postgres_url: str) -> N
     logs = (root / "first.log").read_text(errors="replace") + second.stdout + second.stderr
     assert CANARY not in logs and CANARY not in repr([(t.user_attrs, t.params) for t in done])
     assert "postgresql+psycopg2://postgres:***@" in logs  # the URL was logged, masked
+
+
+# ---------------------------------------------------------------- every URL form, one sweep each
+
+# Each canary is one token in upper case, found by that token whether a log quotes it percent-encoded
+# or decoded. '%40' is '@': SQLAlchemy splits the userinfo at the first literal '@', so a password
+# holding one must be percent-encoded to connect at all (masking handles a literal one too).
+USERINFO_PW = "pw/CANARYUSERINFO%40x:1"
+QUERY_PW = "CANARYQUERY-8888"
+MLFLOW_PW = "pw/CANARYMLFLOW-7"
+CANARIES = ("CANARYUSERINFO", "CANARYQUERY", "CANARYMLFLOW")
+
+
+@pytest.fixture
+def databases() -> Any:
+    """Two fresh databases of our own (the study's and MLflow's), dropped afterwards."""
+    import uuid
+
+    names = [f"hpopipe_canary_{uuid.uuid4().hex[:10]}_{i}" for i in range(2)]
+    admin = sqlalchemy.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield names
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def dump_database(name: str) -> str:
+    """Every row of every table, as text: the study's attributes, MLflow's params, tags and runs."""
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
+    try:
+        with engine.connect() as conn:
+            tables = sqlalchemy.inspect(conn).get_table_names()
+            rows = [
+                repr(row)
+                for table in tables
+                for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{table}"'))
+            ]
+    finally:
+        engine.dispose()
+    return "\n".join(rows)
+
+
+def form_settings(form: str, study_db: str, mlflow_db: str, root: Path) -> tuple[str, dict[str, str]]:
+    """(hpo.storage, environment) for one URL form; every form tracks to MLflow."""
+    pg = "127.0.0.1:5432"
+    if form == "userinfo-slash-at":
+        url = f"postgresql://postgres:{USERINFO_PW}@{pg}/{study_db}"
+        return "env:HPOPIPE_TEST_DB", {
+            "HPOPIPE_TEST_DB": url,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        }
+    if form == "query":
+        url = f"postgresql://postgres@{pg}/{study_db}?sslmode=disable&password={QUERY_PW}"
+        return "env:HPOPIPE_TEST_DB", {
+            "HPOPIPE_TEST_DB": url,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        }
+    # MLFLOW_TRACKING_URI on PostgreSQL, the bare scheme (SQLAlchemy's default driver, psycopg 3, is absent)
+    return "sqlite", {"MLFLOW_TRACKING_URI": f"postgresql://postgres:{MLFLOW_PW}@{pg}/{mlflow_db}"}
+
+
+@pytest.mark.parametrize("form", ["userinfo-slash-at", "query", "mlflow-tracking-uri"])
+def test_every_url_form_leaks_nowhere(tmp_path: Path, databases: list[str], form: str) -> None:
+    """A tiny whole pipeline per form; then every file, both logs and both databases are searched."""
+    study_db, mlflow_db = databases
+    root = tmp_path / "p"
+    root.mkdir()
+    storage, env_extra = form_settings(form, study_db, mlflow_db, root)
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["hpo"].update(storage=storage, n_trials=2)
+    raw["train"]["max_epochs"] = 2
+    raw["cv"]["top_k"] = 1
+    make_project(root, yaml.safe_dump(raw))
+    env = subprocess_env(HPOPIPE_TRACKING="on", HPOPIPE_LOG_LEVEL="DEBUG", **env_extra)
+
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = proc.stdout + proc.stderr
+    found = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    dumps = {name: dump_database(name) for name in databases}
+    assert (root / ".dvc/cache/runs").is_dir() and (root / "reports/index.html").is_file()
+    for canary in CANARIES:
+        assert [str(p.relative_to(root)) for p, data in found.items() if canary.encode() in data] == []
+        assert canary not in logs
+        assert [name for name, dump in dumps.items() if canary in dump] == []
+    if form == "mlflow-tracking-uri":  # MLflow did write there: the search had something to search
+        assert "hpo" in dumps[mlflow_db] and "study_hash" in dumps[mlflow_db]
+    else:
+        assert "trial_values" in dumps[study_db] or "COMPLETE" in dumps[study_db]
+        assert "postgres:***@" in logs or "password=***" in logs  # the URL was logged, masked

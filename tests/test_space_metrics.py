@@ -132,7 +132,7 @@ def test_grid_enumerates_each_kind() -> None:
     grid = suggest.grid(
         make_space(
             {
-                "c": {"type": "choice", "values": ["b", "a", 3]},
+                "c": {"type": "choice", "values": ["b", "a", "c"]},
                 "i": {"type": "int_uniform", "min": 1, "max": 3},
                 "s": {"type": "int_uniform", "min": 8, "max": 40, "step": 8},
                 "odd": {"type": "int_uniform", "min": 1, "max": 5, "step": 2},
@@ -143,7 +143,7 @@ def test_grid_enumerates_each_kind() -> None:
         ),
         points=3,
     )
-    assert grid["c"] == ["b", "a", 3]
+    assert grid["c"] == ["b", "a", "c"]
     assert grid["i"] == [1, 2, 3]
     assert grid["s"] == [8, 16, 24, 32, 40]
     assert grid["odd"] == [1, 3, 5]

@@ -130,7 +130,7 @@ def test_status_errors_name_the_file_or_study(tmp_path: Path, study_db: Path) ->
     assert not missing.exists()  # a look never creates a storage
     garbage = tmp_path / "garbage.db"
     garbage.write_text("not a database")
-    with pytest.raises(HpopipeError, match=r"garbage\.db: not an Optuna SQLite file"):
+    with pytest.raises(HpopipeError, match=r"garbage\.db: the study database is damaged .*`hpopipe restore"):
         read_status(garbage)
     with pytest.raises(HpopipeError, match="no study named 'mlp-zzzz'"):
         read_status(study_db, study="mlp-zzzz")

@@ -9,7 +9,8 @@ by SIGKILL, sent at an exact moment (an optimiser step, a commit to the study, a
 export), with no cleanup of any kind.
 
 Protocol: one JSON request per stdin line, one JSON reply per stdout line.
-A request ``{"mlflow_store": path}`` makes an empty MLflow store there, for the tests to copy. Otherwise the request is
+A request ``{"mlflow_store": path}`` makes an empty MLflow store there, for the tests to
+copy. Otherwise the request is
 ``{"cwd": str, "env": {..}, "kill": {"at": "step"|"commit"|"export", "n": int} | null}``.
 Reply: ``{"code": exit status or -signal, "steps": int, "commits": int}`` (the counts are
 what the child saw before it ended; a killed child reports what it saw up to the kill).
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow  # noqa: F401  (imported here so that children do not pay for it)
+import mlflow  # imported here so that children do not pay for it
 import optuna  # noqa: F401
 import sklearn.metrics  # noqa: F401
 import sqlalchemy
@@ -67,7 +68,7 @@ def _install(counter: _Counter) -> None:
             counter.tick("export")
         write_json(path, payload)
 
-    artifacts.write_json = exporting  # type: ignore[assignment]
+    artifacts.write_json = exporting
 
 
 def _child(request: dict[str, Any], report: Path) -> None:
@@ -84,7 +85,7 @@ def _child(request: dict[str, Any], report: Path) -> None:
         entry.run(stages.hpo.main)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
-    except BaseException:  # noqa: BLE001  (a crash is a result the test reads from stage.log)
+    except BaseException:  # a crash is a result: the test reads it from stage.log
         import traceback
 
         traceback.print_exc()

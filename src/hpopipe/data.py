@@ -7,7 +7,9 @@ without unpickling anything.
 
 from __future__ import annotations
 
+import csv
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 TARGET = "__target__"
 MISSING = "__missing__"
 OTHER = "__other__"
+# Column names the prepared frames use themselves: a feature by one of these names would be overwritten.
+RESERVED_COLUMNS = frozenset({TARGET})
+# The largest magnitude a float32 holds: features and targets become float32 tensors.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # An integer target with at most this many distinct values is read as classes.
 MAX_AUTO_CLASSES = 20
 
@@ -46,14 +52,30 @@ def read_table(path: Path, field: str = "data.path") -> pd.DataFrame:
         raise HpopipeError(f"{field}: {path}: must be a .csv or .parquet file")
     if path.is_file() and path.stat().st_size == 0:
         raise HpopipeError(f"{field}: {path}: the file is empty (0 bytes)")
+    is_csv = path.suffix.lower() == ".csv"
     try:
-        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        header = _csv_header(path) if is_csv else []
+        df = pd.read_csv(path) if is_csv else pd.read_parquet(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError, csv.Error) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HpopipeError(f"{field}: {path}: cannot read table ({first})") from None
+    # pandas renames a repeated CSV header to 'a.1' without a word: count the names as written.
+    names = header if is_csv else [str(c) for c in df.columns]
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1 and n.strip())
+    if repeated:
+        raise HpopipeError(f"{field}: {path}: column name(s) {repeated} appear more than once in the header")
     if df.empty or df.shape[1] == 0:
         raise HpopipeError(f"{field}: {path}: the table is empty")
     return df
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The first non-blank row of a CSV file, as written (pandas would de-duplicate it)."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        for row in csv.reader(handle):
+            if any(cell.strip() for cell in row):
+                return row
+    return []
 
 
 def _drop_index_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -78,6 +100,12 @@ def _clean(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     df = _drop_index_columns(df)
     if cfg.target not in df.columns:
         raise HpopipeError(f"data.target: column {cfg.target!r} is not in {cfg.path}")
+    reserved = sorted(str(c) for c in df.columns if c in RESERVED_COLUMNS and c != cfg.target)
+    if reserved:
+        raise HpopipeError(
+            f"data.path: {cfg.path}: column name(s) {reserved} are reserved for hpopipe's own use; "
+            "rename them"
+        )
     missing_drops = [c for c in cfg.drop_columns if c not in df.columns]
     if missing_drops:
         raise HpopipeError(f"data.drop_columns: {missing_drops} not in {cfg.path}")
@@ -100,9 +128,10 @@ def _check_target(y: pd.Series, task: str, cfg: DataConfig) -> None:
         raise HpopipeError(f"data.target: {cfg.target!r} is constant ({y.iloc[0]!r})")
     if task == "regression" and not pd.api.types.is_numeric_dtype(y):
         raise HpopipeError(f"data.target: {cfg.target!r} is not numeric, so it cannot be regressed")
-    if task == "regression" and not np.isfinite(y.to_numpy(dtype=float)).all():
-        n_inf = int((~np.isfinite(y.to_numpy(dtype=float))).sum())
-        raise HpopipeError(f"data.target: {cfg.target!r} has {n_inf} infinite value(s) in {cfg.path}")
+    if task == "regression":
+        problem = _out_of_range(y.to_numpy(dtype=float)) or _unscalable(y.to_numpy(dtype=np.float32))
+        if problem:
+            raise HpopipeError(f"data.target: {cfg.target!r} has {problem} in {cfg.path}")
     if task == "classification":
         counts = y.value_counts()
         # Stratification and k-fold CV both need every class in every split.
@@ -110,6 +139,46 @@ def _check_target(y: pd.Series, task: str, cfg: DataConfig) -> None:
             raise HpopipeError(
                 f"data.target: class {counts.idxmin()!r} has {counts.min()} row(s); "
                 "at least 2 are needed to stratify the split"
+            )
+
+
+def _out_of_range(values: np.ndarray) -> str | None:
+    """What a float32 tensor cannot hold: infinities, and magnitudes past float32's range.
+
+    NaN is a missing value (imputed for features, dropped for the target), not this.
+    """
+    present = values[~np.isnan(values)]
+    n_inf = int(np.isinf(present).sum())
+    if n_inf:
+        return f"{n_inf} infinite value(s)"
+    n_big = int((np.abs(present) > FLOAT32_MAX).sum())
+    if n_big:
+        return f"{n_big} value(s) beyond float32's range (|x| > {FLOAT32_MAX:.3g})"
+    return None
+
+
+def _unscalable(y: np.ndarray) -> str | None:
+    # The training loop standardises the target with float32 statistics (hpopipe.training.loop).
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(np.mean(y)) and np.isfinite(np.std(y))
+    return (
+        None
+        if ok
+        else f"values too large to standardise in float32 (up to {np.abs(y).max():.3g}; rescale it)"
+    )
+
+
+def _check_features(df: pd.DataFrame, cfg: DataConfig) -> None:
+    """Refuse numeric features a model cannot train on, naming the column (a missing value is fine)."""
+    for name in df.columns:
+        col = df[name]
+        if name == cfg.target or pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            continue
+        problem = _out_of_range(col.to_numpy(dtype=float))
+        if problem:
+            raise HpopipeError(
+                f"data.path: column {str(name)!r} has {problem} in {cfg.path} "
+                "(drop the column with data.drop_columns, or clean it)"
             )
 
 
@@ -240,6 +309,7 @@ def prepare(df: pd.DataFrame, cfg: DataConfig, seed: int) -> Prepared:
     y = df[cfg.target]
     task = infer_task(y) if cfg.task == "auto" else cfg.task
     _check_target(y, task, cfg)
+    _check_features(df, cfg)
     train_raw, test_raw = _split(df, task, cfg, seed)
     schema = fit_schema(train_raw, task, cfg, len(test_raw))
     splits = []

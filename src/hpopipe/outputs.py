@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from hpopipe.errors import HpopipeError
+
 
 def stage_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> tuple[list[str], list[str]]:
     """(in DVC's cache, in git) output paths of ``stage``; both empty when dvc.yaml cannot say."""
@@ -35,3 +37,51 @@ def restore_command(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> str | None
         [f"dvc checkout {stage}"] if cached else []
     )
     return " && ".join(parts) or None
+
+
+# What the pipeline owns besides the stages' declared outputs: its inputs, its state, its records.
+OWNED = (
+    "artifacts",
+    "models",
+    "metrics",
+    "data",
+    "plots",
+    "reports",
+    ".dvc",
+    ".git",
+    ".hpopipe",
+    "dvc.yaml",
+    "dvc.lock",
+    "params.yaml",
+    "mlflow.db",
+    "mlruns",
+)
+
+
+def owned_paths(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
+    """Every path a user-chosen output must not overwrite: OWNED, and every stage output dvc.yaml declares."""
+    paths = [Path(p) for p in OWNED]
+    try:
+        stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return paths
+    for stage in stages:
+        cached, in_git = stage_outputs(stage, dvc_yaml)
+        paths += [Path(p) for p in cached + in_git]
+    return paths
+
+
+def refuse_owned_output(output: Path, flag: str, also: tuple[Path, ...] = ()) -> None:
+    """Refuse an output path inside anything the pipeline owns, or equal to one of ``also``.
+
+    ``hpopipe predict --output artifacts/hpo/study.db`` would overwrite the study with a CSV,
+    and the study is no DVC output: nothing could bring it back.
+    """
+    target = output.resolve()
+    for owned in [*owned_paths(), *also]:
+        place = owned.resolve()
+        if target == place or place in target.parents:
+            raise HpopipeError(
+                f"{flag}: {output} lies in {owned}, which the pipeline owns or this command reads: "
+                "write the predictions elsewhere"
+            )

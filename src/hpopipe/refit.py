@@ -80,8 +80,15 @@ def save_model(path: Path, fitted: Refit, best: BestConfig, schema: PreparedSche
     )
 
 
-def load_model(path: Path) -> tuple[torch.nn.Module, Bundle]:
-    """Rebuild a saved model; returns it with its typed bundle (schema, config)."""
+def load_model(path: Path, trust_factory: bool | str | None = False) -> tuple[torch.nn.Module, Bundle]:
+    """Rebuild a saved model; returns it with its typed bundle (schema, config).
+
+    A model file holds no code, but its config may name a ``model.factory``, which
+    rebuilding would import and call: a file from elsewhere could make that any
+    function. So only the built-in families load, unless ``trust_factory`` is True
+    (the caller vouches for the file: ``predict --trust-factory``) or names the one
+    factory the caller trusts (the report stage: the factory in params.yaml).
+    """
     if not path.exists():
         raise HpopipeError(f"--model: {path}: file not found")
     try:
@@ -96,6 +103,12 @@ def load_model(path: Path) -> tuple[torch.nn.Module, Bundle]:
         y_scale=(float(raw["y_scale"][0]), float(raw["y_scale"][1])),
         history=[dict(row) for row in raw.get("history", [])],
     )
+    factory = bundle.best.model.factory
+    if factory is not None and trust_factory is not True and factory != trust_factory:
+        raise HpopipeError(
+            f"--model: {path}: names the factory {factory!r}, which loading would import and run; "
+            "pass --trust-factory if you trust this file"
+        )
     task = task_of(bundle.schema.plain(), bundle.best.metric)
     model = build(bundle.best.model, bundle.best.params, len(bundle.schema.feature_columns), task.n_outputs)
     model.load_state_dict(raw["state_dict"])

@@ -21,7 +21,7 @@ from typing import Any
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
 from hpopipe.processes import pid_alive
-from hpopipe.redact import mask_url
+from hpopipe.redact import mask_url, register_url
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class MlflowTracker(NullTracker):
 
         experiment = experiment_name() if experiment is None else check_name(experiment, "experiment")
 
+        uri = mlflow.get_tracking_uri()
+        if with_driver(uri) != uri:  # set only then: a set URI would outrank the environment from now on
+            mlflow.set_tracking_uri(with_driver(uri))
         self._mlflow = mlflow
         self._client = mlflow.MlflowClient()
         self._pending: list[_Batch] = []
@@ -226,6 +229,51 @@ class MlflowTracker(NullTracker):
             )
 
 
+# Database schemes MLflow opens through SQLAlchemy, whose default driver may not be installed.
+_DATABASES = ("postgresql", "mysql", "mssql", "oracle")
+
+
+def with_driver(uri: str) -> str:
+    """``uri`` (MLFLOW_TRACKING_URI) with a database driver that is installed; else one line.
+
+    Its secrets are registered for masking first. A bare ``postgresql://`` means psycopg 3
+    to SQLAlchemy 2.1, while hpopipe[postgres] installs psycopg2: that one is used when it
+    is the one there. Any other missing driver is an HpopipeError naming the module, not an
+    import traceback from deep inside MLflow.
+    """
+    register_url(uri)
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme.split("+", 1)[0] not in _DATABASES:
+        return uri
+    import sqlalchemy.exc
+
+    try:
+        _driver_of(uri)
+        return uri
+    except (ImportError, sqlalchemy.exc.ArgumentError) as err:
+        problem = err
+    if scheme == "postgresql":
+        psycopg2 = "postgresql+psycopg2://" + uri[len("postgresql://") :]
+        try:
+            _driver_of(psycopg2)
+            return psycopg2
+        except ImportError:
+            pass  # neither driver: the error names the one the URI asked for
+    missing = problem.name if isinstance(problem, ImportError) else None
+    what = f"its driver {missing!r} is not installed" if missing else f"cannot be read ({problem})"
+    raise HpopipeError(
+        f"MLFLOW_TRACKING_URI: {mask_url(uri)}: {what} "
+        "(pip install it, or name an installed one: postgresql+psycopg2://...)"
+    )
+
+
+def _driver_of(uri: str) -> None:
+    """Import the DB-API module SQLAlchemy would use for ``uri`` (ImportError when it is missing)."""
+    import sqlalchemy.engine
+
+    sqlalchemy.engine.make_url(uri).get_dialect().import_dbapi()
+
+
 def git_commit() -> str:
     """The commit the code runs from ("unknown" outside a git checkout): a tag on every stage run."""
     try:
@@ -269,7 +317,7 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
     # Unset, MLflow's store is mlflow.db in the directory the stages ran in (see the README).
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     try:
-        client = MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=with_driver(uri))
         experiment = client.get_experiment_by_name(experiment_name())
         if experiment is None:
             return {}
@@ -279,8 +327,8 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
             order_by=["attributes.start_time ASC"],
             max_results=5000,
         )
-    except MlflowException as err:
-        log.warning("MLflow runs not listed (%s)", str(err).splitlines()[0])
+    except (MlflowException, HpopipeError) as err:
+        log.warning("MLflow runs not listed (%s)", mask_url(str(err).splitlines()[0]))
         return {}
     return {
         run.info.run_name: run.info.run_id

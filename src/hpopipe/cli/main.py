@@ -20,21 +20,42 @@ from hpopipe.names import check_name
 
 def _predict(args: argparse.Namespace) -> None:
     from hpopipe.data import read_table
+    from hpopipe.outputs import refuse_owned_output
     from hpopipe.refit import load_model, predict_frame
 
-    model, bundle = load_model(args.model)
+    refuse_owned_output(args.output, "--output", (args.model, args.input, *_params_paths()))
+    model, bundle = load_model(args.model, trust_factory=args.trust_factory)
     frame = read_table(args.input, field="--input")
     out = predict_frame(model, bundle, frame, str(args.input))
     artifacts.write_frame(args.output, out)
     print(f"wrote {len(out)} predictions to {args.output}")
 
 
+def _params_paths() -> list[Path]:
+    """Paths params.yaml names outside the owned folders (scratch, backups); none without a valid one.
+
+    predict needs no params.yaml (a model file is self-contained), so a missing or invalid
+    one only means there is nothing more to protect.
+    """
+    from hpopipe.config import load_params
+
+    try:
+        hpo = load_params(Path("params.yaml")).hpo
+    except HpopipeError:
+        return []
+    return [hpo.checkpoint_dir] + ([hpo.backup_dir] if hpo.backup_dir is not None else [])
+
+
 def _validate(args: argparse.Namespace) -> None:
     from hpopipe.config import load_params
+    from hpopipe.plugins import load_callable
     from hpopipe.tracking import experiment_name
 
     params = load_params(args.params)
     experiment_name()  # HPOPIPE_EXPERIMENT, which the hpo, cv and refit stages would refuse
+    refs = [("model.factory", params.model.factory)] if params.model.factory else []
+    for field, ref in [*refs, *(("hpo.callbacks", r) for r in params.hpo.callbacks)]:
+        load_callable(ref, f"{args.params}: {field}")  # importable, and a callable of the user's own
     print(f"{args.params}: ok ({len(params.search_space)} tuned parameters, {params.hpo.n_trials} trials)")
     # Imported only now: a params.yaml mistake is reported without loading pandas and scikit-learn.
     from hpopipe.data import check_folds, prepare, read_table, to_arrays
@@ -125,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=artifacts.MODEL)
     p.add_argument("--input", type=Path, required=True, help="CSV or Parquet with the training columns")
     p.add_argument("--output", type=Path, required=True, help="CSV or Parquet to write")
+    p.add_argument(
+        "--trust-factory",
+        action="store_true",
+        help="let a model file that names a model.factory import and run it (only for files you trust)",
+    )
     p.set_defaults(func=_predict)
     v = sub.add_parser("validate", help="check params.yaml (and the data it names) without running anything")
     v.add_argument("--params", type=Path, default=Path("params.yaml"))

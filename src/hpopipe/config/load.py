@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from hpopipe.config.messages import one_line
 from hpopipe.config.schema import Params
+from hpopipe.config.storage_url import SECRET_IN_PARAMS, find_literal_secret
 from hpopipe.config.yaml_checks import read_yaml
 from hpopipe.errors import HpopipeError
 
@@ -17,6 +18,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate an already-parsed mapping; raise HpopipeError naming the key."""
     if not isinstance(raw, dict):
         raise HpopipeError(f"{source}: expected a mapping at the top level")
+    secret_at = find_literal_secret(raw)  # before anything else: no other message may quote it
+    if secret_at is not None:
+        raise HpopipeError(f"{source}: {secret_at}: {SECRET_IN_PARAMS}")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

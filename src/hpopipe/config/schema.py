@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hpopipe.config.routes import check_names
+from hpopipe.config.sizes import check_choice_values, check_size_range, check_size_values
 from hpopipe.config.storage_url import check_storage_setting
 from hpopipe.config.wandb_form import flatten, from_wandb
 from hpopipe.metrics import (
@@ -26,6 +27,7 @@ from hpopipe.metrics import (
     objective_direction,
 )
 from hpopipe.names import name_problem
+from hpopipe.plugins import ref_problem
 
 if TYPE_CHECKING:
     Metric = str
@@ -80,7 +82,17 @@ class ModelConfig(_Strict):
             raise ValueError("set exactly one of model.name or model.factory")
         if self.factory is not None and not _FACTORY_RE.match(self.factory):
             raise ValueError("model.factory must look like 'package.module:function'")
+        problem = None if self.factory is None else ref_problem(self.factory)
+        if problem is not None:
+            raise ValueError(f"model.factory: {problem}")
         return self
+
+    @field_validator("params")
+    @classmethod
+    def _sizes(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name, fixed in value.items():
+            check_size_values(name, [fixed], "its value")
+        return value
 
     @property
     def label(self) -> str:
@@ -163,6 +175,12 @@ class IntUniformSpec(_Spec):
 class ChoiceSpec(_Spec):
     type: Literal["choice"]
     values: list[Scalar] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _one_type_no_repeats(cls, value: list[Scalar]) -> list[Scalar]:
+        check_choice_values(value)
+        return value
 
 
 class NormalSpec(_Spec):
@@ -516,6 +534,7 @@ class Params(_Strict):
                 if isinstance(seen[other], ChoiceSpec) and not set(options) <= set(seen[other].values):
                     raise ValueError(f"{name}.when: {options} are not all values of {other!r}")
             seen[name] = spec
+            _check_sizes(name, spec)
         return value
 
     @field_validator("hpo")
@@ -524,6 +543,9 @@ class Params(_Strict):
         for ref in value.callbacks:
             if not _FACTORY_RE.match(ref):
                 raise ValueError(f"callbacks: {ref!r} must look like 'package.module:function'")
+            problem = ref_problem(ref)
+            if problem is not None:
+                raise ValueError(f"callbacks: {problem}")
         return value
 
     @model_validator(mode="after")
@@ -539,6 +561,16 @@ class Params(_Strict):
                 check_metric_fits_task(name, self.data.task, key="hpo.metrics:")
         check_select_rule(self.cv.select, self.hpo)
         return self
+
+
+def _check_sizes(name: str, spec: Any) -> None:
+    """A parameter that sizes the model or its batches never samples below 1 (see config.sizes)."""
+    if isinstance(spec, ChoiceSpec):
+        check_size_values(name, list(spec.values), "its values")
+    elif isinstance(spec, NormalSpec):
+        check_size_range(name, spec.bounds[0])
+    else:
+        check_size_range(name, spec.min)
 
 
 def _normalise_spec(name: str, spec: Any) -> Any:

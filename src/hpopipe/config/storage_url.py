@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
-from hpopipe.redact import mask_url
+from hpopipe.redact import mask_url, url_secrets
 
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2")
 
@@ -27,8 +29,34 @@ def check_storage_url(url: str, in_params: bool) -> None:
         raise ValueError(
             f"unknown storage {mask_url(url)!r}: use sqlite, journal, postgresql://user@host/db or env:NAME"
         )
-    if in_params and parts.password:
-        raise ValueError(
-            "a password here would be copied into dvc.lock and git: "
-            "put the URL in an environment variable and write 'env:NAME'"
-        )
+    if in_params and (parts.password or url_secrets(url)):
+        raise ValueError(SECRET_IN_PARAMS)
+
+
+SECRET_IN_PARAMS = (
+    "a password here would be copied into dvc.lock and git: "
+    "put the URL in an environment variable and write 'env:NAME'"
+)
+
+
+def find_literal_secret(raw: Any) -> str | None:
+    """The dotted key of the first URL-like value in ``raw`` holding a password, token or key.
+
+    Any string with ``://`` counts, in any section: DVC copies every param of a stage into
+    ``dvc.lock``, its run-cache and git, so a secret written anywhere in params.yaml leaks.
+    """
+    for where, value in _strings(raw, ""):
+        if "://" in value and url_secrets(value):
+            return where or "(top level)"
+    return None
+
+
+def _strings(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield where, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{where}[{i}]")

@@ -9,11 +9,24 @@ import yaml
 
 from hpopipe.errors import HpopipeError
 
+# params.yaml is a page of settings: a real one is a few KB and nests about five levels deep.
+# Past these limits it is a mistake or an attack: PyYAML composes recursively (5,000 levels
+# is a RecursionError) and validating megabytes takes minutes.
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 32
+
 
 def read_yaml(path: Path) -> Any:
     """The parsed document at ``path`` (safe_load only: no arbitrary objects), or HpopipeError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # read no more than the limit, even from an endless file
+            data = handle.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise HpopipeError(
+                f"{path}: more than {MAX_BYTES:,} bytes, the most a params file may hold "
+                "(data belongs in data/, not in params)"
+            )
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise HpopipeError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:
@@ -21,12 +34,29 @@ def read_yaml(path: Path) -> Any:
     except OSError as err:
         raise HpopipeError(f"{path}: cannot read ({err.strerror})") from None
     try:
+        _check_depth(text, path)
         _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader), path)
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise HpopipeError(f"{path}: not valid YAML{where}") from None
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, from the parser's event stream (which does not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+                raise HpopipeError(
+                    f"{path}: nested more than {MAX_DEPTH} levels deep at line {line} "
+                    "(params are a few levels)"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 # Tags safe_load can build; anything else (``!!python/object``, ``!custom``) is refused by name.

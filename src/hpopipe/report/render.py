@@ -81,12 +81,16 @@ class Sources:
         return self.best.source.trial
 
 
-def load_sources() -> Sources:
-    """Read every input of the report from its place in the workspace (see :mod:`hpopipe.artifacts`)."""
+def load_sources(trusted_factory: str | None = None) -> Sources:
+    """Read every input of the report from its place in the workspace (see :mod:`hpopipe.artifacts`).
+
+    ``trusted_factory`` is the ``model.factory`` of params.yaml: the only one the model file
+    may name (see :func:`hpopipe.refit.load_model`).
+    """
     hpo = artifacts.read_json(artifacts.metrics_file("hpo"))
     if "study" not in hpo:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
-    test, history = predict_test_split(artifacts.MODEL, artifacts.TEST)
+    test, history = predict_test_split(artifacts.MODEL, artifacts.TEST, trusted_factory)
     return Sources(
         study=open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
         cv_results=artifacts.read_frame(artifacts.CV_RESULTS),
@@ -103,7 +107,9 @@ def open_study(setting: str, name: str) -> optuna.Study:
     return load_existing(setting, name, field=str(artifacts.metrics_file("hpo")))
 
 
-def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, list[dict[str, float]]]:
+def predict_test_split(
+    model_path: Path, test_path: Path, trusted_factory: str | None = None
+) -> tuple[Predictions, list[dict[str, float]]]:
     """Predict the untouched test split with the saved model, as ``metrics/test.json`` was scored.
 
     Also returns the refit's per-epoch history when the model file carries one
@@ -111,7 +117,7 @@ def predict_test_split(model_path: Path, test_path: Path) -> tuple[Predictions, 
     """
     if not model_path.exists():
         raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
-    model, bundle = load_model(model_path)
+    model, bundle = load_model(model_path, trust_factory=trusted_factory)
     schema = bundle.schema
     task = task_of(schema.plain(), bundle.best.metric)
     x, y = to_arrays(artifacts.read_frame(test_path))

@@ -74,8 +74,8 @@ def sweep(
             )
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
+    storage = open_storage(spec)  # a damaged study file is refused before anything is logged
     log.info("study %s in %s", name, spec.display)
-    storage = open_storage(spec)
     if params.hpo.fresh:  # the folder is checked before the study is touched
         start_fresh(name, storage, checkpoints.study_folder(params.hpo.checkpoint_dir, name))
     study = open_study(params, name, storage)

@@ -25,6 +25,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import budget_met, count_finished_states
 from hpopipe.sweep.progress import best_trial, format_duration, format_value
+from hpopipe.sweep.storage import check_study_file
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def _storage(path: Path) -> optuna.storages.RDBStorage:
     # Checked first: Optuna would create an empty storage file where none exists.
     if not path.is_file():
         raise HpopipeError(f"--storage: {path}: file not found (no sweep has run here yet: dvc repro)")
+    check_study_file(path)
     try:
         return optuna.storages.RDBStorage(sqlite_url(path))
     except sqlalchemy.exc.DatabaseError as err:

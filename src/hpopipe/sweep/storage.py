@@ -16,11 +16,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
@@ -29,7 +31,7 @@ import sqlalchemy.exc
 from hpopipe import artifacts
 from hpopipe.config import check_storage_url
 from hpopipe.errors import HpopipeError
-from hpopipe.redact import mask_url
+from hpopipe.redact import mask_url, register_url
 from hpopipe.sweep.optuna_internals import rdb_of
 
 Kind = Literal["sqlite", "journal", "postgresql"]
@@ -76,6 +78,7 @@ def resolve(setting: str, root: Path = artifacts.HPO) -> StorageSpec:
             check_storage_url(url, in_params=False)
         except ValueError as err:
             raise HpopipeError(f"hpo.storage: {name}: {err}") from None
+    register_url(url)  # its password is masked even where a driver quotes it decoded
     # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; hpopipe[postgres] installs psycopg2.
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg2://" + url[len("postgresql://") :]
@@ -125,12 +128,60 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         raise HpopipeError(f"hpo.storage: cannot use {spec.display}: {mask_url(first)}{hint}") from None
 
 
+def check_study_file(path: Path) -> None:
+    """A damaged study file is one line naming it and the way back, not a "malformed" traceback.
+
+    SQLite's quick_check reads every page once (milliseconds for a study of thousands of
+    trials); without it a truncated file fails at some later query, deep inside Optuna.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # a new study: SQLite creates it
+    problem = _quick_check(path)
+    if problem is not None:
+        raise HpopipeError(
+            f"{path}: the study database is damaged ({problem}): "
+            "bring back its last backup with `hpopipe restore --from DIR` (DIR: hpo.backup_dir), "
+            "or move the file away to start the sweep afresh"
+        )
+
+
+def _quick_check(path: Path) -> str | None:
+    """SQLite's verdict on ``path``, read without writing a byte next to it; None when sound.
+
+    With no write-ahead log beside it nobody has the file open, so it is read as immutable
+    (no -wal/-shm created); if that finds a fault and a log has appeared meanwhile (a sweep
+    opened it), the check is repeated through SQLite's locking. Never read-write: closing
+    such a connection would checkpoint the log into the file.
+    """
+    wal = path.with_name(path.name + "-wal")
+    immutable = not wal.exists()
+    problem = _ask_sqlite(path, "immutable=1" if immutable else "mode=ro")
+    if problem is not None and immutable and wal.exists():
+        problem = _ask_sqlite(path, "mode=ro")
+    return problem
+
+
+def _ask_sqlite(path: Path, mode: str) -> str | None:
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True, timeout=30)
+        try:
+            row = conn.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return str(err).strip().splitlines()[-1].strip() or type(err).__name__
+    if row and row[0] == "ok":
+        return None
+    return str(row[0] if row else "no answer").strip().splitlines()[-1].strip()
+
+
 def sqlite_storage(path: Path) -> optuna.storages.RDBStorage:
     """SQLite in WAL mode with normal syncing: about 10x cheaper commits per reported epoch.
 
     WAL survives a killed process (what crash recovery is about); it can lose
     the last commits only if the operating system itself crashes.
     """
+    check_study_file(path)
     storage = optuna.storages.RDBStorage(artifacts.sqlite_url(path))
 
     @sqlalchemy.event.listens_for(storage.engine, "connect")
