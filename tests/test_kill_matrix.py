@@ -160,3 +160,31 @@ def test_killed_three_times_and_resumed_equals_straight(
     assert exports(workdir) == exports(straight_dir)
     failed = [t for t in load(workdir).trials if t.state == TrialState.FAIL]
     assert all("process died" in t.user_attrs.get("fail_reason", "") for t in failed)
+
+
+def _sweep_of_two(cut: bool) -> tuple[dict[str, Any], optuna.Study]:
+    """Two trials of a seeded random sweep; with ``cut``, the second is killed between its two
+    parameter writes (it wrote ``x``, not ``y``) and retried as fail_stale retries it."""
+    from hpopipe.sweep.recovery import INTERRUPTED, retry_attrs, retry_params
+    from hpopipe.sweep.seeded_sampler import SeededSampler
+
+    study = optuna.create_study(sampler=SeededSampler(optuna.samplers.RandomSampler(seed=3), 3))
+    for _ in range(2):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        if cut and trial.number == 1:
+            trial.set_user_attr(INTERRUPTED, True)
+            study.tell(trial, state=TrialState.FAIL)
+            frozen = study.trials[1]
+            study.enqueue_trial(retry_params(frozen), user_attrs=retry_attrs(frozen))
+            trial = study.ask()
+            trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, trial.suggest_float("y", 0.0, 1.0))
+    return study.trials[-1].params, study
+
+
+def test_a_retry_of_an_attempt_cut_between_parameter_writes_is_sampled_in_full() -> None:
+    straight, _ = _sweep_of_two(cut=False)
+    retried, study = _sweep_of_two(cut=True)
+    assert retried == straight
+    assert study.trials[-1].system_attrs["fixed_params"] == {}  # sampled again, not half-fixed

@@ -12,7 +12,7 @@ from hpopipe.config import Params
 from hpopipe.seeding import derive_seed
 from hpopipe.space import suggest
 from hpopipe.sweep import objectives, pareto
-from hpopipe.sweep.recovery import INTERRUPTED, mark_interrupted
+from hpopipe.sweep.recovery import CHECKPOINT, INTERRUPTED, mark_interrupted
 from hpopipe.sweep.sampling import pruning_steps
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
 from hpopipe.tracking import NullTracker
@@ -47,7 +47,7 @@ class Objective:
         trial.set_user_attr(POSITION, position)
         seed = derive_seed(self.params.seed, "trial", position)
         phash = checkpoints.params_hash(sampled, seed)
-        trial.set_user_attr("checkpoint", phash)
+        trial.set_user_attr(CHECKPOINT, phash)
         state, started = "FAIL", time.perf_counter()
         pruned: optuna.TrialPruned | None = None
         with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):

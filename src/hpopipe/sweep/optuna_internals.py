@@ -185,9 +185,12 @@ def inherit_sampler_state(study: optuna.Study, retry: FrozenTrial, origin: Froze
     """
     storage = storage_of(study)
     for key, value in origin.system_attrs.items():
-        if key != "fixed_params" and key not in retry.system_attrs:
-            storage.set_trial_system_attr(trial_id(retry), key, value)
-            retry._system_attrs[key] = value
+        # Not the parameters it was queued with, and not a pruner's record (successive halving's
+        # rungs): the retry replays its epochs and earns its rungs again.
+        if key == "fixed_params" or key.startswith("completed_rung_") or key in retry.system_attrs:
+            continue
+        storage.set_trial_system_attr(trial_id(retry), key, value)
+        retry._system_attrs[key] = value
 
 
 def all_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"  # user attribute on trials killed or stopped by a signal
 CRASHES = "crashes"  # user attribute: how many times this configuration's worker died (hpo.max_retry)
+CHECKPOINT = "checkpoint"  # user attribute: the trial's checkpoint name, set once all its parameters are
 
 
 def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
@@ -35,7 +36,20 @@ def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, rea
     frozen = storage.get_trial(trial_id(trial))
     storage.set_trial_user_attr(trial_id(frozen), INTERRUPTED, True)
     storage.set_trial_user_attr(trial_id(frozen), "fail_reason", reason)
-    study.enqueue_trial(frozen.params, user_attrs=retry_attrs(frozen), skip_if_exists=False)
+    study.enqueue_trial(retry_params(frozen), user_attrs=retry_attrs(frozen), skip_if_exists=False)
+
+
+def retry_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a retry is queued with: its origin's, so that it finds the origin's checkpoint.
+
+    An attempt stopped before it had all of them (killed between two parameter writes) is
+    sampled again instead: the sampler is a function of the study and the sweep position, so it
+    proposes the same configuration in full, where fixing the part already written made it draw
+    the rest from another random state (or, for GP, condition on them).
+    """
+    if trial.state == TrialState.WAITING:
+        return queued_params(trial)
+    return dict(trial.params) if CHECKPOINT in trial.user_attrs else {}
 
 
 def retry_attrs(trial: FrozenTrial, crashes: int | None = None) -> dict[str, Any]:
@@ -101,7 +115,7 @@ def retry_states(study: optuna.Study, states: Sequence[TrialState], grace_s: flo
     new.add_trials(keep)
     waiting = [t for t in trials if t.state == TrialState.WAITING]  # queued before: queued again
     for trial in sorted([*waiting, *again], key=lambda t: t.number):
-        new.enqueue_trial(queued_params(trial), user_attrs=retry_attrs(trial), skip_if_exists=False)
+        new.enqueue_trial(retry_params(trial), user_attrs=retry_attrs(trial), skip_if_exists=False)
     return backup, len(again)
 
 
