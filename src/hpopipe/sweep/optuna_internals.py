@@ -176,21 +176,26 @@ class PositionalCmaEs(Positional, optuna.samplers.CmaEsSampler):
 
 
 def inherit_sampler_state(study: optuna.Study, retry: FrozenTrial, origin: FrozenTrial) -> None:
-    """Give a retry what the sampler wrote on the attempt it replaces (its generation, grid point,
-    CMA-ES solution...), in the storage and on ``retry`` itself.
+    """Give a retry queued with its origin's parameters what the sampler wrote on the origin (its
+    generation, grid point, CMA-ES solution...), in the storage and on ``retry`` itself.
 
-    A retry runs with fixed parameters, so the sampler never samples for it and writes
-    nothing: NSGA-II then counted one member short in its generation, CMA-ES told one
-    solution fewer, and every later trial moved.
+    Such a retry is never sampled for, so the sampler writes nothing on it: NSGA-II then
+    counted one member short in its generation, CMA-ES told one solution fewer, and every
+    later trial moved. A retry queued without parameters is sampled as usual and inherits
+    nothing.
     """
+    if not retry.system_attrs.get("fixed_params"):
+        return
     storage = storage_of(study)
     for key, value in origin.system_attrs.items():
-        # Not the parameters it was queued with, and not a pruner's record (successive halving's
-        # rungs): the retry replays its epochs and earns its rungs again.
-        if key == "fixed_params" or key.startswith("completed_rung_") or key in retry.system_attrs:
+        # Not the parameters it was queued with, not a pruner's record (successive halving's
+        # rungs: the retry replays its epochs and earns them again), and not what TPE and GP
+        # note as a running trial's proposal (they would count it as a pending point).
+        if key == "fixed_params" or key.startswith("completed_rung_") or ":relative_params" in key:
             continue
-        storage.set_trial_system_attr(trial_id(retry), key, value)
-        retry._system_attrs[key] = value
+        if key not in retry.system_attrs:
+            storage.set_trial_system_attr(trial_id(retry), key, value)
+            retry._system_attrs[key] = value
 
 
 def all_trials(study: optuna.Study) -> list[FrozenTrial]:
