@@ -5,6 +5,7 @@ from hpopipe.config import load_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import check_folds, to_arrays
 from hpopipe.entry import run
+from hpopipe.handoffs.cv import write_cv
 from hpopipe.handoffs.ranked import read_ranked
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.tracking import make_tracker
@@ -22,7 +23,7 @@ def main() -> None:
     with tracker.run("cv", params={"top_k": params.cv.top_k, "folds": params.cv.folds}):
         results = cross_validate(params, ranked, x, y, task, tracker)
     artifacts.write_frame(artifacts.CV_RESULTS, results)
-    artifacts.write_json(artifacts.metrics_file("cv"), summarise(results, params.hpo.metric))
+    write_cv(artifacts.metrics_file("cv"), summarise(results, params.hpo.metric))
 
 
 if __name__ == "__main__":

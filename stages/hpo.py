@@ -13,7 +13,7 @@ from hpopipe.sweep.exports import (
     summary,
     within_budget,
 )
-from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.runner import locked_sweep
 from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import resolve
 from hpopipe.tracking import make_tracker
@@ -22,16 +22,17 @@ from hpopipe.tracking import make_tracker
 def main() -> None:
     params = load_params()
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
-    with GracefulStop().installed() as stop:
-        swept = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
-    study = within_budget(swept, params.hpo.n_trials)  # never more than this run's budget
-    ranked = ranked_trials(study)
-    artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
-    write_ranked(artifacts.RANKED_JSON, RankedTrials(study=study.study_name, trials=tuple(ranked)))
-    artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
-    artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
-    artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0].params if ranked else {})
-    artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})
+    spec, tracker = resolve(params.hpo.storage), make_tracker()
+    # The study stays locked until its exports are written (another DVC experiment may share it).
+    with GracefulStop().installed() as stop, locked_sweep(params, train, schema, spec, tracker, stop) as run:
+        study = within_budget(run, params.hpo.n_trials)  # never more than this run's budget
+        ranked = ranked_trials(study)
+        artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
+        write_ranked(artifacts.RANKED_JSON, RankedTrials(study=study.study_name, trials=tuple(ranked)))
+        artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
+        artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
+        artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0].params if ranked else {})
+        artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})
     if stop.exit_code:  # exports are written; a non-zero exit keeps dvc.lock from recording a cut sweep
         raise SystemExit(stop.exit_code)
 

@@ -4,6 +4,7 @@ from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.entry import run
 from hpopipe.handoffs.best import write_best
+from hpopipe.handoffs.cv import read_cv
 from hpopipe.handoffs.ranked import read_ranked
 from hpopipe.select import best_config
 
@@ -13,7 +14,7 @@ def main() -> None:
     best = best_config(
         params,
         read_ranked(artifacts.RANKED_JSON).trials,
-        artifacts.read_json(artifacts.metrics_file("cv")),
+        read_cv(artifacts.metrics_file("cv")),
     )
     write_best(artifacts.BEST_CONFIG, best)
     artifacts.write_json(artifacts.BEST_PARAMS, best.params)

@@ -31,6 +31,7 @@ XDIST_GROUPS = {
     "test_orchestrate": "orchestrate",  # tiny DVC project, the first retrain
     "test_pareto": "pareto",  # two multi-objective sweeps
     "test_pipeline_dvc": "pipeline_dvc",  # a whole `dvc repro`
+    "test_experiments_dvc": "experiments_dvc",  # one project, its experiments in turn
     "test_recovery": "recovery",  # the straight sweep every resume is compared with
     "test_report": "report",  # a classification and a regression pipeline
     "test_flows": "servers",

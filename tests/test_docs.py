@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import io
 import re
+import shlex
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -170,6 +173,54 @@ def test_readme_and_docs_show_the_main_commands() -> None:
         "serve",
         "worker",
     } <= shown
+
+
+# ---------------------------------------------------------------------------------- dvc commands
+
+
+def shown_dvc_commands(page: Path) -> Iterator[list[str]]:
+    """The words after ``dvc`` of every command line in a page's code blocks (comments dropped).
+
+    Inline spans are left out: prose quotes fragments (``dvc exp run -S``) that are not commands.
+    """
+    blocks, _, _ = split_page(page.read_text(encoding="utf-8"))
+    for block in blocks:
+        for line in block.splitlines():
+            m = re.match(r"dvc[ \t]+(.+)", line.removeprefix("$ ").strip())
+            if m:
+                yield shlex.split(m.group(1), comments=True)
+
+
+def check_dvc_command(words: list[str]) -> str | None:
+    """A problem with one shown ``dvc ...`` command, by the installed DVC's own parser; None if none."""
+    from dvc.cli import DvcParserError, parse_args
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            parse_args(words)
+    except DvcParserError:
+        return f"dvc {shlex.join(words)}: DVC's parser refuses it"
+    return None
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_dvc_command_shown_parses(page: Path) -> None:
+    problems = [p for words in shown_dvc_commands(page) if (p := check_dvc_command(words))]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_dvc_command_check_catches_a_wrong_command() -> None:
+    assert check_dvc_command(["exp", "run", "--run-all", "--jobs", "2"]) is None
+    assert check_dvc_command(["exp", "run", "--tmp"])
+    assert check_dvc_command(["queue", "begin"])
+
+
+def test_the_experiment_workflow_is_shown() -> None:
+    shown = {tuple(words[:2]) for page in PAGES for words in shown_dvc_commands(page)}
+    assert {("exp", "run"), ("exp", "show"), ("exp", "apply"), ("queue", "status")} <= shown
+    runs = [w for page in PAGES for w in shown_dvc_commands(page) if w[:2] == ["exp", "run"]]
+    assert any("--queue" in w for w in runs) and any("--temp" in w for w in runs)
+    assert any({"--run-all", "--jobs"} <= set(w) for w in runs)
 
 
 # ---------------------------------------------------------------------------------- make targets

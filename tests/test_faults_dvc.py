@@ -142,7 +142,7 @@ def deterministic(root: Path) -> dict[str, object]:
         **{f"data/prepared/{p.name}": digest(p) for p in sorted((root / "data/prepared").iterdir())},
         "trials": finished.to_csv(index=False),
         "best_value": json.loads((root / "metrics/hpo.json").read_text())["best_value"],
-        "cv_scores": sorted((t["mean"], t["std"]) for t in cv["trials"].values()),
+        "cv_scores": sorted((t["mean"], t["std"]) for t in cv["ranks"].values()),
         "cv_results": pd.read_csv(root / "artifacts/cv/results.csv")
         .drop(columns=["trial"])
         .to_csv(index=False),

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 
 from hpopipe.config import DataConfig, Params, parse_params
+from hpopipe.cv import summarise
 from hpopipe.data import prepare, read_table
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import read_best, write_best
+from hpopipe.handoffs.cv import CvSummary, read_cv, write_cv
 from hpopipe.handoffs.ranked import RankedTrials, read_ranked, write_ranked
 from hpopipe.handoffs.schema import read_schema, write_schema
 from hpopipe.select import best_config
@@ -129,7 +132,7 @@ def test_ranked_trials_file_is_written_as_before(tmp_path: Path, tag: str) -> No
 def test_best_config_file_is_written_as_before(tmp_path: Path, tag: str) -> None:
     golden = GOLDEN / f"best_{tag}.yaml"
     ranked = read_ranked(GOLDEN / f"ranked_{tag}.json").trials
-    best = best_config(golden_params(tag == "multi"), ranked, CV[tag])
+    best = best_config(golden_params(tag == "multi"), ranked, CvSummary.model_validate(CV[tag]))
     write_best(tmp_path / "fresh.yaml", best)
     assert (tmp_path / "fresh.yaml").read_bytes() == golden.read_bytes()
     read_back = read_best(golden)
@@ -137,6 +140,45 @@ def test_best_config_file_is_written_as_before(tmp_path: Path, tag: str) -> None
     write_best(tmp_path / "again.yaml", read_back)
     assert (tmp_path / "again.yaml").read_bytes() == golden.read_bytes()
     assert same_order(read_back.plain(), yaml.safe_load(golden.read_text()))
+
+
+@pytest.mark.parametrize("tag", ["single", "multi"])
+def test_cv_summary_round_trips(tmp_path: Path, tag: str) -> None:
+    write_cv(tmp_path / "cv.json", CvSummary.model_validate(CV[tag]))
+    assert json.loads((tmp_path / "cv.json").read_text()) == CV[tag]
+    assert read_cv(tmp_path / "cv.json") == CvSummary.model_validate(CV[tag])
+
+
+def _cv_results(trials: list[int], means: list[float]) -> pd.DataFrame:
+    rows = [
+        {"trial": t, "fold": f, "score": m + (0.01 if f else -0.01), "best_epoch": 3 + f}
+        for t, m in zip(trials, means, strict=True)
+        for f in (0, 1)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_cv_metrics_are_keyed_by_rank_so_every_experiment_has_the_same_columns() -> None:
+    """`dvc exp show` makes a column of every key: trial numbers as keys made columns per experiment."""
+    one = summarise(_cv_results([10, 3, 7], [0.90, 0.95, 0.93]), "macro_f1").model_dump(exclude_none=True)
+    two = summarise(_cv_results([0, 22, 5], [0.80, 0.70, 0.85]), "macro_f1").model_dump(exclude_none=True)
+
+    def columns(tree: dict[str, Any], prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for key, value in tree.items():
+            out |= columns(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+        return out
+
+    assert columns(one) == columns(two)
+    assert [one["ranks"][r]["trial"] for r in ("1", "2", "3")] == [3, 7, 10]  # best mean first
+    assert [two["ranks"][r]["trial"] for r in ("1", "2", "3")] == [5, 0, 22]
+    rmse = summarise(_cv_results([1, 2], [0.5, 0.3]), "rmse")  # lower is better
+    assert [c.trial for c in rmse.candidates] == [2, 1] and rmse.best_trial == 2
+
+
+def test_cv_ranks_break_ties_by_trial_number() -> None:
+    tied = summarise(_cv_results([9, 4], [0.9, 0.9]), "macro_f1")
+    assert [c.trial for c in tied.candidates] == [4, 9]
 
 
 # --- a mismatched file fails when it is read ---------------------------------------------------------
@@ -192,6 +234,9 @@ CASES = [
     ),
     (read_ranked, "ranked_multi.json", lambda r: r.pop("study"), "'study'"),
     (read_best, "best_single.yaml", lambda b: rename(b, "epochs", "n_epochs"), "epochs"),
+    (read_cv, "cv_single.json", lambda c: rename(c["ranks"]["1"], "trial", "number"), "ranks.1."),
+    (read_cv, "cv_single.json", lambda c: rename(c["ranks"], "2", "3"), "ranks must be numbered 1 to 2"),
+    (read_cv, "cv_single.json", lambda c: c.update(trials=c.pop("ranks")), "'ranks'"),
     (read_best, "best_multi.yaml", lambda b: b["source"].pop("trial"), "'source.trial'"),
     (read_best, "best_single.yaml", lambda b: rename(b["train"], "lr", "learning_rate"), "train."),
 ]
@@ -202,7 +247,11 @@ def test_renamed_or_missing_field_fails_at_read(
     tmp_path: Path, read: Callable[[Path], Any], name: str, change: Callable[[Any], None], field: str
 ) -> None:
     tamper = tamper_yaml if name.endswith(".yaml") else tamper_json
-    path = tamper(GOLDEN / name, tmp_path / name, change)
+    if name == "cv_single.json":  # the golden file holds several summaries: one of them as a file
+        (tmp_path / "golden_cv.json").write_text(json.dumps(CV["single"]))
+        path = tamper(tmp_path / "golden_cv.json", tmp_path / name, change)
+    else:
+        path = tamper(GOLDEN / name, tmp_path / name, change)
     for message in one_line_error(read, path):
         assert field in message
         if name == "schema_mixed.json" and field == "'feature_columns'":
@@ -226,7 +275,7 @@ def test_select_refuses_a_source_field_refit_would_not_know(monkeypatch: pytest.
     )
     ranked = read_ranked(GOLDEN / "ranked_multi.json").trials
     with pytest.raises(HpopipeError, match=r"^select: the best configuration: field 'source.score'"):
-        best_config(golden_params(True), ranked, CV["multi"])
+        best_config(golden_params(True), ranked, CvSummary.model_validate(CV["multi"]))
 
 
 def test_bundle_mappings_share_no_objects() -> None:

@@ -20,6 +20,7 @@ from hpopipe.config import ModelConfig, parse_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
+from hpopipe.handoffs.cv import CvCandidate, CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.retrain.summary import read_results
 from hpopipe.select import best_config
@@ -215,14 +216,16 @@ def test_a_second_objective_the_prepared_task_cannot_score_is_refused(
 # --- CV and select ------------------------------------------------------------------------------
 
 
-def cv_summary(objectives: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """metrics/cv.json as the cv stage writes it for a multi-objective sweep."""
-    trials = {
-        str(t): {"mean": m["macro_f1"], "std": 0.0, "best_epoch_mean": 2.0, "objectives": m}
-        for t, m in objectives.items()
+def cv_summary(objectives: dict[int, dict[str, float]]) -> CvSummary:
+    """metrics/cv.json as the cv stage writes it for a multi-objective sweep (ranked by the first)."""
+    order = sorted(objectives, key=lambda t: (-objectives[t]["macro_f1"], t))
+    ranks = {
+        str(rank): CvCandidate(
+            trial=t, mean=objectives[t]["macro_f1"], std=0.0, best_epoch_mean=2.0, objectives=objectives[t]
+        )
+        for rank, t in enumerate(order, start=1)
     }
-    best = max(objectives, key=lambda t: objectives[t]["macro_f1"])
-    return {"metric": "macro_f1", "folds": 2, "best_trial": best, "trials": trials}
+    return CvSummary(metric="macro_f1", folds=2, ranks=ranks)
 
 
 def ranked_of(numbers: list[int]) -> list[RankedTrial]:
@@ -253,7 +256,7 @@ def test_select_applies_the_rule_and_says_why(tmp_path: Path, select: Any, chose
     source = best.plain()["source"]
     assert source["trial"] == chosen and best.params == {"lr": 0.01}
     assert source["rule"] == params.cv.select.rule and source["candidates"] == [3, 5]
-    assert source["cv_means"] == summary_["trials"][str(chosen)]["objectives"]
+    assert source["cv_means"] == (summary_.of_trial(chosen) or pytest.fail()).objectives
     if source["rule"] == "weighted":
         assert source["weighted_score"] == pytest.approx(
             0.96 - 5000 * 1e-6 if chosen == 3 else 0.93 - 500 * 1e-4
@@ -284,13 +287,13 @@ def test_cv_scores_the_top_k_of_the_front_by_the_rule(swept: tuple, prepared: tu
     results = cross_validate(weighted, ranked, x, y, task_of(prepared[1], "macro_f1"), NullTracker())
     assert list(results.columns) == ["trial", "fold", "score", "best_epoch", "n_params"]
     cv = summarise(results, "macro_f1")
-    for trial, stats in cv["trials"].items():
-        assert stats["objectives"]["macro_f1"] == stats["mean"]
-        sweep_size = next((t.values or {})["n_params"] for t in ranked if t.number == int(trial))
-        assert stats["objectives"]["n_params"] == sweep_size  # the same architecture in every fold
+    for stats in cv.candidates:
+        assert stats.objectives is not None and stats.objectives["macro_f1"] == stats.mean
+        sweep_size = next((t.values or {})["n_params"] for t in ranked if t.number == stats.trial)
+        assert stats.objectives["n_params"] == sweep_size  # the same architecture in every fold
     for rule_params in (params, weighted):
         best = best_config(rule_params, ranked, cv)
-        means = {int(t): s["objectives"] for t, s in cv["trials"].items()}
+        means = {c.trial: c.objectives or {} for c in cv.candidates}
         if rule_params is weighted:
             expected = max(means, key=lambda t: (means[t]["macro_f1"] - means[t]["n_params"], -t))
         else:
@@ -347,8 +350,8 @@ def test_every_stage_runs_on_a_multi_objective_sweep(tmp_path: Path, monkeypatch
     assert source["rule"] == "weighted" and source["weights"] == {"macro_f1": 1.0, "n_params": -1.0e-4}
     cv = json.loads((tmp_path / "metrics/cv.json").read_text())
     scores = {
-        int(t): s["objectives"]["macro_f1"] - 1e-4 * s["objectives"]["n_params"]
-        for t, s in cv["trials"].items()
+        c["trial"]: c["objectives"]["macro_f1"] - 1e-4 * c["objectives"]["n_params"]
+        for c in cv["ranks"].values()
     }
     assert source["trial"] == max(scores, key=lambda t: (scores[t], -t))
     assert source["weighted_score"] == pytest.approx(scores[source["trial"]])

@@ -236,13 +236,14 @@ def test_report_is_one_self_contained_page(classification: Path) -> None:
 def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
     page = (classification / render.REPORT_HTML).read_text()
     cv = json.loads((classification / "metrics/cv.json").read_text())
-    for stats in cv["trials"].values():
+    for stats in cv["ranks"].values():
         assert f"{stats['mean']:.4f} ± {stats['std']:.4f}" in page
     test = json.loads((classification / "metrics/test.json").read_text())
     assert f"{test['macro_f1']:.4g}" in page
     best = yaml.safe_load((classification / "artifacts/best/config.yaml").read_text())
     selected = re.search(r'<tr class="selected"><td class="num">(\d+)</td>', page)
-    assert selected is not None and int(selected.group(1)) == best["source"]["trial"] == cv["best_trial"]
+    assert selected is not None
+    assert int(selected.group(1)) == best["source"]["trial"] == cv["ranks"]["1"]["trial"]
     assert f"{best['params']['lr']:.4g}" in page
 
 
@@ -260,6 +261,22 @@ def test_the_same_outputs_give_the_same_bytes(classification: Path) -> None:
     assert again == (classification / render.REPORT_HTML).read_text()
     for name, frame in frames.items():
         assert frame.to_csv(index=False) == (classification / render.plot_path(name)).read_text()
+
+
+def test_a_study_grown_since_the_sweep_does_not_change_the_report(
+    classification: Path, tmp_path: Path
+) -> None:
+    """Another DVC experiment may grow the shared study: the report shows the trials hpo exported."""
+    copy = tmp_path / "proj"
+    shutil.copytree(classification, copy)
+    with inside(copy):
+        grown = render.open_study("sqlite", render.load_sources().study.study_name)
+        first = grown.trials[0]  # a new, better trial with the same distributions
+        grown.add_trial(create_trial(params=first.params, distributions=first.distributions, value=0.999))
+        sources = render.load_sources()
+        assert len(sources.study.trials) == len(pd.read_csv(copy / "artifacts/hpo/trials.csv"))
+        page = render.render_html(sources, render.plot_frames(sources, seed=7))
+    assert page == (classification / render.REPORT_HTML).read_text()
 
 
 def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:

@@ -91,3 +91,38 @@ def test_runs_left_running_by_a_killed_process_are_closed_on_the_next_start(stor
         if status != "RUNNING":
             break
     assert status == "KILLED"
+
+
+WRITER = """
+import sys, time
+from hpopipe.tracking import MlflowTracker
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # every writer starts at the same instant
+tracker = MlflowTracker("shared")
+for i in range(10):
+    with tracker.run(f"run-{i}", params={"i": i}):
+        tracker.log_metrics({"x": float(i)})
+"""
+
+
+def test_processes_writing_one_fresh_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Queued DVC experiments share the workspace's mlflow.db: without turns, a fresh store's
+    tables were created twice (``table latest_metrics already exists``) and writers failed."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    start = time.time() + 4  # after the three interpreters have imported MLflow
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(start)],
+            env=subprocess_env(MLFLOW_TRACKING_URI=uri),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("shared")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 30 and {r.info.status for r in runs} == {"FINISHED"}

@@ -18,6 +18,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
 from hpopipe.config import Params
+from hpopipe.handoffs.cv import CvCandidate, CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
@@ -93,29 +94,31 @@ def cross_validate(
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:]])
 
 
-def summarise(results: pd.DataFrame, metric: str) -> dict[str, Any]:
-    """metrics/cv.json: mean and std per candidate, and the best candidate by mean.
+def summarise(results: pd.DataFrame, metric: str) -> CvSummary:
+    """metrics/cv.json: mean and std per candidate, ranked by mean (ties: the lower trial number).
 
     With further objectives (a multi-objective sweep's extra columns), each
     candidate also gets ``objectives``: the CV mean of every objective, which
     ``select`` applies ``cv.select`` to.
     """
-    per_trial: dict[str, dict[str, Any]] = {}
+    candidates: list[CvCandidate] = []
     others = [c for c in results.columns if c not in RESULT_COLUMNS]
     for trial, group in results.groupby("trial", sort=False):
-        per_trial[str(trial)] = {
-            "mean": float(group["score"].mean()),
-            "std": float(group["score"].std(ddof=0)),
-            "best_epoch_mean": float(group["best_epoch"].mean()),
-        }
-        if others:
-            means = {metric: float(group["score"].mean())} | {c: float(group[c].mean()) for c in others}
-            per_trial[str(trial)]["objectives"] = means
-    sign = 1.0 if metrics.objective_direction(metric) == "maximize" else -1.0
-    best = max(per_trial, key=lambda t: (sign * per_trial[t]["mean"], -int(t)))
-    return {
-        "metric": metric,
-        "folds": int(results["fold"].nunique()),
-        "best_trial": int(best),
-        "trials": per_trial,
-    }
+        mean = float(group["score"].mean())
+        objectives = {metric: mean} | {c: float(group[c].mean()) for c in others} if others else None
+        candidates.append(
+            CvCandidate(
+                trial=int(trial),
+                mean=mean,
+                std=float(group["score"].std(ddof=0)),
+                best_epoch_mean=float(group["best_epoch"].mean()),
+                objectives=objectives,
+            )
+        )
+    sign = -1.0 if metrics.objective_direction(metric) == "maximize" else 1.0
+    candidates.sort(key=lambda c: (sign * c.mean, c.trial))
+    return CvSummary(
+        metric=metric,
+        folds=int(results["fold"].nunique()),
+        ranks={str(rank): c for rank, c in enumerate(candidates, start=1)},
+    )

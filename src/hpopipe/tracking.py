@@ -3,10 +3,17 @@
 The library takes a tracker object; tests that are not about tracking pass
 :class:`NullTracker`. MLflow is a browsable record, never the source of truth
 for metrics (the DVC metrics files are).
+
+Without ``MLFLOW_TRACKING_URI`` the store is ``mlflow.db`` in the workspace (and artifacts go
+to its ``mlruns/``), also for a stage that runs in a DVC experiment's temporary copy, so the
+runs of ``dvc exp run --temp`` and of queued experiments outlive the copy (see
+:mod:`hpopipe.workspace`). Several experiments may then write that SQLite file at once:
+every write goes through :meth:`MlflowTracker._writing`, which takes turns on a lock file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -18,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpopipe import workspace
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
 from hpopipe.processes import pid_alive
@@ -26,6 +34,21 @@ from hpopipe.redact import mask_url, register_url
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "hpopipe"
+DEFAULT_STORE = "mlflow.db"  # in the workspace, when MLFLOW_TRACKING_URI is not set
+ARTIFACTS = "mlruns"  # the default store's artifact folder, in the workspace too
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """The store used when ``MLFLOW_TRACKING_URI`` is unset: ``mlflow.db`` in the workspace ``root``."""
+    return f"sqlite:///{(root or workspace.root()).resolve() / DEFAULT_STORE}"
+
+
+def local_sqlite_file(uri: str) -> Path | None:
+    """The file of a local SQLite store URI (``sqlite:///path``), or None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def experiment_name() -> str:
@@ -92,15 +115,53 @@ class MlflowTracker(NullTracker):
 
         experiment = experiment_name() if experiment is None else check_name(experiment, "experiment")
 
+        artifacts: Path | None = None
+        if not mlflow.is_tracking_uri_set():  # the workspace's store, not one in a temporary copy
+            root = workspace.root()
+            mlflow.set_tracking_uri(default_tracking_uri(root))
+            artifacts = root.resolve() / ARTIFACTS / experiment
         uri = mlflow.get_tracking_uri()
         if with_driver(uri) != uri:  # set only then: a set URI would outrank the environment from now on
             mlflow.set_tracking_uri(with_driver(uri))
         self._mlflow = mlflow
-        self._client = mlflow.MlflowClient()
+        uri = mlflow.get_tracking_uri()
+        db = local_sqlite_file(uri)
+        self._lock_path = None if db is None else db.with_name(db.name + ".hpopipe-lock")
         self._pending: list[_Batch] = []
-        self._experiment = mlflow.set_experiment(experiment)
-        log.info("MLflow tracking at %s", mask_url(mlflow.get_tracking_uri()))
-        self._close_stale_runs()
+        with self._writing():  # a new store's tables are created here, by one process only
+            self._client = mlflow.MlflowClient()
+            self._experiment = self._open_experiment(experiment, artifacts)
+            log.info("MLflow tracking at %s", mask_url(uri))
+            self._close_stale_runs()
+
+    def _open_experiment(self, name: str, artifacts: Path | None) -> Any:
+        """Set the MLflow experiment, creating it with its artifacts in the workspace when it is new.
+
+        MLflow would put a new experiment's artifacts under the current directory: in a DVC
+        experiment's copy, a folder deleted with it (the refit model among them).
+        """
+        if artifacts is not None and self._client.get_experiment_by_name(name) is None:
+            self._client.create_experiment(name, artifact_location=str(artifacts))
+        return self._mlflow.set_experiment(name)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Take turns with other processes writing the same local SQLite store (a no-op for a server).
+
+        Queued DVC experiments run at once (``--jobs 2``) and all write the workspace's
+        ``mlflow.db``: SQLite would make a second writer wait at most five seconds, then fail,
+        and two first runs would both create its tables. Each write here is one short batch.
+        """
+        if self._lock_path is None:
+            yield
+            return
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _close_stale_runs(self) -> None:
         """Runs left RUNNING by a process that died on this host are marked KILLED.
@@ -138,27 +199,27 @@ class MlflowTracker(NullTracker):
         mlflow = self._mlflow
         masked = {k: mask_url(v) for k, v in (tags or {}).items()}
         masked.update({"hpopipe.host": socket.gethostname(), "hpopipe.pid": str(os.getpid())})
+        if os.environ.get("DVC_EXP_NAME"):  # the DVC experiment this run belongs to, to filter by
+            masked["hpopipe.dvc_exp"] = mask_url(os.environ["DVC_EXP_NAME"])
         # A worker process nests its trial runs under the coordinator's hpo run.
         parent = os.environ.get("HPOPIPE_PARENT_RUN_ID") if nested and not mlflow.active_run() else None
-        with mlflow.start_run(
-            run_name=name, nested=nested, tags=masked, parent_run_id=parent or None
-        ) as active:
-            self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
-            status = "FINISHED"
-            try:
-                yield
-            except KeyboardInterrupt:
-                status = "KILLED"
-                raise
-            except BaseException:
-                status = "FAILED"
-                raise
-            finally:
-                batch = self._pending.pop()
+        with self._writing():
+            active = mlflow.start_run(run_name=name, nested=nested, tags=masked, parent_run_id=parent or None)
+        self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
+        status = "FINISHED"
+        try:
+            yield
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            batch = self._pending.pop()
+            with self._writing():
                 self._flush(active.info.run_id, batch)
-                status = batch.status if status == "FINISHED" else status
-                if status != "FINISHED":
-                    mlflow.end_run(status=status)
+                mlflow.end_run(status=batch.status if status == "FINISHED" else status)
 
     def _flush(self, run_id: str, batch: _Batch) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -206,14 +267,15 @@ class MlflowTracker(NullTracker):
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
         # MLflow 3 saves PyTorch models as torch.export 'pt2' graphs (no pickled code).
-        self._mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example,
-            signature=infer_signature(example, output),
-            pip_requirements=[f"torch=={torch.__version__}"],
-            registered_model_name=registered_name,
-        )
+        with self._writing():
+            self._mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=example,
+                signature=infer_signature(example, output),
+                pip_requirements=[f"torch=={torch.__version__}"],
+                registered_model_name=registered_name,
+            )
 
     def run_id(self) -> str | None:
         active = self._mlflow.active_run()
@@ -314,8 +376,7 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    # Unset, MLflow's store is mlflow.db in the directory the stages ran in (see the README).
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     try:
         client = MlflowClient(tracking_uri=with_driver(uri))
         experiment = client.get_experiment_by_name(experiment_name())

@@ -25,8 +25,10 @@ from hpopipe import artifacts, metrics
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
+from hpopipe.handoffs.cv import CvSummary, read_cv
 from hpopipe.refit import load_model
 from hpopipe.report import plots
+from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.storage import load_existing
 from hpopipe.training.loop import as_tensor, predict, task_of
 
@@ -64,7 +66,7 @@ class Sources:
 
     study: optuna.Study
     cv_results: pd.DataFrame
-    cv_summary: dict[str, Any]
+    cv_summary: CvSummary
     best: BestConfig
     test_metrics: dict[str, float]
     test: Predictions
@@ -92,9 +94,12 @@ def load_sources(trusted_factory: str | None = None) -> Sources:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
     test, history = predict_test_split(artifacts.MODEL, artifacts.TEST, trusted_factory)
     return Sources(
-        study=open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
+        study=exported_view(
+            open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
+            artifacts.read_frame(artifacts.TRIALS_CSV),
+        ),
         cv_results=artifacts.read_frame(artifacts.CV_RESULTS),
-        cv_summary=artifacts.read_json(artifacts.metrics_file("cv")),
+        cv_summary=read_cv(artifacts.metrics_file("cv")),
         best=read_best(artifacts.BEST_CONFIG),
         test_metrics=artifacts.read_json(artifacts.metrics_file("test")),
         test=test,
@@ -105,6 +110,17 @@ def load_sources(trusted_factory: str | None = None) -> Sources:
 def open_study(setting: str, name: str) -> optuna.Study:
     """Load the finished study from the storage the sweep used; never creates an empty one."""
     return load_existing(setting, name, field=str(artifacts.metrics_file("hpo")))
+
+
+def exported_view(study: optuna.Study, trials: pd.DataFrame) -> optuna.Study:
+    """The study as the hpo stage exported it: only the trials ``trials.csv`` lists.
+
+    The study may have grown since (another DVC experiment with a larger ``hpo.n_trials`` shares
+    it); the report shows the sweep this pipeline's outputs come from, so that it stays a
+    function of its deps.
+    """
+    numbers = frozenset(int(n) for n in trials["number"])
+    return TrialsView(study, lambda t: t.number in numbers)
 
 
 def predict_test_split(
@@ -325,19 +341,17 @@ def cv_table(sources: Sources) -> str:
     """Mean ± std of every CV candidate, best first, the selected one highlighted."""
     values = {t.number: _first(t) for t in sources.study.get_trials(deepcopy=False)}
     folds = sources.cv_results.sort_values("fold").groupby("trial")["score"].apply(list)
-    sign = -1.0 if _maximize(sources) else 1.0
-    ranked = sorted(sources.cv_summary["trials"].items(), key=lambda kv: (sign * kv[1]["mean"], int(kv[0])))
     rows: list[list[Any]] = []
-    for trial, stats in ranked:
-        scores = ", ".join(f"{s:.4f}" for s in folds.get(int(trial), []))
-        sweep = values.get(int(trial))
+    for stats in sources.cv_summary.candidates:  # best CV mean first
+        scores = ", ".join(f"{s:.4f}" for s in folds.get(stats.trial, []))
+        sweep = values.get(stats.trial)
         rows.append(
             [
-                int(trial),
+                stats.trial,
                 float("nan") if sweep is None else float(sweep),
-                f"{stats['mean']:.4f} ± {stats['std']:.4f}",
+                f"{stats.mean:.4f} ± {stats.std:.4f}",
                 scores,
-                float(stats["best_epoch_mean"]),
+                stats.best_epoch_mean,
             ]
         )
     selected = next((i for i, r in enumerate(rows) if r[0] == sources.selected_trial), None)

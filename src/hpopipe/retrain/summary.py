@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe import artifacts
+from hpopipe.handoffs.cv import read_cv
 from hpopipe.retrain.gate import TEST_METRICS, GateResult
 from hpopipe.retrain.stages import StageOutcome
 
@@ -31,18 +32,18 @@ class Results:
 
 def read_results(root: Path) -> Results:
     """Best parameters, the chosen candidate's CV mean and std, and the test metrics."""
-    cv = artifacts.read_json(root / artifacts.metrics_file("cv"))
+    cv = read_cv(root / artifacts.metrics_file("cv"))
     # The trial select chose: cv's best by mean, unless a multi-objective rule chose another.
     source = (artifacts.read_yaml(root / artifacts.BEST_CONFIG) or {}).get("source") or {}
-    best = source.get("trial", cv.get("best_trial"))
-    chosen = cv.get("trials", {}).get(str(best), {})
+    best = source.get("trial", cv.best_trial)
+    chosen = None if best is None else cv.of_trial(int(best))
     return Results(
-        metric=str(cv.get("metric", "")),
+        metric=cv.metric,
         best_params=artifacts.read_json(root / artifacts.BEST_PARAMS),
         cv_trial=best,
-        cv_mean=chosen.get("mean"),
-        cv_std=chosen.get("std"),
-        cv_folds=cv.get("folds"),
+        cv_mean=None if chosen is None else chosen.mean,
+        cv_std=None if chosen is None else chosen.std,
+        cv_folds=cv.folds,
         test=artifacts.read_json(root / TEST_METRICS),
     )
 

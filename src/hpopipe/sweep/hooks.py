@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import metrics
+from hpopipe import metrics, workspace
 from hpopipe.config import Params
 from hpopipe.plugins import load_callable
 from hpopipe.sweep.backup import backup_sqlite
@@ -60,9 +60,9 @@ def after_trial_hooks(
     if stop is not None:
         # A signal between two trials: do not start the next one.
         hooks.append(lambda study, trial: study.stop() if stop() else None)
-    backup_dir = params.hpo.backup_dir
-    if backup_dir is not None and storage_path is not None:
+    if params.hpo.backup_dir is not None and storage_path is not None:
         source = storage_path
+        backup_dir = workspace.state_path(params.hpo.backup_dir)  # not in a DVC experiment's copy
 
         def backup(study: optuna.Study, trial: FrozenTrial) -> None:
             backup_sqlite(source, backup_dir)

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpopipe.config import BestFirstMetric, Params, WeightedSelect
+from hpopipe.handoffs.cv import CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.metrics import objective_direction
 
@@ -95,14 +96,14 @@ def candidates(params: Params, ranked: Sequence[RankedTrial]) -> list[RankedTria
     return ordered[: params.cv.top_k]
 
 
-def choose(params: Params, cv_summary: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def choose(params: Params, cv_summary: CvSummary) -> tuple[int, dict[str, Any]]:
     """The candidate ``cv.select`` picks from the CV means, and a record of why.
 
     Returns:
         (the chosen trial number, the ``source`` entries that explain the choice)
     """
     rule, names = params.cv.select, params.hpo.objectives
-    means = {int(t): stats["objectives"] for t, stats in cv_summary["trials"].items()}
+    means = {c.trial: c.objectives or {} for c in cv_summary.candidates}
     chosen = min(means, key=lambda t: (*rule_key(rule, names, means[t]), t))
     record: dict[str, Any] = {"rule": rule.rule, "cv_means": means[chosen], "candidates": sorted(means)}
     if isinstance(rule, WeightedSelect):

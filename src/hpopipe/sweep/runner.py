@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -27,7 +28,7 @@ from hpopipe.sweep.hooks import Callback, after_trial_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
-from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage
+from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, sweep_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.workers import Budget, fail_stale, spawn_local, wait_forwarding_stop, work
 from hpopipe.tracking import NullTracker, git_commit
@@ -100,6 +101,25 @@ def sweep(
             healthy = _fan_out(params, name, params_path, tracker, stop)
     _end(study, params, healthy)
     return study
+
+
+@contextmanager
+def locked_sweep(
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    spec: StorageSpec,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[optuna.Study]:
+    """:func:`sweep` holding the study's sweep lock until the block ends: the hpo stage's way in.
+
+    The block writes the exports, so no other run (another DVC experiment) grows or prunes the
+    study between the sweep and what is exported of it (see :func:`hpopipe.sweep.storage.sweep_lock`).
+    """
+    name = study_name(params, data_fingerprint(train, schema))
+    with sweep_lock(spec, name, stop):
+        yield sweep(params, train, schema, spec, tracker, stop)
 
 
 def _begin(study: optuna.Study, params: Params) -> None:

@@ -1,4 +1,5 @@
-"""Where a study lives, and the lock that keeps several workers to an exact budget.
+"""Where a study lives, and its two locks: the budget lock that keeps several workers to an exact
+budget, and the sweep lock that lets one run at a time grow the study (DVC experiments run at once).
 
 Three storages, chosen by ``hpo.storage``:
 
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import socket
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +32,14 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-from hpopipe import artifacts
+from hpopipe import artifacts, workspace
 from hpopipe.config import check_storage_url
 from hpopipe.errors import HpopipeError
 from hpopipe.redact import mask_url, register_url
 from hpopipe.sweep.optuna_internals import rdb_of
+
+log = logging.getLogger(__name__)
+LOCK_POLL_S = 0.2  # how often a run waiting for a sweep lock tries again
 
 Kind = Literal["sqlite", "journal", "postgresql"]
 
@@ -61,8 +68,14 @@ def sqlite_spec(path: Path) -> StorageSpec:
     return StorageSpec("sqlite", artifacts.sqlite_url(path), path)
 
 
-def resolve(setting: str, root: Path = artifacts.HPO) -> StorageSpec:
-    """The storage an ``hpo.storage`` setting names; ``env:NAME`` is read from the environment now."""
+def resolve(setting: str, root: Path | None = None) -> StorageSpec:
+    """The storage an ``hpo.storage`` setting names; ``env:NAME`` is read from the environment now.
+
+    Study files live in ``root``: by default ``artifacts/hpo`` of the workspace, also when a stage
+    runs in a DVC experiment copy (see :mod:`hpopipe.workspace`), so that an experiment grows
+    the workspace's study instead of a new one that DVC deletes with the copy.
+    """
+    root = workspace.state_path(artifacts.HPO) if root is None else root
     if setting == "sqlite":
         return sqlite_spec(root / "study.db")
     if setting == "journal":
@@ -122,10 +135,15 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True})
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
-        lines = str(getattr(err, "orig", err)).strip().splitlines()
-        first = lines[0] if lines else type(err).__name__
-        hint = " (pip install 'hpopipe[postgres]')" if isinstance(err, ImportError) else ""
-        raise HpopipeError(f"hpo.storage: cannot use {spec.display}: {mask_url(first)}{hint}") from None
+        raise _unusable(spec, err) from None
+
+
+def _unusable(spec: StorageSpec, err: Exception) -> HpopipeError:
+    """An unreachable or uninstalled database as one line (the password masked)."""
+    lines = str(getattr(err, "orig", err)).strip().splitlines()
+    first = lines[0] if lines else type(err).__name__
+    hint = " (pip install 'hpopipe[postgres]')" if isinstance(err, ImportError) else ""
+    return HpopipeError(f"hpo.storage: cannot use {spec.display}: {mask_url(first)}{hint}")
 
 
 def check_study_file(path: Path) -> None:
@@ -228,3 +246,111 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool] | None = None) -> Iterator[None]:
+    """One run at a time grows a study (the hpo stage: sweep and exports) or prunes its scratch (cleanup).
+
+    Several DVC experiments at once (``dvc exp run --run-all --jobs 2``) share the workspace's
+    study (see :mod:`hpopipe.workspace`). Their sweeps take turns instead of writing side by
+    side, because only then is each experiment's output a function of its params:
+
+    - the seeded sampler proposes the trial at sweep position k from the trials before it. Two
+      sweeps interleaving their trials would make each proposal depend on timing, as several
+      workers do. Taking turns, the study is always the one straight sweep to the larger
+      budget, whichever experiment runs first, and each exports its first ``n_trials`` places
+      of it (:func:`hpopipe.sweep.exports.within_budget`);
+    - SQLite takes one writer (the rule ``hpo.storage`` enforces for workers; a busy timeout
+      would only make two writers wait on each other mid-trial), and the sweep's lifecycle
+      record (running, finished, its budget) has one owner at a time;
+    - cleanup deletes the checkpoints of all but the best trials: holding the lock, it never
+      deletes those of a trial another experiment is running.
+
+    A file storage (sqlite, journal) is locked whole by ``flock`` on a sidecar file, which the
+    kernel releases when its holder dies, however it dies; PostgreSQL takes a session advisory
+    lock on the study, which the server releases when the connection drops. A waiting run says
+    once whom it waits for, and gives up (one line) when ``stop`` turns true. Workers the sweep
+    starts, or that join it (``hpopipe worker``), do not take this lock: they share the holder's
+    sweep, its budget kept exact by :func:`budget_lock`.
+    """
+    stop = stop or (lambda: False)
+    if spec.kind == "postgresql":
+        with _advisory_sweep_lock(spec, study_name, stop):
+            yield
+        return
+    assert spec.path is not None
+    lock_path = spec.path.with_name(spec.path.name + ".sweep-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as handle:
+
+        def try_lock() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        def holder() -> str:
+            handle.seek(0)
+            return handle.read().strip() or "another run"
+
+        _wait_for(try_lock, stop, study_name, holder)
+        handle.truncate(0)
+        handle.write(_holder() + "\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _wait_for(
+    try_lock: Callable[[], bool], stop: Callable[[], bool], study_name: str, holder: Callable[[], str]
+) -> None:
+    """Poll ``try_lock`` until it succeeds; log the holder once; a stop request ends the wait."""
+    if try_lock():
+        return
+    log.info("study %s: another run holds it (%s); waiting for it to end", study_name, holder())
+    while not try_lock():
+        if stop():
+            raise HpopipeError(f"study {study_name}: stopped while waiting for the run that holds it")
+        time.sleep(LOCK_POLL_S)
+    log.info("study %s: the other run ended; going on", study_name)
+
+
+def _holder() -> str:
+    """Who holds a sweep lock, for the line a waiting run logs."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    where = f"DVC experiment {exp}, " if exp else ""
+    return f"{where}pid {os.getpid()} on {socket.gethostname()}"
+
+
+@contextmanager
+def _advisory_sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool]) -> Iterator[None]:
+    """The PostgreSQL form of :func:`sweep_lock`, on a connection of its own for as long as it is held."""
+    key = _lock_key("sweep:" + study_name)  # never the budget lock's key
+    try:
+        engine = sqlalchemy.create_engine(spec.url, poolclass=sqlalchemy.pool.NullPool)
+        conn = engine.connect()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
+        raise _unusable(spec, err) from None
+
+    def try_lock() -> bool:
+        got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        conn.commit()  # a session lock outlives the transaction: hold nothing else open
+        return bool(got)
+
+    try:
+        _wait_for(try_lock, stop, study_name, lambda: f"another run on {spec.display}")
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+            except sqlalchemy.exc.SQLAlchemyError as err:  # closing the connection releases it too
+                log.warning("study %s: sweep lock not released (%s)", study_name, type(err).__name__)
+    finally:
+        conn.close()
+        engine.dispose()

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from hpopipe import workspace
 from hpopipe.atomic import temp_path
 from hpopipe.errors import CheckpointError, HpopipeError
 
@@ -32,8 +33,12 @@ def params_hash(params: dict[str, Any], seed: int) -> str:
 
 
 def trial_checkpoint(root: Path, study_name: str, phash: str) -> Path:
-    """Where a trial with this configuration keeps its crash-recovery checkpoint."""
-    return root / safe_name(study_name) / f"{phash}.pt"
+    """Where a trial with this configuration keeps its crash-recovery checkpoint.
+
+    ``root`` (``hpo.checkpoint_dir``) is the workspace's, also in a DVC experiment copy: a
+    retry must find the checkpoint whichever experiment runs it (see :mod:`hpopipe.workspace`).
+    """
+    return workspace.state_path(root) / safe_name(study_name) / f"{phash}.pt"
 
 
 def safe_name(name: str) -> str:
@@ -158,8 +163,10 @@ def study_folder(root: Path, study_name: str) -> Path:
     """A study's scratch folder, refused when it is a symlink or resolves outside ``root``.
 
     Cleanup deletes files in it; a link planted there (or a root moved by
-    a symlinked study folder) must never turn that into deleting elsewhere.
+    a symlinked study folder) must never turn that into deleting elsewhere. ``root`` is the
+    workspace's, as in :func:`trial_checkpoint`.
     """
+    root = workspace.state_path(root)
     folder = root / safe_name(study_name)
     if folder.is_symlink():
         raise HpopipeError(f"hpo.checkpoint_dir: {folder} is a symbolic link; refusing to delete in it")
