@@ -280,6 +280,8 @@ def sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool] | No
             yield
         return
     assert spec.path is not None
+    if spec.kind == "sqlite":
+        check_study_file(spec.path)  # a damaged study is refused before the lock file is touched
     lock_path = spec.path.with_name(spec.path.name + ".sweep-lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+", encoding="utf-8") as handle:
