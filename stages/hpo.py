@@ -20,8 +20,8 @@ from hpopipe.tracking import make_tracker
 
 
 def main() -> None:
-    params = load_params()
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
+    params = load_params().for_task(schema["task"])  # hpo.metric: auto follows the data
     with GracefulStop().installed() as stop:
         swept = sweep(params, train, schema, resolve(params.hpo.storage), make_tracker(), stop)
     study = within_budget(swept, params.hpo.n_trials)  # never more than this run's budget
