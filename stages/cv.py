@@ -13,9 +13,9 @@ from hpopipe.training.loop import task_of
 
 
 def main() -> None:
-    params = load_params()
     x, y = to_arrays(artifacts.read_frame(artifacts.TRAIN))
     schema = read_schema(artifacts.SCHEMA)
+    params = load_params().for_task(schema.task)  # hpo.metric: auto follows the data
     check_folds(y, schema, params.cv.folds, str(artifacts.TRAIN))
     ranked = read_ranked(artifacts.RANKED_JSON).trials
     task = task_of(schema.plain(), params.hpo.metric)

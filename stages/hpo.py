@@ -20,8 +20,8 @@ from hpopipe.tracking import make_tracker
 
 
 def main() -> None:
-    params = load_params()
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
+    params = load_params().for_task(schema["task"])  # hpo.metric: auto follows the data
     spec, tracker = resolve(params.hpo.storage), make_tracker()
     # The study stays locked until its exports are written (another DVC experiment may share it).
     with GracefulStop().installed() as stop, locked_sweep(params, train, schema, spec, tracker, stop) as run:

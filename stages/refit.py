@@ -1,4 +1,5 @@
-"""DVC stage `refit`: fit on all training rows, score the test rows -> models/model.pt, metrics/test.json."""
+"""DVC stage `refit`: fit on all training rows, score the test rows and the baselines -> models/model.pt,
+metrics/test.json; the model goes to MLflow as a servable pyfunc, registered."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
@@ -7,23 +8,23 @@ from hpopipe.entry import run
 from hpopipe.handoffs.best import read_best
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.refit import refit, save_model
-from hpopipe.tracking import make_tracker
+from hpopipe.served import log_refit_model
+from hpopipe.tracking import git_commit, make_tracker
 
 
 def main() -> None:
     params = load_params()
-    best = read_best(artifacts.BEST_CONFIG)
-    schema = read_schema(artifacts.SCHEMA)
-    train = to_arrays(artifacts.read_frame(artifacts.TRAIN))
+    best, schema = read_best(artifacts.BEST_CONFIG), read_schema(artifacts.SCHEMA)
+    train_frame = artifacts.read_frame(artifacts.TRAIN)
+    train, test = to_arrays(train_frame), to_arrays(artifacts.read_frame(artifacts.TEST))
     tracker = make_tracker()
     with tracker.run("refit", params={**best.params, "epochs": best.epochs}):
-        fitted = refit(best, params.refit, schema, train, to_arrays(artifacts.read_frame(artifacts.TEST)))
+        fitted = refit(best, params.refit, schema, train, test)
         tracker.log_history(fitted.result.history)
-        tracker.log_metrics({f"test_{k}": v for k, v in fitted.test_metrics.items()})
-        if params.refit.log_model:
-            tracker.log_model(fitted.result.model.cpu(), train[0][:5], params.refit.registered_model_name)
+        tracker.log_metrics(fitted.tracked_metrics())
+        log_refit_model(tracker, params, fitted, best, schema, train_frame, git_commit())
     save_model(artifacts.MODEL, fitted, best, schema)
-    artifacts.write_json(artifacts.metrics_file("test"), fitted.test_metrics)
+    artifacts.write_json(artifacts.metrics_file("test"), fitted.metrics_file())
 
 
 if __name__ == "__main__":

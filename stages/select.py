@@ -6,11 +6,12 @@ from hpopipe.entry import run
 from hpopipe.handoffs.best import write_best
 from hpopipe.handoffs.cv import read_cv
 from hpopipe.handoffs.ranked import read_ranked
+from hpopipe.handoffs.schema import read_schema
 from hpopipe.select import best_config
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params().for_task(read_schema(artifacts.SCHEMA).task)  # hpo.metric: auto
     best = best_config(
         params,
         read_ranked(artifacts.RANKED_JSON).trials,

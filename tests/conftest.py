@@ -35,6 +35,7 @@ XDIST_GROUPS = {
     "test_recovery": "recovery",  # the straight sweep every resume is compared with
     "test_report": "report",  # a classification and a regression pipeline
     "test_flows": "servers",
+    "test_served_model": "servers",  # two pipelines once, `mlflow models serve` on free ports, in order
     "test_sweep_flow": "servers",
     "test_workers": "servers",
 }

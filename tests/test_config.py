@@ -20,7 +20,7 @@ from hpopipe.config import (
     load_params,
     parse_params,
 )
-from hpopipe.data import read_table
+from hpopipe.data import for_data, read_table
 from hpopipe.errors import HpopipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +61,10 @@ def error_of(raw: dict[str, Any]) -> str:
 def test_repo_params_yaml_validates() -> None:
     params = load_params(REPO_PARAMS)
     assert isinstance(params, Params)
-    assert params.data.target in read_table(REPO / params.data.path).columns  # its table is in the repo
+    table = read_table(REPO / params.data.path)
+    assert params.data.target in table.columns  # its table is in the repo
     assert params.search_space
+    params = for_data(params, table)  # hpo.metric: auto, resolved as the stages resolve it
     assert params.hpo.direction == ("maximize" if params.hpo.metric in MAXIMIZED_METRICS else "minimize")
     assert params.model.label in {"mlp", "resnet"} or params.model.factory is not None
 

@@ -53,8 +53,9 @@ def test_first_run_writes_every_output(project: Path) -> None:
     assert set(best["params"]) == {"lr", "n_layers", "width", "dropout"}
     assert json.loads((project / "artifacts/best/params.json").read_text()) == best["params"]
     test_metrics = json.loads((project / "metrics/test.json").read_text())
-    assert set(test_metrics) == {"accuracy", "macro_f1", "roc_auc", "log_loss"}
+    assert set(test_metrics) == {"accuracy", "macro_f1", "roc_auc", "log_loss", "baselines"}
     assert test_metrics["accuracy"] > 0.8  # a sane model on an easy, real dataset
+    assert set(test_metrics["baselines"]) == {"hist_gradient_boosting", "dummy"}
     bundle = torch.load(project / "models/model.pt", weights_only=True)
     assert bundle["schema"]["classes"] == ["benign", "malignant"]
     cleanup = json.loads((project / "metrics/cleanup.json").read_text())
@@ -78,7 +79,7 @@ def test_mlflow_has_a_parent_run_per_stage_and_nested_trial_runs(project: Path) 
     assert set(trials["tags.state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
     assert (trials["metrics.duration_s"] > 0).all() and set(trials["status"]) == {"FINISHED"}
     client = mlflow.MlflowClient()
-    (version,) = client.search_model_versions("name = 'hpopipe'")
+    (version,) = client.search_model_versions("name = 'breast_cancer-diagnosis'")  # data file stem, target
     refit_id = runs.loc[runs["tags.mlflow.runName"] == "refit", "run_id"].iloc[0]
     assert version.run_id == refit_id
 

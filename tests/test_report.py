@@ -7,6 +7,7 @@ report stage runs on them as it would under DVC.
 
 from __future__ import annotations
 
+import html
 import importlib
 import json
 import math
@@ -245,6 +246,26 @@ def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
     assert selected is not None
     assert int(selected.group(1)) == best["source"]["trial"] == cv["ranks"]["1"]["trial"]
     assert f"{best['params']['lr']:.4g}" in page
+
+
+@pytest.mark.parametrize(("which", "metric"), [("classification", "macro_f1"), ("regression", "rmse")])
+def test_report_says_in_one_sentence_whether_the_network_beats_gradient_boosting(
+    which: str, metric: str, request: pytest.FixtureRequest
+) -> None:
+    root: Path = request.getfixturevalue(which)
+    page = html.unescape((root / render.REPORT_HTML).read_text())
+    test = json.loads((root / "metrics/test.json").read_text())
+    network, boosted = test[metric], test["baselines"]["hist_gradient_boosting"][metric]
+    better = network > boosted if metric == "macro_f1" else network < boosted
+    verb = "beats" if better else ("ties with" if network == boosted else "trails")
+    (sentence,) = re.findall(r"<p class='verdict'>([^<]*)</p>", page)
+    assert sentence.startswith(f"The network {verb} the gradient-boosting baseline")
+    assert f"({metric} {network:.4g} against {boosted:.4g})." in sentence
+    if verb != "ties with":
+        assert f" by {abs(network - boosted):.3g} " in sentence
+    # The table shows the network and both baselines side by side, each on the same metrics.
+    assert "<th>network</th><th>gradient boosting</th><th>dummy</th>" in page
+    assert f"{test['baselines']['dummy'][metric]:.4g}" in page
 
 
 def test_regression_report_draws_residuals(regression: Path) -> None:

@@ -60,7 +60,14 @@ def raw(space: dict[str, Any] | None = None, **hpo: Any) -> dict[str, Any]:
         "data": {"path": "data/raw/breast_cancer.csv", "target": "diagnosis"},
         "model": {"name": "mlp"},
         "search_space": copy.deepcopy(SPACE if space is None else space),
-        "hpo": {"n_trials": 30, "sampler": {"name": "random"}, "pruner": {"name": "none"}, **hpo},
+        # The metric written out: `auto` needs the data's task, which only `hpopipe space export` reads.
+        "hpo": {
+            "n_trials": 30,
+            "metric": "macro_f1",
+            "sampler": {"name": "random"},
+            "pruner": {"name": "none"},
+            **hpo,
+        },
         "train": {},
         "cv": {},
         "refit": {},

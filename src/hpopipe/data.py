@@ -8,6 +8,8 @@ without unpickling anything.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -18,9 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from hpopipe.config import DataConfig
+from hpopipe.config import DataConfig, Params
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.schema import PreparedSchema
+from hpopipe.metrics import AUTO, CATALOGUE
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,53 @@ def infer_task(y: pd.Series) -> str:
     if np.all(np.mod(values, 1) == 0) and y.nunique() <= MAX_AUTO_CLASSES:
         return "classification"
     return "regression"
+
+
+def target_task(df: pd.DataFrame, cfg: DataConfig) -> str:
+    """The task prepare gives this table: ``data.task``, or inferred from the target's values.
+
+    ``hpopipe validate`` and ``hpopipe space export`` use it to resolve ``hpo.metric: auto`` and
+    to name a missing target or a metric that does not fit, before anything is prepared.
+    """
+    if cfg.target not in df.columns:
+        raise HpopipeError(f"data.target: column {cfg.target!r} is not in {cfg.path}")
+    # As prepare: rows without a target are dropped before the task is inferred.
+    return cfg.task if cfg.task != "auto" else infer_task(df[cfg.target].dropna())
+
+
+def for_data(params: Params, df: pd.DataFrame) -> Params:
+    """``params`` with ``hpo.metric: auto`` resolved for the task of ``df``, the table ``data.path`` names.
+
+    Refuses a metric (or a further objective) that cannot score that task, naming the key.
+    """
+    task = target_task(df, params.data)
+    resolved = params.for_task(task)
+    named = [("hpo.metric", resolved.hpo.metric)]
+    named += [("hpo.metrics", name) for name in resolved.hpo.objectives[1:] if name in CATALOGUE]
+    for key, name in named:
+        if CATALOGUE[name].task != task:
+            fits = ", ".join(n for n, spec in CATALOGUE.items() if spec.task == task)
+            raise HpopipeError(
+                f"{key}: {name!r} is for {CATALOGUE[name].task}, but {params.data.target!r} in "
+                f"{params.data.path} is a {task} target (use auto or one of {fits})"
+            )
+    return resolved
+
+
+def with_metric(params: Params) -> Params:
+    """``hpo.metric: auto`` resolved without a prepared schema: from ``data.task``, else from the table."""
+    if params.hpo.metric != AUTO:
+        return params
+    if params.data.task != "auto":
+        return params.for_task(params.data.task)
+    return for_data(params, read_table(params.data.path))
+
+
+def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:
+    """Content hash of the prepared training rows and their schema (the study's and the model's data id)."""
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _clean(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:

@@ -118,12 +118,26 @@ OBJECTIVE_NAMES = (*METRIC_NAMES, MODEL_SIZE)
 CLASSIFICATION_METRICS = tuple(n for n, s in CATALOGUE.items() if s.task == "classification")
 REGRESSION_METRICS = tuple(n for n, s in CATALOGUE.items() if s.task == "regression")
 MAXIMIZED_METRICS = frozenset(n for n, s in CATALOGUE.items() if s.maximize)
+# ``hpo.metric: auto`` (the default) follows the task: what these tables are usually judged by.
+AUTO = "auto"
+DEFAULT_METRICS: dict[Task, str] = {"classification": "macro_f1", "regression": "rmse"}
+
+
+def resolve_metric(metric: str, task: str) -> str:
+    """``metric`` itself, or for ``auto`` the task's default (:data:`DEFAULT_METRICS`)."""
+    if metric != AUTO:
+        return metric
+    if task not in DEFAULT_METRICS:
+        raise ValueError(f"hpo.metric: 'auto' needs a known task, got {task!r}")
+    return DEFAULT_METRICS[task]
 
 
 def objective_direction(name: str) -> Direction:
     """The direction a metric or ``n_params`` (minimised) is optimised in."""
     if name == MODEL_SIZE:
         return "minimize"
+    if name == AUTO:  # a caller skipped Params.for_task: a bug, not a user error
+        raise ValueError("hpo.metric 'auto' has no direction until the task is known (Params.for_task)")
     if name not in CATALOGUE:
         raise ValueError(f"unknown metric {name!r}: one of {', '.join(OBJECTIVE_NAMES)}")
     return CATALOGUE[name].direction
@@ -131,6 +145,8 @@ def objective_direction(name: str) -> Direction:
 
 def check_metric_fits_task(metric: str, task: str, key: str = "hpo.metric:") -> None:
     """Refuse a metric that cannot be computed for the task (e.g. rmse on classes); ``auto`` fits all."""
+    if metric == AUTO:
+        return
     spec = CATALOGUE.get(metric)
     if spec is None:
         raise ValueError(f"{key} {metric!r} is not a metric: one of {', '.join(METRIC_NAMES)}")

@@ -1,19 +1,23 @@
 """Refit the chosen configuration on the whole train split, score the test split, save the model.
 
 The saved file holds only tensors and plain values (weights, schema, config),
-so it loads with ``torch.load(weights_only=True)`` and never unpickles code.
+so it loads with ``torch.load(weights_only=True)`` and never unpickles code. The baselines
+(:mod:`hpopipe.baselines`) are scored here too, on the same split, so ``metrics/test.json``
+always says whether the network earns its keep.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hpopipe import data, metrics
+from hpopipe import baselines, data, metrics
 from hpopipe.config import RefitConfig
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs import parse
@@ -33,6 +37,18 @@ class Refit:
     result: FitResult
     test_metrics: dict[str, float]
     epochs: int
+    baselines: dict[str, dict[str, float]]
+
+    def metrics_file(self) -> dict[str, Any]:
+        """``metrics/test.json``: the network's metrics (keys as ever), then the baselines beside them."""
+        return {**self.test_metrics, baselines.KEY: self.baselines}
+
+    def tracked_metrics(self) -> dict[str, float]:
+        """The same numbers as flat MLflow metric names: ``test_<metric>``, ``<baseline>_test_<metric>``."""
+        flat = {f"test_{k}": v for k, v in self.test_metrics.items()}
+        for name, scores in self.baselines.items():
+            flat |= {f"{name}_test_{k}": v for k, v in scores.items()}
+        return flat
 
 
 @dataclass(frozen=True)
@@ -52,13 +68,19 @@ def refit(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
 ) -> Refit:
-    """Train on all training rows for the selected number of epochs, then score the test rows."""
+    """Train on all training rows for the selected number of epochs, then score the test rows.
+
+    The baselines are fitted on the same rows and scored on the same test rows, with the same seed.
+    """
     task = task_of(schema.plain(), best.metric)
     epochs = best.epochs if cfg.epochs == "auto" else int(cfg.epochs)
     result = fit(best.model, best.params, best.train, task, train, None, seed=best.seed, epochs=epochs)
     device = next(result.model.parameters()).device
     output = predict(result.model, as_tensor(test[0], device), task, result.y_scale)
-    return Refit(result, metrics.evaluation_metrics(task.kind, test[1], output, task.n_classes), epochs)
+    scores = metrics.evaluation_metrics(task.kind, test[1], output, task.n_classes)
+    return Refit(
+        result, scores, epochs, baselines.fit_baselines(task.kind, task.n_classes, train, test, best.seed)
+    )
 
 
 def save_model(path: Path, fitted: Refit, best: BestConfig, schema: PreparedSchema) -> None:
@@ -97,16 +119,28 @@ def load_model(path: Path, trust_factory: bool | str | None = False) -> tuple[to
         raise HpopipeError(f"--model: {path}: not a readable hpopipe model ({err})") from None
     if raw.get("format") != FORMAT:
         raise HpopipeError(f"--model: {path}: not an hpopipe model (format {raw.get('format')!r})")
+    return assemble(raw, f"--model: {path}", trust_factory)
+
+
+def assemble(
+    raw: dict[str, Any], source: str, trust_factory: bool | str | None = False
+) -> tuple[torch.nn.Module, Bundle]:
+    """The model and its bundle from plain parts: ``state_dict``, ``schema``, ``config``, ``y_scale``.
+
+    ``hpopipe predict`` (from ``models/model.pt``) and the registered MLflow model (from its
+    weights, schema.json and model.json) both come through here, so they rebuild the same model.
+    ``trust_factory`` as for :func:`load_model`.
+    """
     bundle = Bundle(
-        schema=parse(PreparedSchema, raw.get("schema"), f"--model: {path}: schema"),
-        best=parse(BestConfig, raw.get("config"), f"--model: {path}: config"),
+        schema=parse(PreparedSchema, raw.get("schema"), f"{source}: schema"),
+        best=parse(BestConfig, raw.get("config"), f"{source}: config"),
         y_scale=(float(raw["y_scale"][0]), float(raw["y_scale"][1])),
         history=[dict(row) for row in raw.get("history", [])],
     )
     factory = bundle.best.model.factory
     if factory is not None and trust_factory is not True and factory != trust_factory:
         raise HpopipeError(
-            f"--model: {path}: names the factory {factory!r}, which loading would import and run; "
+            f"{source}: names the factory {factory!r}, which loading would import and run; "
             "pass --trust-factory if you trust this file"
         )
     task = task_of(bundle.schema.plain(), bundle.best.metric)
@@ -116,16 +150,33 @@ def load_model(path: Path, trust_factory: bool | str | None = False) -> tuple[to
     return model, bundle
 
 
-def predict_frame(model: torch.nn.Module, bundle: Bundle, frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Apply the saved transform and model to new rows."""
+def predict_frame(
+    model: torch.nn.Module, bundle: Bundle, frame: pd.DataFrame, source: str, keep: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Apply the saved transform and model to new rows: ``hpopipe predict`` and the MLflow model.
+
+    Classification gives the label (``prediction``) and one ``proba_<label>`` column per class;
+    regression gives ``prediction`` in the target's own units. ``keep`` names input columns
+    (ids) copied to the front of the output; one the model does not read is not fed to it.
+    """
     schema = bundle.schema
+    missing = [c for c in keep if c not in frame.columns]
+    if missing:
+        raise HpopipeError(f"--id-column: {missing} not in the columns of {source}")
+    clash = [c for c in keep if c == "prediction" or str(c).startswith("proba_")]
+    if clash:
+        raise HpopipeError(f"--id-column: {clash} would clash with a prediction column; rename it")
     task = task_of(schema.plain(), bundle.best.metric)
-    features = data.transform(frame, schema, source)
+    features = data.transform(
+        frame.drop(columns=[c for c in keep if c not in schema.input_columns]), schema, source
+    )
     x = as_tensor(features.to_numpy(np.float32), torch.device("cpu"))
     output = predict(model, x, task, bundle.y_scale)
+    out = pd.DataFrame({c: frame[c].to_numpy() for c in keep})
     if task.kind == "regression":
-        return pd.DataFrame({"prediction": output})
-    out = pd.DataFrame({"prediction": data.decode_target(output.argmax(axis=1), schema)})
+        out["prediction"] = output
+        return out
+    out["prediction"] = data.decode_target(output.argmax(axis=1), schema)
     for i, label in enumerate(schema.classes):
         out[f"proba_{label}"] = output[:, i]
     return out

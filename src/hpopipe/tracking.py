@@ -19,7 +19,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,10 @@ def local_sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+CHAMPION = "champion"  # the registry alias of the version to serve: set once, then moved by the retrain gate
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # the registered model's code file
+
+
 def experiment_name() -> str:
     """The MLflow experiment: ``HPOPIPE_EXPERIMENT``, else ``hpopipe``; refused when unsafe as a name."""
     return check_name(os.environ.get("HPOPIPE_EXPERIMENT", DEFAULT_EXPERIMENT), "HPOPIPE_EXPERIMENT")
@@ -58,6 +62,8 @@ def experiment_name() -> str:
 
 class NullTracker:
     """Tracks nothing; the default for library calls and unit tests."""
+
+    enabled = False  # whether anything is recorded (a stage skips building what would be dropped)
 
     @contextmanager
     def run(
@@ -86,8 +92,8 @@ class NullTracker:
     def log_artifact(self, path: Path) -> None:
         """A file produced by the current run."""
 
-    def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> None:
-        """The refit model, with a signature inferred from ``example``; registered when named."""
+    def log_model(self, package: Any) -> None:
+        """The refit model (an :class:`hpopipe.served.ModelPackage`); registered when it is named."""
 
     def run_id(self) -> str | None:
         """The current run's id, if any."""
@@ -109,6 +115,8 @@ class _Batch:
 
 class MlflowTracker(NullTracker):
     """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
+
+    enabled = True
 
     def __init__(self, experiment: str | None = None) -> None:
         import mlflow
@@ -257,25 +265,45 @@ class MlflowTracker(NullTracker):
     def log_artifact(self, path: Path) -> None:
         self._mlflow.log_artifact(str(path))
 
-    def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> None:
-        import numpy as np
-        import torch
+    def log_model(self, package: Any) -> None:
+        """Log the model as a pyfunc "from code" (no pickle), register it, tag it, crown the first.
+
+        The signature lists the raw table's feature columns with their types; the hpopipe
+        package travels in the model's ``code/`` folder, so serving needs only the pinned
+        requirements. The first version of a name gets the ``champion`` alias; later ones
+        get it from the retrain gate (:func:`move_champion`).
+        """
+        import shutil
+        import tempfile
+
         from mlflow.models import infer_signature
 
-        example = np.array(example, dtype=np.float32)
-        model.eval()
-        with torch.no_grad():
-            output = model(torch.from_numpy(example)).numpy()
-        # MLflow 3 saves PyTorch models as torch.export 'pt2' graphs (no pickled code).
-        with self._writing():
-            self._mlflow.pytorch.log_model(
-                model,
+        with tempfile.TemporaryDirectory(prefix="hpopipe-code-") as tmp, self._writing():
+            code = Path(tmp) / "hpopipe"
+            shutil.copytree(package.code, code, ignore=shutil.ignore_patterns("__pycache__"))
+            info = self._mlflow.pyfunc.log_model(
                 name="model",
-                input_example=example,
-                signature=infer_signature(example, output),
-                pip_requirements=[f"torch=={torch.__version__}"],
-                registered_model_name=registered_name,
+                python_model=str(MODEL_CODE),
+                artifacts={key: str(path) for key, path in package.files.items()},
+                code_paths=[str(code)],
+                signature=infer_signature(package.signature_rows, package.output),
+                input_example=package.example,
+                pip_requirements=package.requirements,
+                registered_model_name=package.name,
             )
+        if package.name is None or info.registered_model_version is None:
+            return
+        version = str(info.registered_model_version)
+        with self._writing():
+            for key, value in package.tags.items():
+                self._client.set_model_version_tag(package.name, version, key, mask_url(value))
+            crowned = CHAMPION not in self._client.get_registered_model(package.name).aliases
+            if crowned:
+                self._client.set_registered_model_alias(package.name, CHAMPION, version)
+        if crowned:
+            log.info("registered %s version %s as @%s", package.name, version, CHAMPION)
+        else:
+            log.info("registered %s version %s (the retrain gate moves @%s)", package.name, version, CHAMPION)
 
     def run_id(self) -> str | None:
         active = self._mlflow.active_run()
@@ -347,6 +375,57 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def set_served_model(load: Callable[[dict[str, str]], Any]) -> None:
+    """Hand MLflow the registered model's wrapper; run by the model's code file when it is loaded.
+
+    The wrapper only adapts ``load`` (:func:`hpopipe.served.load`: the model's files in, a
+    predictor out) to MLflow's pyfunc interface; predictions come from ``hpopipe predict``'s code.
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.pyfunc import PythonModel
+
+    def load_context(self: Any, context: Any) -> None:
+        self.predictor = load(dict(context.artifacts))
+
+    def predict(self: Any, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        return self.predictor.predict(model_input)
+
+    # Real objects, not this module's postponed strings: MLflow reads the input's hint, and a
+    # DataFrame hint leaves the input to the logged signature (the raw table's columns and types).
+    predict.__annotations__ = {"model_input": pd.DataFrame, "return": pd.DataFrame}
+    model_class = type("HpopipeModel", (PythonModel,), {"load_context": load_context, "predict": predict})
+    mlflow.models.set_model(model_class())
+
+
+def _client_for(root: Path) -> Any:
+    from mlflow import MlflowClient
+
+    # Unset, MLflow's store is mlflow.db in the workspace the stages ran in (see the README).
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    return MlflowClient(tracking_uri=with_driver(uri))
+
+
+def move_champion(root: Path, run_id: str) -> str | None:
+    """Point ``@champion`` at the model version the refit run ``run_id`` registered (a passed gate).
+
+    Returns ``name@version`` (None when that run registered nothing: logging off, no name).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = _client_for(root)
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        client.set_registered_model_alias(newest.name, CHAMPION, newest.version)
+    except MlflowException as err:
+        log.warning("MLflow: @%s not moved (%s)", CHAMPION, str(err).splitlines()[0])
+        return None
+    return f"{newest.name}@{newest.version}"
+
+
 def make_tracker(enabled: bool = True) -> NullTracker:
     """MLflow unless tracking is switched off (``HPOPIPE_TRACKING=off``).
 
@@ -373,12 +452,10 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
     """
     if tracking_off() or not stages:
         return {}
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     try:
-        client = MlflowClient(tracking_uri=with_driver(uri))
+        client = _client_for(root)
         experiment = client.get_experiment_by_name(experiment_name())
         if experiment is None:
             return {}

@@ -7,11 +7,12 @@ user does around it.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpopipe import artifacts
+from hpopipe import __version__, artifacts
 from hpopipe.cli import deploy, retrain, space, sweep
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
@@ -26,7 +27,7 @@ def _predict(args: argparse.Namespace) -> None:
     refuse_owned_output(args.output, "--output", (args.model, args.input, *_params_paths()))
     model, bundle = load_model(args.model, trust_factory=args.trust_factory)
     frame = read_table(args.input, field="--input")
-    out = predict_frame(model, bundle, frame, str(args.input))
+    out = predict_frame(model, bundle, frame, str(args.input), keep=args.id_column)
     artifacts.write_frame(args.output, out)
     print(f"wrote {len(out)} predictions to {args.output}")
 
@@ -56,15 +57,20 @@ def _validate(args: argparse.Namespace) -> None:
     refs = [("model.factory", params.model.factory)] if params.model.factory else []
     for field, ref in [*refs, *(("hpo.callbacks", r) for r in params.hpo.callbacks)]:
         load_callable(ref, f"{args.params}: {field}")  # importable, and a callable of the user's own
+    # Imported only now: a params.yaml mistake is reported without loading torch, pandas and scikit-learn.
+    from hpopipe.training.loop import check_device
+
+    check_device(params.train.device)
     print(f"{args.params}: ok ({len(params.search_space)} tuned parameters, {params.hpo.n_trials} trials)")
-    # Imported only now: a params.yaml mistake is reported without loading pandas and scikit-learn.
-    from hpopipe.data import check_folds, prepare, read_table, to_arrays
+    from hpopipe.data import check_folds, for_data, prepare, read_table, to_arrays
 
     if not params.data.path.exists():  # e.g. DVC-tracked data not pulled yet: params alone are checked
         print(f"{params.data.path}: not found, so the data was not checked")
         return
+    table = read_table(params.data.path)
+    params = for_data(params, table)  # the target exists, and hpo.metric fits its task
     # The same steps as the prepare stage, in memory: nothing is written.
-    prepared = prepare(read_table(params.data.path), params.data, params.seed)
+    prepared = prepare(table, params.data, params.seed)
     check_folds(
         to_arrays(prepared.train)[1],
         prepared.schema,
@@ -72,7 +78,10 @@ def _validate(args: argparse.Namespace) -> None:
         f"the train split of {params.data.path}",
     )
     rows = prepared.schema.n_rows
-    print(f"{params.data.path}: ok ({rows.train} train and {rows.test} test rows; cv.folds fits)")
+    print(
+        f"{params.data.path}: ok ({prepared.schema.task}, hpo.metric {params.hpo.metric}; "
+        f"{rows.train} train and {rows.test} test rows; cv.folds fits)"
+    )
 
 
 def _studies(args: argparse.Namespace) -> None:
@@ -141,6 +150,7 @@ PARAMS_HELP = "names the storage (hpo.storage)"
 def build_parser() -> argparse.ArgumentParser:
     """All sub-commands and their options."""
     parser = argparse.ArgumentParser(prog="hpopipe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hpopipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="apply models/model.pt to new rows")
     p.add_argument("--model", type=Path, default=artifacts.MODEL)
@@ -150,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-factory",
         action="store_true",
         help="let a model file that names a model.factory import and run it (only for files you trust)",
+    )
+    p.add_argument(
+        "--id-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy this input column (e.g. an id) to the output, first; repeat for several",
     )
     p.set_defaults(func=_predict)
     v = sub.add_parser("validate", help="check params.yaml (and the data it names) without running anything")
@@ -181,7 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_restore)
     for wing in (retrain, sweep, deploy, space):
         wing.add_parser(sub)
+    _plain_help(parser)
     return parser
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Help is read in a terminal: the docstrings' reStructuredText and Markdown backticks become quotes."""
+    parser.description = _unmark(parser.description)
+    for action in parser._actions:
+        action.help = _unmark(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for listed in action._choices_actions:
+                listed.help = _unmark(listed.help)
+            for child in action.choices.values():
+                _plain_help(child)
+
+
+def _unmark(text: str | None) -> str | None:
+    return None if text is None else re.sub(r"``?([^`]+?)``?", r"'\1'", text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def space_export_command(args: argparse.Namespace) -> None:
     """Handler of ``hpopipe space export``."""
-    text = export_space(load_params(args.params), args.fmt)
+    from hpopipe.data import with_metric  # imported here: pandas loads for this command only
+
+    text = export_space(with_metric(load_params(args.params)), args.fmt)
     if args.output is None:
         sys.stdout.write(text)
         return

@@ -19,22 +19,27 @@ from hpopipe.config.sizes import check_choice_values, check_size_range, check_si
 from hpopipe.config.storage_url import check_storage_setting
 from hpopipe.config.wandb_form import flatten, from_wandb
 from hpopipe.metrics import (
+    AUTO,
     CATALOGUE,
     METRIC_NAMES,
     MODEL_SIZE,
     OBJECTIVE_NAMES,
     check_metric_fits_task,
     objective_direction,
+    resolve_metric,
 )
 from hpopipe.names import name_problem
 from hpopipe.plugins import ref_problem
 
 if TYPE_CHECKING:
     Metric = str
+    MetricOrAuto = str
     ObjectiveName = str
 else:
     # Literals built from the catalogue: pydantic then lists the accepted names in its error.
     Metric = Literal[METRIC_NAMES]
+    # hpo.metric: a metric, or `auto` (the task's default: Params.for_task resolves it).
+    MetricOrAuto = Literal[(AUTO, *METRIC_NAMES)]
     # An objective of a multi-objective sweep: a validation metric, or the model's trainable parameter count.
     ObjectiveName = Literal[OBJECTIVE_NAMES]
 Scalar = bool | int | float | str
@@ -311,7 +316,7 @@ PrunerConfig = Annotated[
 class HpoConfig(_Strict):
     n_trials: Count = Field(default=20, gt=0, le=MAX_TRIALS)
     timeout: float | None = Field(default=None, gt=0)
-    metric: Metric = "macro_f1"
+    metric: MetricOrAuto = AUTO
     # Multi-objective: two or more objectives; ``metric`` then is (and defaults to) the first.
     metrics: list[ObjectiveName] | None = None
     sampler: SamplerConfig = Field(default_factory=TpeSampler)
@@ -371,7 +376,7 @@ class HpoConfig(_Strict):
             )
         if first not in CATALOGUE:  # left to the field's own check, which names it
             return data
-        if "metric" in data and data["metric"] != first:
+        if data.get("metric", AUTO) not in (AUTO, first):
             raise ValueError(
                 f"hpo.metric: {data['metric']!r} must be left out "
                 f"or equal the first of hpo.metrics ({first!r})"
@@ -467,8 +472,8 @@ class CvConfig(_Strict):
 class RefitConfig(_Strict):
     epochs: int | Literal["auto"] = "auto"
     log_model: bool = True
-    # Name in the MLflow Model Registry; null logs the model without registering it.
-    registered_model_name: str | None = "hpopipe"
+    # Name in the MLflow Model Registry; null: derived from the data file and target (hpopipe.served).
+    registered_model_name: str | None = None
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -490,6 +495,8 @@ class RetrainConfig(_Strict):
     """The quality gate of `hpopipe retrain`: how much worse the new test metric may be."""
 
     max_regression: float = Field(default=0.02, ge=0)
+    # Also require the network to beat the run's gradient-boosting baseline (metrics/test.json).
+    beat_baseline: bool = False
 
 
 class CleanupConfig(_Strict):
@@ -552,6 +559,18 @@ class Params(_Strict):
     def _names_reach_something(self) -> Params:
         check_names(self.search_space, self.model.name)
         return self
+
+    def for_task(self, task: str) -> Params:
+        """These params with ``hpo.metric: auto`` resolved for ``task``, the one the data has.
+
+        The task is known only once the data is read (``data.task: auto`` infers it), so every
+        stage that reads the prepared schema calls this first; the sweep's identity, CV, the
+        selection and the gate then see the resolved name, never ``auto``.
+        """
+        if self.hpo.metric != AUTO:
+            return self
+        hpo = self.hpo.model_copy(update={"metric": resolve_metric(AUTO, task)})
+        return self.model_copy(update={"hpo": hpo})
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> Params:

@@ -21,7 +21,7 @@ import torch
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe import artifacts, metrics
+from hpopipe import artifacts, baselines, metrics
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
@@ -68,7 +68,7 @@ class Sources:
     cv_results: pd.DataFrame
     cv_summary: CvSummary
     best: BestConfig
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, Any]  # the network's metrics, and the baselines' under "baselines"
     test: Predictions
     refit_history: list[dict[str, float]]
 
@@ -323,9 +323,27 @@ def _pareto_note(sources: Sources) -> str:
     )
 
 
+BASELINE_LABELS = {baselines.GRADIENT_BOOSTING: "gradient boosting", baselines.DUMMY: "dummy"}
+
+
 def metrics_table(sources: Sources) -> str:
-    """Scores of the refit model on the untouched test split (metrics/test.json)."""
-    return _table(["metric", "test"], [[k, float(v)] for k, v in sorted(sources.test_metrics.items())])
+    """Test-split scores (metrics/test.json): the refit network, then each baseline beside it."""
+    found = sources.test_metrics.get(baselines.KEY) or {}
+    names = [name for name in BASELINE_LABELS if name in found]
+    rows = [
+        [key, float(value), *(float(found[name].get(key, math.nan)) for name in names)]
+        for key, value in sorted(sources.test_metrics.items())
+        if key != baselines.KEY
+    ]
+    return _table(["metric", "network", *(BASELINE_LABELS[name] for name in names)], rows)
+
+
+def baseline_sentence(sources: Sources) -> str:
+    """Whether the network beats the gradient-boosting baseline on the sweep's metric, and by how much."""
+    verdict = baselines.verdict(sources.test_metrics, sources.metric)
+    if verdict is None:
+        return "No baseline in metrics/test.json (re-run the refit stage)."
+    return verdict.sentence()
 
 
 def best_config_table(sources: Sources) -> str:
@@ -412,7 +430,8 @@ def render_html(sources: Sources, frames: dict[str, pd.DataFrame]) -> str:
     """
     title = f"hpopipe report: {sources.study.study_name}"
     tables = (
-        f"<div><h2>Test metrics</h2>{metrics_table(sources)}</div>"
+        f"<div><h2>Test metrics</h2>{metrics_table(sources)}"
+        f"<p class='verdict'>{html.escape(baseline_sentence(sources))}</p></div>"
         f"<div><h2>Best configuration</h2>{best_config_table(sources)}</div>"
     )
     return (

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hpopipe import artifacts
+from hpopipe import artifacts, baselines
 from hpopipe.config import Params, RetrainConfig
 from hpopipe.errors import HpopipeError
 from hpopipe.metrics import objective_direction
@@ -58,14 +58,32 @@ def gate_direction(metric: str) -> Literal["maximize", "minimize"]:
 
 
 def quality_gate(
-    metric: str, new_metrics: Mapping[str, Any], old_metrics: Mapping[str, Any] | None, max_regression: float
+    metric: str,
+    new_metrics: Mapping[str, Any],
+    old_metrics: Mapping[str, Any] | None,
+    max_regression: float,
+    beat_baseline: bool = False,
 ) -> GateResult:
     """Pass unless ``metric`` got worse than ``old_metrics`` by more than ``max_regression``.
 
     The threshold is absolute, in the metric's units; the direction follows the metric
     (:func:`gate_direction`). Without a committed value (the first retrain) there is nothing
-    to regress from, so the gate passes.
+    to regress from, so the gate passes. With ``beat_baseline`` (``retrain.beat_baseline``)
+    the network must also beat the gradient-boosting baseline of the same run, strictly.
     """
+    gate = _regression_gate(metric, new_metrics, old_metrics, max_regression)
+    if not beat_baseline or not gate.passed:
+        return gate
+    verdict = baselines.verdict(new_metrics, metric)
+    if verdict is None:
+        reason = f"{TEST_METRICS} has no gradient-boosting baseline for {metric} (re-run the refit stage)"
+        return replace(gate, passed=False, reason=f"{gate.reason}; but {reason}")
+    return replace(gate, passed=verdict.beats, reason=f"{gate.reason}; {verdict.sentence()}")
+
+
+def _regression_gate(
+    metric: str, new_metrics: Mapping[str, Any], old_metrics: Mapping[str, Any] | None, max_regression: float
+) -> GateResult:
     check_max_regression(max_regression)
     direction = gate_direction(metric)
     new = _metric(new_metrics, metric, str(TEST_METRICS))

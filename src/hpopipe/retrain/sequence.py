@@ -18,13 +18,15 @@ from typing import TypeAlias
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
+from hpopipe.handoffs.schema import read_schema
+from hpopipe.metrics import AUTO
 from hpopipe.retrain.commands import AnyLogger
 from hpopipe.retrain.gate import TEST_METRICS, GateResult, committed_metrics, max_regression_for, quality_gate
 from hpopipe.retrain.overrides import PARAMS_FILE, apply_overrides
 from hpopipe.retrain.publish import DEFAULT_BRANCH, commit_results, default_remote, dvc_transfer
 from hpopipe.retrain.stages import StageOutcome, git_tracked_outputs, pipeline_stages, run_stage
 from hpopipe.retrain.summary import RetrainReport, read_results
-from hpopipe.tracking import mlflow_run_ids
+from hpopipe.tracking import mlflow_run_ids, move_champion
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,20 @@ def _gate_and_publish(
     logger: AnyLogger,
 ) -> RetrainReport:
     params = load_params(root / PARAMS_FILE)
+    if params.hpo.metric == AUTO:  # resolved as the stages resolved it: from the prepared data's task
+        params = params.for_task(read_schema(root / artifacts.SCHEMA).task)
     threshold = max_regression_for(params, options.max_regression)
     new = artifacts.read_json(root / TEST_METRICS)
-    gate = quality_gate(params.hpo.metric, new, committed_metrics(root), threshold)
+    gate = quality_gate(
+        params.hpo.metric, new, committed_metrics(root), threshold, params.retrain.beat_baseline
+    )
     logger.info("quality gate %s: %s", "passed" if gate.passed else "FAILED", gate.reason)
-    pushed, commit = False, None
+    pushed, commit, champion = False, None, None
+    runs = mlflow_run_ids(root, [o.stage for o in outcomes if o.status == "ran"], since_ms)
+    if gate.passed and "refit" in runs:  # only a model that passed is served
+        champion = move_champion(root, runs["refit"])
+        if champion:
+            logger.info("MLflow: @champion is now %s", champion)
     if gate.passed:
         if remote is not None and options.push:
             dvc_transfer(root, "push", logger)
@@ -106,7 +117,8 @@ def _gate_and_publish(
         pushed=pushed,
         branch=options.branch,
         commit=commit,
-        mlflow_runs=mlflow_run_ids(root, [o.stage for o in outcomes if o.status == "ran"], since_ms),
+        mlflow_runs=runs,
+        champion=champion,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpopipe import artifacts
+from hpopipe import artifacts, baselines
 from hpopipe.handoffs.cv import read_cv
 from hpopipe.retrain.gate import TEST_METRICS, GateResult
 from hpopipe.retrain.stages import StageOutcome
@@ -27,7 +27,7 @@ class Results:
     cv_mean: float | None
     cv_std: float | None
     cv_folds: int | None
-    test: dict[str, float]
+    test: dict[str, Any]  # metrics/test.json: the network's metrics, the baselines under "baselines"
 
 
 def read_results(root: Path) -> Results:
@@ -61,6 +61,7 @@ class RetrainReport:
     branch: str
     commit: str | None
     mlflow_runs: dict[str, str] = field(default_factory=dict)
+    champion: str | None = None  # name@version the gate moved @champion to
 
     @property
     def ran(self) -> list[str]:
@@ -76,7 +77,7 @@ def summary_markdown(report: RetrainReport) -> str:
         _overrides_line(report.overrides),
         f"**Quality gate:** {'passed' if report.gate.passed else 'FAILED'}: {report.gate.reason}",
         _results_section(report.results),
-        _mlflow_line(report.mlflow_runs),
+        _mlflow_line(report.mlflow_runs, report.champion),
         _delivery_line(report),
     ]
     return "\n\n".join(sections) + "\n"
@@ -95,7 +96,10 @@ def _stage_table(outcomes: Sequence[StageOutcome]) -> str:
 
 def _results_section(results: Results) -> str:
     params = [f"| {key} | {_fmt(value)} |" for key, value in sorted(results.best_params.items())]
-    test = [f"| {key} | {_fmt(value)} |" for key, value in sorted(results.test.items())]
+    test = [
+        f"| {key} | {_fmt(value)} |" for key, value in sorted(results.test.items()) if key != baselines.KEY
+    ]
+    verdict = baselines.verdict(results.test, results.metric)
     cv = (
         f"**CV {results.metric}:** {results.cv_mean:.4f} ± {results.cv_std:.4f} "
         f"({results.cv_folds} folds, trial {results.cv_trial})"
@@ -107,14 +111,16 @@ def _results_section(results: Results) -> str:
             "\n".join(["**Best parameters**", "", "| param | value |", "|---|---|", *params]),
             cv,
             "\n".join(["**Test metrics**", "", "| metric | value |", "|---|---:|", *test]),
+            *([f"**Baseline:** {verdict.sentence()}"] if verdict else []),
         ]
     )
 
 
-def _mlflow_line(runs: Mapping[str, str]) -> str:
+def _mlflow_line(runs: Mapping[str, str], champion: str | None) -> str:
     if not runs:
         return "**MLflow runs:** none this time (tracking off, or no tracked stage ran)"
-    return "**MLflow runs:** " + ", ".join(f"{stage} `{run_id}`" for stage, run_id in runs.items())
+    line = "**MLflow runs:** " + ", ".join(f"{stage} `{run_id}`" for stage, run_id in runs.items())
+    return line + (f"; `@champion` is now `{champion}`" if champion else "")
 
 
 def _delivery_line(report: RetrainReport) -> str:

@@ -40,11 +40,12 @@ def _threads() -> None:
 
 def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callable[[], bool]) -> str:
     """Join the sweep and run trials until it is done; returns why the worker stopped."""
-    params = load_params(params_path)
+    loaded = load_params(params_path)
     for path in (artifacts.TRAIN, artifacts.SCHEMA):
         if not path.exists():
             raise HpopipeError(f"{path}: not found (run `dvc repro prepare` or `dvc pull` in this checkout)")
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
+    params = loaded.for_task(schema["task"])  # as the hpo stage does: the same study name
     name = study_name(params, data_fingerprint(train, schema))
     if study is not None and study != name:
         raise HpopipeError(

@@ -20,11 +20,14 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class TrialLogger:
-    """One line per finished trial, and a line for each new best with its improvement."""
+    """One line per finished trial, and a line for each new best with its improvement.
+
+    "Best" is the study's, not this process's: a resumed sweep or another worker may hold a
+    better (or equal) trial already, and only a strictly better value is a new best.
+    """
 
     def __init__(self, metric: str) -> None:
         self.metric = metric  # a single-objective sweep's metric: better is its direction in the catalogue
-        self.best: float | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if len(study.directions) > 1:  # trial.value and study.direction raise for several objectives
@@ -35,10 +38,21 @@ class TrialLogger:
         log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
         if trial.state != TrialState.COMPLETE or trial.value is None or math.isnan(trial.value):
             return
-        if self.best is None or metrics.is_better(self.metric, trial.value, self.best):
-            gain = "" if self.best is None else f" ({trial.value - self.best:+.6g})"
+        best = self._best_before(study, trial)
+        if best is None or metrics.is_better(self.metric, trial.value, best):
+            gain = "" if best is None else f" ({trial.value - best:+.6g})"
             log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
-            self.best = trial.value
+
+    def _best_before(self, study: optuna.Study, trial: FrozenTrial) -> float | None:
+        """The best value among the study's other COMPLETE trials (None if there is none)."""
+        best: float | None = None
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            value = other.value
+            if other.number == trial.number or value is None or math.isnan(value):
+                continue
+            if best is None or metrics.is_better(self.metric, value, best):
+                best = value
+        return best
 
     @staticmethod
     def _log_values(trial: FrozenTrial) -> None:

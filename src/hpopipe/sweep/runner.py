@@ -62,6 +62,7 @@ def sweep(
     deployment runs) and returns once the budget is spent. ``stop`` is polled
     between epochs and trials (see signals.GracefulStop).
     """
+    params = params.for_task(schema["task"])  # hpo.metric: auto follows the prepared data
     resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
     objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
     in_process = params.hpo.backend == "local" and params.hpo.n_workers == 1
@@ -205,6 +206,7 @@ def join(
 
     Returns why the worker stopped (see :func:`hpopipe.sweep.workers.work`).
     """
+    params = params.for_task(schema["task"])  # hpo.metric: auto follows the prepared data
     progress = ProgressReporter(params.hpo.n_trials)
     # a bad hook fails here; the progress bar is cleared first and drawn last
     hooks: list[Callback] = [progress.clear, *after_trial_hooks(params, spec.path, stop), progress]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import optuna
-import pandas as pd
 
 from hpopipe.config import Params
+from hpopipe.data import data_fingerprint as data_fingerprint  # re-exported: runner, agent, summary
 from hpopipe.sweep import pareto
 from hpopipe.sweep.sampling import make_pruner, make_sampler
 from hpopipe.training import checkpoints
@@ -55,10 +54,3 @@ def open_study(params: Params, name: str, storage: str | optuna.storages.BaseSto
     )
     pareto.name_objectives(study, params)
     return study
-
-
-def data_fingerprint(train: pd.DataFrame, schema: dict[str, Any]) -> str:
-    """Content hash of the prepared training rows and their schema."""
-    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
-    digest.update(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
-    return digest.hexdigest()

@@ -113,8 +113,11 @@ def open_sweep(root: Path, params: str = "params.yaml", study: str | None = None
 
     loaded = load_params(root / params)
     if study is None:
-        train = artifacts.read_frame(root / artifacts.TRAIN)
-        study = study_name(loaded, data_fingerprint(train, artifacts.read_json(root / artifacts.SCHEMA)))
+        train, schema = (
+            artifacts.read_frame(root / artifacts.TRAIN),
+            artifacts.read_json(root / artifacts.SCHEMA),
+        )
+        study = study_name(loaded.for_task(schema["task"]), data_fingerprint(train, schema))
     spec = resolve(loaded.hpo.storage, root / artifacts.HPO)
     try:
         opened = optuna.load_study(study_name=study, storage=open_storage(spec))

@@ -45,12 +45,15 @@ class Task:
 
 
 def task_of(schema: dict[str, Any], metric: str) -> Task:
-    """The prediction task a prepared schema describes; refuses a metric that does not fit it."""
+    """The prediction task a prepared schema describes; refuses a metric that does not fit it.
+
+    ``auto`` becomes the task's default metric (:func:`hpopipe.metrics.resolve_metric`).
+    """
     try:
         check_metric_fits_task(metric, schema["task"])
     except ValueError as err:
         raise HpopipeError(f"{err} (data.task {schema['task']!r} comes from the prepared data)") from None
-    return Task(schema["task"], len(schema["classes"]), metric)
+    return Task(schema["task"], len(schema["classes"]), metrics.resolve_metric(metric, schema["task"]))
 
 
 @dataclass
@@ -63,6 +66,15 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     y_scale: tuple[float, float] = (0.0, 1.0)
     resumed_from_epoch: int = 0
+
+
+def check_device(choice: str) -> None:
+    """Refuse ``train.device: cuda`` where torch finds no CUDA device (``hpopipe validate``)."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise HpopipeError(
+            "train.device: cuda, but torch finds no CUDA device on this machine "
+            "(use auto or cpu, or validate where the training runs)"
+        )
 
 
 def resolve_device(choice: str) -> torch.device:
