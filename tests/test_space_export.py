@@ -140,12 +140,12 @@ def test_wandb_integers_with_log_or_step_are_rounded_draws() -> None:
     # W&B rounds to integers when q is one: q 1 of a log range, q = step of a linear one.
     space = {
         "batch": {"type": "int_uniform", "min": 16, "max": 512, "log": True},
-        "units": {"type": "int_uniform", "min": 0, "max": 64, "step": 8},
+        "units": {"type": "int_uniform", "min": 8, "max": 64, "step": 8},
     }
     sweep = yaml.safe_load(export_space(params(space), "wandb"))
     assert sweep["parameters"] == {
         "batch": {"distribution": "q_log_uniform_values", "min": 16, "max": 512, "q": 1},
-        "units": {"distribution": "q_uniform", "min": 0, "max": 64, "q": 8},
+        "units": {"distribution": "q_uniform", "min": 8, "max": 64, "q": 8},
     }
     assert parse_params(raw(sweep["parameters"])).search_space == params(space).search_space
 

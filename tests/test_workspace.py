@@ -94,6 +94,7 @@ def test_default_mlflow_store_and_artifacts_outlive_the_copy(
     ws, copy = in_copy
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_EXP_NAME", "quiet-lark")
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # an earlier test in this process may have set it
     try:
         tracker = MlflowTracker("exp-test")
         with tracker.run("hpo"):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"  # user attribute on trials killed or stopped by a signal
 CRASHES = "crashes"  # user attribute: how many times this configuration's worker died (hpo.max_retry)
-CHECKPOINT = "checkpoint"  # user attribute: the trial's checkpoint name, set once all its parameters are
+CHECKPOINT = "checkpoint"  # user attribute: the name of the trial's checkpoint file
 
 
 def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
@@ -36,20 +36,34 @@ def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, rea
     frozen = storage.get_trial(trial_id(trial))
     storage.set_trial_user_attr(trial_id(frozen), INTERRUPTED, True)
     storage.set_trial_user_attr(trial_id(frozen), "fail_reason", reason)
-    study.enqueue_trial(retry_params(frozen), user_attrs=retry_attrs(frozen), skip_if_exists=False)
+    queue_retry(study, frozen, retry_attrs(frozen))
 
 
-def retry_params(trial: FrozenTrial) -> dict[str, Any]:
-    """The parameters a retry is queued with: its origin's, so that it finds the origin's checkpoint.
+def queue_retry(study: optuna.Study, trial: FrozenTrial, attrs: dict[str, Any]) -> None:
+    """Queue a retry of ``trial``: with its parameters, so that it finds the trial's checkpoint.
 
-    An attempt stopped before it had all of them (killed between two parameter writes) is
-    sampled again instead: the sampler is a function of the study and the sweep position, so it
-    proposes the same configuration in full, where fixing the part already written made it draw
-    the rest from another random state (or, for GP, condition on them).
+    An attempt stopped before all its parameters were written (killed between two parameter
+    writes) is queued without any: the sampler is a function of the study and the sweep
+    position, so it proposes the same configuration in full, where fixing the part already
+    written made it draw the rest from another random state (or, for GP, condition on it).
     """
-    if trial.state == TrialState.WAITING:
-        return queued_params(trial)
-    return dict(trial.params) if CHECKPOINT in trial.user_attrs else {}
+    params = queued_params(trial)
+    if params and not _cut_short(trial, study.get_trials(deepcopy=False)):
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+    else:  # a plain queued trial: no fixed parameters, so every sampler samples it as usual
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs))
+
+
+def _cut_short(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    """Whether ``trial`` lacks a parameter that every finished trial of the sweep has.
+
+    Conditional parameters are in some trials only, so they never count as missing.
+    """
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if not finished:
+        return False
+    always = set.intersection(*(set(t.params) for t in finished))
+    return not always <= set(queued_params(trial))
 
 
 def retry_attrs(trial: FrozenTrial, crashes: int | None = None) -> dict[str, Any]:
@@ -115,7 +129,7 @@ def retry_states(study: optuna.Study, states: Sequence[TrialState], grace_s: flo
     new.add_trials(keep)
     waiting = [t for t in trials if t.state == TrialState.WAITING]  # queued before: queued again
     for trial in sorted([*waiting, *again], key=lambda t: t.number):
-        new.enqueue_trial(retry_params(trial), user_attrs=retry_attrs(trial), skip_if_exists=False)
+        queue_retry(new, trial, retry_attrs(trial))
     return backup, len(again)
 
 

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
-from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, retry_attrs, retry_params
+from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, queue_retry, retry_attrs
 from hpopipe.sweep.storage import StorageSpec, budget_lock
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def fail_stale(study: optuna.Study, grace_s: float, max_retry: int) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker was alive after all and finished it
         if crashes <= max_retry:
-            attrs = retry_attrs(trial, crashes)
-            study.enqueue_trial(retry_params(trial), user_attrs=attrs, skip_if_exists=False)
+            queue_retry(study, trial, retry_attrs(trial, crashes))
         log.warning("trial %d: %s", trial.number, reason)
         failed += 1
     return failed
