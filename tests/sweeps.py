@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import subprocess
 import sys
@@ -59,13 +60,25 @@ def load(workdir: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@functools.cache
+def _polling_storage(path: Path) -> optuna.storages.RDBStorage:
+    """One storage (one engine) per study file for a poll loop: a new one per poll cost enough
+    under load that a poll missed a trial's window."""
+    return optuna.storages.RDBStorage(sqlite_url(path))
+
+
 def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:
     """Block until trial ``number`` is RUNNING with at least ``epochs`` epochs reported."""
     deadline = time.monotonic() + 180
+    db = workdir / "artifacts/hpo/study.db"
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         try:
-            trials = load(workdir).get_trials(deepcopy=False)
+            if not db.exists():
+                raise ValueError("no study yet")
+            storage = _polling_storage(db)
+            (name,) = optuna.study.get_all_study_names(storage)
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
         except (ValueError, KeyError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError):
             trials = []  # not created yet, or busy: poll again
         running = [t for t in trials if t.number == number and t.state == TrialState.RUNNING]
