@@ -158,7 +158,7 @@ def test_retrain_beat_baseline_in_params_yaml_makes_the_retrain_gate_require_it(
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     for name, text in {
         "metrics/test.json": json.dumps(metrics(0.93, 0.95)),
-        "metrics/cv.json": "{}",
+        "metrics/cv.json": json.dumps({"metric": "macro_f1", "folds": 2, "ranks": {}}),
         "artifacts/best/params.json": "{}",
         "artifacts/best/config.yaml": "{}\n",
     }.items():
