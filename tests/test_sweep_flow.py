@@ -89,7 +89,7 @@ def _env(server: Server, storage: str, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(REPO),  # tests.failing_models
         # Trials of a few seconds: long enough that the second machine joins before the first
         # has run them all, and that a kill lands mid-trial.
-        "HPOPIPE_TEST_DELAY": "0.04",
+        "HPOPIPE_TEST_DELAY": "0.06",  # 0.04 let one machine finish all 6 once (CI, Nov 30)
         "HPOPIPE_TRACKING": "off",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         **extra,
