@@ -52,8 +52,8 @@ def _values(study: optuna.Study, t: FrozenTrial) -> dict[str, Any]:
 
 def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     """One row per trial: number, state, value, duration, best epoch, one column per parameter."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
+    rows, trials = [], study.get_trials(deepcopy=False)
+    for t in trials:
         duration = (
             (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start
@@ -73,7 +73,7 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
     for name in names:  # an attempt killed before its parameters were written has none: 2, not 2.0
-        if _all_int(t.params.get(name) for t in study.get_trials(deepcopy=False)):
+        if _all_int(t.params.get(name) for t in trials):
             frame[f"params_{name}"] = frame[f"params_{name}"].astype("Int64")
     return frame
 

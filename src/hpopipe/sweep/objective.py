@@ -12,7 +12,7 @@ from hpopipe.config import Params
 from hpopipe.seeding import derive_seed
 from hpopipe.space import suggest
 from hpopipe.sweep import objectives, pareto
-from hpopipe.sweep.recovery import CHECKPOINT, INTERRUPTED, mark_interrupted
+from hpopipe.sweep.recovery import CHECKPOINT, INTERRUPTED, RETRY_OF, mark_interrupted
 from hpopipe.sweep.sampling import pruning_steps
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
 from hpopipe.tracking import NullTracker
@@ -90,7 +90,7 @@ class Objective:
             if pareto.is_multi_objective(self.params)
             else _pruning_reporter(trial, pruning_steps(self.params)),
             checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
-            resume="retry_of" in trial.user_attrs,
+            resume=RETRY_OF in trial.user_attrs,
             should_stop=self.stop,
             on_resume=lambda epoch: trial.set_user_attr("resumed_from_epoch", epoch),
         )

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute on trials killed or stopped by a signal
 CRASHES = "crashes"  # user attribute: how many times this configuration's worker died (hpo.max_retry)
 CHECKPOINT = "checkpoint"  # user attribute: the name of the trial's checkpoint file
+RETRY_OF = "retry_of"  # user attribute: the number of the first attempt a retry repeats
 
 
 def mark_interrupted(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
@@ -72,7 +73,7 @@ def retry_attrs(trial: FrozenTrial, crashes: int | None = None) -> dict[str, Any
     ``retry_of`` and ``position`` point at the first attempt, so a retry of a
     retry still derives the same seed and finds the same checkpoint.
     """
-    attrs: dict[str, Any] = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
+    attrs: dict[str, Any] = {RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number)}
     if "position" in trial.user_attrs:
         attrs["position"] = trial.user_attrs["position"]
     crashes = int(trial.user_attrs.get(CRASHES, 0)) if crashes is None else crashes
@@ -90,7 +91,7 @@ def to_retry(trials: Sequence[FrozenTrial], states: Sequence[TrialState]) -> lis
     """
     latest: dict[int, FrozenTrial] = {}
     for trial in trials:
-        origin = int(trial.user_attrs.get("retry_of", trial.number))
+        origin = int(trial.user_attrs.get(RETRY_OF, trial.number))
         if origin not in latest or trial.number > latest[origin].number:
             latest[origin] = trial
     again = [t for t in latest.values() if t.state in states or t.state == TrialState.RUNNING]

@@ -17,10 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep.optuna_internals import all_trials, inherit_sampler_state, pin_to_position, random_states
-from hpopipe.sweep.recovery import INTERRUPTED
+from hpopipe.sweep.recovery import INTERRUPTED, RETRY_OF
 
 POSITION = "position"  # user attribute: the trial's place in an uninterrupted sweep
-RETRY_OF = "retry_of"  # user attribute: the number of the first attempt a retry repeats
 
 
 def replaced(trial: FrozenTrial) -> bool:
