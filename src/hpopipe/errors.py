@@ -54,3 +54,19 @@ class GateFailed(HpopipeError):
 
 class WorkerFailed(HpopipeError):
     """``hpopipe worker`` exited with a non-zero status; the flow run that ran it fails."""
+
+
+class SweepStopped(HpopipeError):
+    """External training code asked a sweep for a trial while it is paused, canceled or failed.
+
+    ``state`` is the sweep's lifecycle state (``paused``, ``canceled`` or ``failed``);
+    ``hpopipe sweep resume`` brings a paused or canceled sweep back.
+    """
+
+    def __init__(self, study: str, state: str, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"sweep {study} is {state}{why}")
+        self.study, self.state, self.reason = study, state, reason
+
+    def __reduce__(self) -> tuple[type[SweepStopped], tuple[str, str, str]]:
+        return (type(self), (self.study, self.state, self.reason))

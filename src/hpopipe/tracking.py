@@ -102,6 +102,37 @@ class NullTracker:
     def check_several_writers(self, why: str) -> None:
         """Refuse a tracking store that several processes cannot write to at once."""
 
+    def shared_parent(self, run_id: str | None, name: str, tags: dict[str, str]) -> str | None:
+        """The run that nests the trials of several processes: ``run_id`` (marked running) or a new one.
+
+        Not tied to this process's active run: external training code's processes
+        (:mod:`hpopipe.sweep.external`) find its id in the study and nest under it.
+        """
+        return None
+
+    def end_shared_parent(self, run_id: str | None) -> None:
+        """Mark a :meth:`shared_parent` run FINISHED (idempotent: any process may)."""
+
+    def trial_run(self, name: str, parent: str | None, params: dict[str, Any]) -> TrialRun:
+        """A nested run for one trial of external code, open until its :meth:`TrialRun.end`.
+
+        Several may be open at once in one process (trials asked before others were told).
+        """
+        return TrialRun()
+
+
+class TrialRun:
+    """One external trial's MLflow run: intermediate values, final values, tags, its end."""
+
+    def log(self, key: str, value: float, step: int = 0) -> None:
+        """A metric at ``step`` (sent in one batch at the end)."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags sent with the end."""
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Send what was logged and end the run (FINISHED, FAILED or KILLED)."""
+
 
 @dataclass
 class _Batch:
@@ -317,6 +348,53 @@ class MlflowTracker(NullTracker):
                 "at a tracking server (mlflow server --backend-store-uri postgresql://...) "
                 "or set HPOPIPE_TRACKING=off"
             )
+
+    def shared_parent(self, run_id: str | None, name: str, tags: dict[str, str]) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        with self._writing():
+            if run_id:
+                try:
+                    if self._client.get_run(run_id).info.status != "RUNNING":
+                        self._client.update_run(run_id, status="RUNNING")
+                    return run_id
+                except MlflowException:  # deleted, or the store changed: a new parent
+                    log.warning("MLflow run %s not found: a new parent run for the sweep", run_id)
+            # No hpopipe.pid tag: it is no one process's run, so none closes it as stale.
+            masked = {k: mask_url(v) for k, v in tags.items()}
+            run = self._client.create_run(self._experiment.experiment_id, tags=masked, run_name=name)
+        return str(run.info.run_id)
+
+    def end_shared_parent(self, run_id: str | None) -> None:
+        if run_id:
+            with self._writing():
+                self._client.set_terminated(run_id, status="FINISHED")
+
+    def trial_run(self, name: str, parent: str | None, params: dict[str, Any]) -> TrialRun:
+        tags = {"hpopipe.host": socket.gethostname(), "hpopipe.pid": str(os.getpid())}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        with self._writing():
+            run = self._client.create_run(self._experiment.experiment_id, tags=tags, run_name=name)
+        batch = _Batch({k: mask_url(str(v)) for k, v in params.items()})
+        return _MlflowTrialRun(self, str(run.info.run_id), batch)
+
+
+class _MlflowTrialRun(TrialRun):
+    def __init__(self, tracker: MlflowTracker, run_id: str, batch: _Batch) -> None:
+        self.tracker, self.run_id, self.batch = tracker, run_id, batch
+
+    def log(self, key: str, value: float, step: int = 0) -> None:
+        self.batch.metrics.append((key, float(value), int(step)))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.batch.tags.update({k: mask_url(v) for k, v in tags.items()})
+
+    def end(self, status: str = "FINISHED") -> None:
+        tracker = self.tracker
+        with tracker._writing():
+            tracker._flush(self.run_id, self.batch)
+            tracker._client.set_terminated(self.run_id, status=status)
 
 
 # Database schemes MLflow opens through SQLAlchemy, whose default driver may not be installed.

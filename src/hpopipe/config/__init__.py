@@ -7,6 +7,7 @@ and directions are re-exported from the catalogue, :mod:`hpopipe.metrics`.
 
 from hpopipe.config.load import (
     load_params,
+    load_sweep_params,
     parse_params,
 )
 from hpopipe.config.schema import (
@@ -44,6 +45,7 @@ from hpopipe.config.schema import (
     Scalar,
     SelectRule,
     SuccessiveHalvingPruner,
+    SweepParams,
     ThresholdPruner,
     TpeSampler,
     TrainConfig,
@@ -109,6 +111,7 @@ __all__ = [
     "Scalar",
     "SelectRule",
     "SuccessiveHalvingPruner",
+    "SweepParams",
     "ThresholdPruner",
     "TpeSampler",
     "TrainConfig",
@@ -121,6 +124,7 @@ __all__ = [
     "check_storage_url",
     "from_wandb",
     "load_params",
+    "load_sweep_params",
     "objective_direction",
     "parse_params",
 ]

@@ -503,23 +503,17 @@ class CleanupConfig(_Strict):
     keep_best: Count = Field(default=1, ge=0)
 
 
-class Params(_Strict):
-    """The whole of params.yaml.
+class SweepParams(_Strict):
+    """What a sweep needs and nothing of the pipeline: ``seed``, ``search_space``, ``hpo``, ``train``.
 
-    Every section is required even where its keys have defaults: DVC hashes
-    the sections each stage declares and refuses a params.yaml that lacks one.
+    The params file of external training code that joins a sweep (:func:`hpopipe.connect`) has only
+    these keys; :class:`Params` adds the pipeline's sections, so both validate the sweep alike.
     """
 
     seed: Count
-    data: DataConfig
-    model: ModelConfig
     search_space: dict[str, ParamSpec] = Field(min_length=1)
-    hpo: HpoConfig
-    train: TrainConfig
-    cv: CvConfig
-    refit: RefitConfig
-    cleanup: CleanupConfig
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)  # no stage reads it: optional
+    hpo: HpoConfig = Field(default_factory=HpoConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -554,6 +548,23 @@ class Params(_Strict):
             if problem is not None:
                 raise ValueError(f"callbacks: {problem}")
         return value
+
+
+class Params(SweepParams):
+    """The whole of params.yaml: the sweep's sections (:class:`SweepParams`) and the pipeline's.
+
+    Every section is required even where its keys have defaults: DVC hashes
+    the sections each stage declares and refuses a params.yaml that lacks one.
+    """
+
+    data: DataConfig
+    model: ModelConfig
+    hpo: HpoConfig
+    train: TrainConfig
+    cv: CvConfig
+    refit: RefitConfig
+    cleanup: CleanupConfig
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)  # no stage reads it: optional
 
     @model_validator(mode="after")
     def _names_reach_something(self) -> Params:

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import metrics, workspace
-from hpopipe.config import Params
+from hpopipe.config import SweepParams
 from hpopipe.plugins import load_callable
 from hpopipe.sweep.backup import backup_sqlite
 
@@ -64,7 +64,7 @@ class TrialLogger:
 
 
 def after_trial_hooks(
-    params: Params, storage_path: Path | None, stop: Callable[[], bool] | None
+    params: SweepParams, storage_path: Path | None, stop: Callable[[], bool] | None
 ) -> list[Callback]:
     """The callbacks a sweep runs after each trial, built-in ones first, then ``hpo.callbacks``.
 

@@ -49,6 +49,23 @@ def set_sweep_state(study: optuna.Study, state: str, reason: str = "", **extra: 
     study.set_user_attr(SWEEP, record)
 
 
+def begin(study: optuna.Study, n_trials: int) -> str:
+    """A run joins the sweep with this budget: mark it running, unless paused or canceled.
+
+    A canceled sweep stays canceled until ``hpopipe sweep resume``; a paused one stays paused
+    (its budget recorded). Returns the state the sweep is in now.
+    """
+    record = sweep_record(study)
+    state = record["state"]
+    if state == "canceled":
+        return state
+    if state == "paused":
+        set_sweep_state(study, "paused", record.get("reason", ""), n_trials=n_trials)
+        return state
+    set_sweep_state(study, "running", n_trials=n_trials)
+    return "running"
+
+
 def apply_action(study: optuna.Study, action: str) -> str:
     """``pause``/``resume``/``cancel`` a sweep; returns the new state."""
     current = sweep_record(study)["state"]

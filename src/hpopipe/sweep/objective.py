@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from hpopipe.config import Params
+from hpopipe.config import Params, SweepParams
 from hpopipe.seeding import derive_seed
 from hpopipe.space import suggest
 from hpopipe.sweep import objectives, pareto
@@ -40,12 +40,7 @@ class Objective:
         return self.stop is not None and self.stop()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        sampled = suggest.suggest(trial, self.params.search_space)
-        # Seeded by the trial's place in an uninterrupted run, not its number: a retry
-        # inherits its origin's place, and later trials keep theirs despite the extra attempt.
-        position = sweep_position(trial.study, trial)
-        trial.set_user_attr(POSITION, position)
-        seed = derive_seed(self.params.seed, "trial", position)
+        sampled, seed = sample_trial(trial, self.params)
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr(CHECKPOINT, phash)
         state, started = "FAIL", time.perf_counter()
@@ -96,10 +91,31 @@ class Objective:
         )
 
 
+def sample_trial(trial: optuna.Trial, params: SweepParams) -> tuple[dict[str, Any], int]:
+    """A trial's parameters from the configured space, and its seed: by its place in the sweep.
+
+    Seeded by the trial's place in an uninterrupted run, not its number: a retry
+    inherits its origin's place, and later trials keep theirs despite the extra attempt.
+    """
+    sampled = suggest.suggest(trial, params.search_space)
+    position = sweep_position(trial.study, trial)
+    trial.set_user_attr(POSITION, position)
+    return sampled, derive_seed(params.seed, "trial", position)
+
+
+def report_and_decide(trial: optuna.Trial, steps: set[int] | None, step: int, value: float) -> bool:
+    """Report an intermediate value; True when the configured pruner says stop.
+
+    ``steps`` are the steps at which the pruner can decide (None: every one, see
+    :func:`hpopipe.sweep.sampling.pruning_steps`); elsewhere it is not asked.
+    """
+    trial.report(value, step)
+    return (steps is None or step in steps) and trial.should_prune()
+
+
 def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
-        trial.report(value, epoch)
-        if (steps is None or epoch in steps) and trial.should_prune():
+        if report_and_decide(trial, steps, epoch, value):
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     return report

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpopipe.config import BestFirstMetric, Params, WeightedSelect
+from hpopipe.config import BestFirstMetric, Params, SweepParams, WeightedSelect
 from hpopipe.handoffs.cv import CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.metrics import objective_direction
@@ -27,19 +27,19 @@ from hpopipe.metrics import objective_direction
 Rule = BestFirstMetric | WeightedSelect
 
 
-def is_multi_objective(params: Params) -> bool:
+def is_multi_objective(params: SweepParams) -> bool:
     """True when ``hpo.metrics`` names several objectives."""
     return params.hpo.metrics is not None
 
 
-def directions_kwarg(params: Params) -> dict[str, Any]:
+def directions_kwarg(params: SweepParams) -> dict[str, Any]:
     """``optuna.create_study``'s ``direction`` for one objective, ``directions`` for several."""
     if is_multi_objective(params):
         return {"directions": params.hpo.directions}
     return {"direction": params.hpo.direction}
 
 
-def name_objectives(study: optuna.Study, params: Params) -> None:
+def name_objectives(study: optuna.Study, params: SweepParams) -> None:
     """Store the objective names in the study, where exports and optuna-dashboard read them."""
     if is_multi_objective(params) and study.metric_names != params.hpo.objectives:
         with warnings.catch_warnings():  # set_metric_names is flagged experimental

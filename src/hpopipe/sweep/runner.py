@@ -30,7 +30,7 @@ from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
 from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, sweep_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
-from hpopipe.sweep.workers import Budget, fail_stale, spawn_local, wait_forwarding_stop, work
+from hpopipe.sweep.workers import budget_of, fail_stale, spawn_local, wait_forwarding_stop, work
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import task_of
@@ -38,12 +38,6 @@ from hpopipe.training.models import resolve_factory
 from hpopipe.training.split import split_validation
 
 log = logging.getLogger(__name__)
-
-
-def budget_of(params: Params) -> Budget:
-    """What bounds each worker of this sweep."""
-    hpo = params.hpo
-    return Budget(hpo.n_trials, hpo.timeout, hpo.max_failures, hpo.grace_s, hpo.heartbeat_s, hpo.max_retry)
 
 
 def sweep(
@@ -125,17 +119,13 @@ def locked_sweep(
 
 def _begin(study: optuna.Study, params: Params) -> None:
     """Mark the sweep running with this budget; a canceled sweep stays canceled until resumed."""
-    record = lifecycle.sweep_record(study)
-    if record["state"] == "canceled":
+    state = lifecycle.begin(study, params.hpo.n_trials)
+    if state == "canceled":
         raise HpopipeError(
             f"sweep {study.study_name} is canceled: `hpopipe sweep resume {study.study_name}` to run it again"
         )
-    n_trials = params.hpo.n_trials
-    if record["state"] == "paused":
+    if state == "paused":
         log.warning("sweep %s is paused: waiting for `hpopipe sweep resume`", study.study_name)
-        lifecycle.set_sweep_state(study, "paused", record.get("reason", ""), n_trials=n_trials)
-    else:
-        lifecycle.set_sweep_state(study, "running", n_trials=n_trials)
 
 
 def _log_plan(study: optuna.Study, n_trials: int) -> None:

@@ -13,11 +13,11 @@ from hpopipe.config import (
     HyperbandPruner,
     MedianPruner,
     Nsga2Sampler,
-    Params,
     PercentilePruner,
     QmcSampler,
     RandomSampler,
     SuccessiveHalvingPruner,
+    SweepParams,
     ThresholdPruner,
     WilcoxonPruner,
 )
@@ -33,12 +33,12 @@ from hpopipe.sweep.optuna_internals import (
 from hpopipe.sweep.seeded_sampler import SeededSampler, bracket_position, counts
 
 
-def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
+def make_sampler(params: SweepParams) -> optuna.samplers.BaseSampler:
     """The configured sampler, re-seeded before every trial from ``seed`` (see SeededSampler)."""
     return SeededSampler(_base_sampler(params), params.seed)
 
 
-def _base_sampler(params: Params) -> optuna.samplers.BaseSampler:
+def _base_sampler(params: SweepParams) -> optuna.samplers.BaseSampler:
     cfg, seed = params.hpo.sampler, params.seed
     # Optuna flags several of these as experimental; that is not news to a user who asked for them.
     with warnings.catch_warnings():
@@ -76,7 +76,7 @@ def _cmaes(cfg: CmaesSampler, seed: int) -> optuna.samplers.BaseSampler:
     )
 
 
-def make_pruner(params: Params) -> optuna.pruners.BasePruner:
+def make_pruner(params: SweepParams) -> optuna.pruners.BasePruner:
     """The configured pruner; Hyperband's and successive halving's budget is ``train.max_epochs``."""
     cfg = params.hpo.pruner
     if isinstance(cfg, PercentilePruner):
@@ -106,7 +106,7 @@ def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def pruning_steps(params: Params) -> set[int] | None:
+def pruning_steps(params: SweepParams) -> set[int] | None:
     """Epochs at which asking the pruner can change anything (None: every epoch).
 
     Successive halving (and so Hyperband) only decides at its rung steps

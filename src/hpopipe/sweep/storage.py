@@ -133,9 +133,35 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
         return optuna.storages.JournalStorage(backend)
     try:
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True})
+        with _creating_tables(spec):
+            return optuna.storages.RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True})
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
         raise _unusable(spec, err) from None
+
+
+_TABLES_KEY = 0x6870_6F70_7462_6C73  # "hpoptbls": the advisory lock around table creation
+
+
+@contextmanager
+def _creating_tables(spec: StorageSpec) -> Iterator[None]:
+    """One process at a time opens a PostgreSQL storage: Optuna creates its tables on the first open.
+
+    Two processes that open a fresh database at once (external scripts, workers) both run
+    ``CREATE TABLE`` and one fails on a duplicate type or key; a session advisory lock (released
+    by the server if the process dies) makes the second wait and then find the tables made.
+    """
+    engine = sqlalchemy.create_engine(spec.url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _TABLES_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _TABLES_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _unusable(spec: StorageSpec, err: Exception) -> HpopipeError:

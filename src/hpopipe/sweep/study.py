@@ -12,7 +12,7 @@ import json
 
 import optuna
 
-from hpopipe.config import Params
+from hpopipe.config import Params, SweepParams
 from hpopipe.data import data_fingerprint as data_fingerprint  # re-exported: runner, agent, summary
 from hpopipe.sweep import pareto
 from hpopipe.sweep.sampling import make_pruner, make_sampler
@@ -42,7 +42,28 @@ def study_name(params: Params, data_fingerprint: str) -> str:
     return f"{checkpoints.safe_name(params.model.label)}-{digest}"
 
 
-def open_study(params: Params, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+EXTERNAL = "external"  # the label of a study that only external training code runs
+
+
+def external_study_name(params: SweepParams) -> str:
+    """``external-<8 hex>``: the study of a sweep-only params file (:func:`hpopipe.connect`).
+
+    Hashed like :func:`study_name` over what determines the trials that hpopipe knows of (no
+    data, no model: the training code owns those); two scripts with the same file share it.
+    """
+    identity = {
+        "space": {k: v.model_dump(mode="json") for k, v in params.search_space.items()},
+        "sampler": params.hpo.sampler.model_dump(mode="json"),
+        "pruner": params.hpo.pruner.model_dump(mode="json"),
+        "metrics": params.hpo.objectives,
+        "train": params.train.model_dump(mode="json", exclude={"device"}),
+        "seed": params.seed,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{EXTERNAL}-{digest}"
+
+
+def open_study(params: SweepParams, name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or load it when a run with the same identity exists."""
     study = optuna.create_study(
         study_name=name,

@@ -5,6 +5,10 @@ fails trials of dead workers and queues their retries, and - holding the
 study's budget lock - either starts a trial or sees that the budget is spent.
 Counting and starting under one lock is what makes the number of trials
 exact whatever the timing: COMPLETE + PRUNED never exceeds ``hpo.n_trials``.
+
+The loop's steps are public functions (:func:`sweep_gate`, :func:`claim_trial`,
+:func:`tell_result`, :func:`tell_failure`, :func:`after_trial`): external training code
+that joins a sweep through :mod:`hpopipe.sweep.external` takes the same steps.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe.config import SweepParams
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
@@ -48,7 +53,13 @@ class Budget:
     max_retry: int
 
 
-class _FailureGuard:
+def budget_of(params: SweepParams) -> Budget:
+    """What bounds each worker of this sweep (and each external process that joins it)."""
+    hpo = params.hpo
+    return Budget(hpo.n_trials, hpo.timeout, hpo.max_failures, hpo.grace_s, hpo.heartbeat_s, hpo.max_retry)
+
+
+class FailureGuard:
     """Counts this worker's failures in a row, remembering the first reason."""
 
     def __init__(self, limit: int) -> None:
@@ -124,7 +135,7 @@ def fail_stale(study: optuna.Study, grace_s: float, max_retry: int) -> int:
     return failed
 
 
-def _next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | str:
+def next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | str:
     """Start a trial, or say why not: ``done`` (budget spent) or ``wait`` (others may still fail).
 
     Queued trials run even past the budget: they are retries someone asked for
@@ -154,24 +165,33 @@ def _values(result: Any) -> list[float] | str:
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
-    """Run one trial and record its end: COMPLETE, PRUNED, or FAIL with the reason.
-
-    NaN, infinities and non-numbers are failures here (Optuna would record an
-    infinite value as COMPLETE).
-    """
+    """Run one trial and record its end: COMPLETE, PRUNED, or FAIL with the reason."""
     try:
         result = objective(trial)
     except optuna.TrialPruned:
         return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
     except Exception as err:
-        _give_reason(study, trial, f"{type(err).__name__}: {err}"[:500])
         log.debug("trial %d failed", trial.number, exc_info=True)
-        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return tell_failure(study, trial, f"{type(err).__name__}: {err}")
+    return tell_result(study, trial, result)
+
+
+def tell_result(study: optuna.Study, trial: optuna.Trial, result: Any) -> FrozenTrial:
+    """Record a trial's result: COMPLETE, or FAIL with the reason when it is no usable value.
+
+    NaN, infinities and non-numbers are failures here (Optuna would record an
+    infinite value as COMPLETE).
+    """
     values = _values(result)
     if isinstance(values, str):
-        _give_reason(study, trial, values)
-        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return tell_failure(study, trial, values)
     return study.tell(trial, values, skip_if_finished=True)
+
+
+def tell_failure(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
+    """Record a trial as FAIL with ``reason``, unless the objective already gave one."""
+    _give_reason(study, trial, reason[:500])
+    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _give_reason(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -181,16 +201,51 @@ def _give_reason(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("fail_reason", reason)
 
 
-def _after_trial(study: optuna.Study, trial: FrozenTrial, callbacks: Sequence[Callback]) -> bool:
-    """Run the after-trial hooks; True when one of them asked the study to stop.
+def after_trial(
+    study: optuna.Study, trial: FrozenTrial, callbacks: Sequence[Callback], guard: FailureGuard
+) -> str | None:
+    """After a trial ended: count it in the failure streak, run the hooks; why to stop, if so.
 
+    Returns ``stopped`` when a hook asked the study to stop, ``failed`` when ``hpo.max_failures``
+    trials failed in a row (the sweep is then marked failed for every worker), else None.
     Optuna only lets ``study.stop()`` be called inside its optimize loop, and
     user hooks written for Optuna call it: we open the same window around them.
     """
+    guard(trial)
     with optimize_loop_window(study):
         for callback in callbacks:
             callback(study, trial)
-    return stop_requested(study)
+    if stop_requested(study):
+        return "stopped"
+    if guard.tripped:
+        reason = (
+            f"hpo.max_failures: {guard.streak} trials failed in a row; "
+            f"the first failure was: {guard.first_reason}"
+        )
+        lifecycle.set_sweep_state(study, "failed", reason)
+        return "failed"
+    return None
+
+
+def sweep_gate(study: optuna.Study, deadline: float | None) -> str | None:
+    """Whether a worker may start a trial now: None, or why not.
+
+    ``canceled`` / ``failed`` (the sweep's state), ``timeout`` (``deadline``, a ``time.monotonic``
+    value, has passed) or ``paused`` (wait and ask again).
+    """
+    state = lifecycle.sweep_record(study)["state"]
+    if state in ("canceled", "failed"):
+        return str(state)
+    if deadline is not None and time.monotonic() >= deadline:
+        return "timeout"
+    return "paused" if state == "paused" else None
+
+
+def claim_trial(study: optuna.Study, spec: StorageSpec, wid: str, budget: Budget) -> optuna.Trial | str:
+    """Under the budget lock: fail dead workers' trials, then start a trial or say ``done``/``wait``."""
+    with budget_lock(spec, storage_of(study), study.study_name):
+        fail_stale(study, budget.grace_s, budget.max_retry)
+        return next_trial(study, wid, budget.n_trials)
 
 
 def work(
@@ -208,24 +263,20 @@ def work(
     ``stopped`` (a hook stopped it) or ``interrupted`` (a signal).
     """
     wid = wid or lifecycle.worker_id()
-    guard = _FailureGuard(budget.max_failures)
+    guard = FailureGuard(budget.max_failures)
     deadline = None if budget.timeout_s is None else time.monotonic() + budget.timeout_s
     poll = min(1.0, budget.heartbeat_s)
     with Heartbeat(study, wid, budget.heartbeat_s) as heart:
         while True:
             if stop():
                 return "interrupted"
-            state = lifecycle.sweep_record(study)["state"]
-            if state in ("canceled", "failed"):
-                return state
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
-            if state == "paused":
+            blocked = sweep_gate(study, deadline)
+            if blocked == "paused":
                 time.sleep(poll)
                 continue
-            with budget_lock(spec, storage_of(study), study.study_name):
-                fail_stale(study, budget.grace_s, budget.max_retry)
-                trial = _next_trial(study, wid, budget.n_trials)
+            if blocked is not None:
+                return blocked
+            trial = claim_trial(study, spec, wid, budget)
             if trial == "done":
                 return "done"
             if isinstance(trial, str):
@@ -234,16 +285,9 @@ def work(
             heart.trial = trial.number
             frozen = run_trial(study, trial, objective)
             heart.trial = None
-            guard(frozen)
-            if _after_trial(study, frozen, callbacks):
-                return "stopped"
-            if guard.tripped:
-                reason = (
-                    f"hpo.max_failures: {guard.streak} trials failed in a row; "
-                    f"the first failure was: {guard.first_reason}"
-                )
-                lifecycle.set_sweep_state(study, "failed", reason)
-                return "failed"
+            ended = after_trial(study, frozen, callbacks, guard)
+            if ended is not None:
+                return ended
 
 
 def spawn_local(
