@@ -32,7 +32,7 @@ def _parents(module: str) -> list[str]:
 def direct_imports(path: Path) -> set[str]:
     """The ``hpopipe`` modules a file imports (a name imported from a package counts as its module)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module != "hpopipe" and not node.module.startswith("hpopipe."):
                 continue
@@ -42,6 +42,26 @@ def direct_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name == "hpopipe" or a.name.startswith("hpopipe.")}
     return {m for m in found if module_file(m) is not None}
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``: imports there never run."""
+    nodes: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo += node.orelse
+            continue
+        todo += list(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def graph() -> dict[str, set[str]]:
