@@ -820,10 +820,10 @@ def test_shell_text_in_free_text_params_never_runs(base_project: Path, tmp_path:
     root = copy_project(base_project, tmp_path / "project")
     markers = [tmp_path / f"PWNED{i}" for i in range(3)]
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["search_space"]["note"] = {
-        "type": "choice",
-        "values": [f"x; touch {markers[0]}", f"$(touch {markers[1]})"],
-    }
+    note = {"type": "choice", "values": [f"x; touch {markers[0]}", f"$(touch {markers[1]})"]}
+    # A tuned name nothing reads is refused: `note` gates dropout (on either value), so the space reads it.
+    dropout = {**raw["search_space"].pop("dropout"), "when": {"note": note["values"]}}
+    raw["search_space"] = {"note": note, **raw["search_space"], "dropout": dropout}
     raw["model"]["params"] = {"comment": f"`touch {markers[2]}`"}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = subprocess.run(["dvc", "repro", "hpo"], cwd=root, env=child_env(), capture_output=True, text=True)
