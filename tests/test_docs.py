@@ -271,13 +271,17 @@ def test_every_project_path_shown_exists(page: Path) -> None:
 
 @cache
 def defined_names(module: Path) -> frozenset[str]:
-    """Top-level names a module defines (functions, classes, assignments, imports)."""
+    """Top-level names a module defines (functions, classes, assignments, imports, ``__all__``)."""
     names: set[str] = set()
     for node in ast.parse(module.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                # A package's lazy exports (served by its __getattr__) are public names too.
+                listed = node.value.elts if isinstance(node.value, ast.List | ast.Tuple) else []
+                names.update(str(e.value) for e in listed if isinstance(e, ast.Constant))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
         elif isinstance(node, ast.ImportFrom | ast.Import):
