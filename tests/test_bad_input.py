@@ -184,6 +184,14 @@ BAD_INPUTS: list[BadInput] = [
         _set("search_space.width", {"type": "choice", "values": []}),
     ),
     BadInput(
+        "space-name-nothing-reads",
+        "search space",
+        VALIDATE,
+        "params.yaml: search_space.seed_shift: nothing reads it: the mlp model reads n_layers, width, "
+        "dropout; the training loop reads lr, weight_decay, batch_size, optimizer, schedule, momentum",
+        _set("search_space.seed_shift", {"type": "int_uniform", "min": 0, "max": 2}),
+    ),
+    BadInput(
         "space-name-reused",
         "search space",
         HPO,
@@ -564,6 +572,13 @@ BAD_INPUTS: list[BadInput] = [
         VALIDATE,
         "params.yaml: hpo.callbacks: 'this:s' names Python's standard library (this)",
         _set("hpo.callbacks", ["this:s"]),
+    ),
+    BadInput(
+        "on-new-best-stdlib",
+        "code",
+        VALIDATE,
+        "params.yaml: hpo.on_new_best: 'os:system' names Python's standard library (os)",
+        _set("hpo.on_new_best", ["os:system"]),
     ),
     BadInput(
         "factory-os-system",
