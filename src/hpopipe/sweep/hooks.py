@@ -38,8 +38,8 @@ class TrialLogger:
         value = "" if trial.value is None else f" value={trial.value:.6g}"
         log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
         found, best = new_best(study, trial, self.metric)
-        if found:
-            gain = "" if best is None else f" ({trial.value - best:+.6g})"  # type: ignore[operator]
+        if found and trial.value is not None:
+            gain = "" if best is None else f" ({trial.value - best:+.6g})"
             log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
 
     @staticmethod
@@ -82,9 +82,9 @@ class NewBestHooks:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         found, best = new_best(study, trial, self.metric)
-        if not found:
+        if not found or trial.value is None:
             return
-        improvement = None if best is None else abs(float(trial.value) - best)  # type: ignore[arg-type]
+        improvement = None if best is None else abs(trial.value - best)
         for hook in self.hooks:
             hook(study, trial, improvement)
 
