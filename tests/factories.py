@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+import hpopipe
+
 
 def build_linear(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
     """A factory as a user writes one: a small net whose size comes from ``params``."""
@@ -30,3 +32,9 @@ def build_not_a_module(params: dict[str, Any], n_features: int, n_outputs: int) 
 
 
 NOT_CALLABLE = 3
+
+
+@hpopipe.consumes("hidden")
+def build_declared(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """:func:`build_linear`, declaring what it reads: a tuned name it does not read is refused."""
+    return build_linear(params, n_features, n_outputs)

@@ -184,6 +184,14 @@ BAD_INPUTS: list[BadInput] = [
         _set("search_space.width", {"type": "choice", "values": []}),
     ),
     BadInput(
+        "space-name-nothing-reads",
+        "search space",
+        VALIDATE,
+        "params.yaml: search_space.seed_shift: nothing reads it: the mlp model reads n_layers, width, "
+        "dropout; the training loop reads lr, weight_decay, batch_size, optimizer, schedule, momentum",
+        _set("search_space.seed_shift", {"type": "int_uniform", "min": 0, "max": 2}),
+    ),
+    BadInput(
         "space-name-reused",
         "search space",
         HPO,
@@ -566,6 +574,13 @@ BAD_INPUTS: list[BadInput] = [
         _set("hpo.callbacks", ["this:s"]),
     ),
     BadInput(
+        "on-new-best-stdlib",
+        "code",
+        VALIDATE,
+        "params.yaml: hpo.on_new_best: 'os:system' names Python's standard library (os)",
+        _set("hpo.on_new_best", ["os:system"]),
+    ),
+    BadInput(
         "factory-os-system",
         "code",
         VALIDATE,
@@ -820,10 +835,10 @@ def test_shell_text_in_free_text_params_never_runs(base_project: Path, tmp_path:
     root = copy_project(base_project, tmp_path / "project")
     markers = [tmp_path / f"PWNED{i}" for i in range(3)]
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["search_space"]["note"] = {
-        "type": "choice",
-        "values": [f"x; touch {markers[0]}", f"$(touch {markers[1]})"],
-    }
+    note = {"type": "choice", "values": [f"x; touch {markers[0]}", f"$(touch {markers[1]})"]}
+    # A tuned name nothing reads is refused: `note` gates dropout (on either value), so the space reads it.
+    dropout = {**raw["search_space"].pop("dropout"), "when": {"note": note["values"]}}
+    raw["search_space"] = {"note": note, **raw["search_space"], "dropout": dropout}
     raw["model"]["params"] = {"comment": f"`touch {markers[2]}`"}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = subprocess.run(["dvc", "repro", "hpo"], cwd=root, env=child_env(), capture_output=True, text=True)

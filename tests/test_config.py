@@ -239,6 +239,7 @@ def test_unknown_spec_type_lists_the_known_ones(raw: dict[str, Any]) -> None:
 
 
 def test_degenerate_ranges_are_allowed(raw: dict[str, Any]) -> None:
+    raw["model"] = {"factory": "my_pkg.models:build_net"}  # reads any name (test_routes for the check)
     raw["search_space"] = {
         "a": {"type": "uniform", "min": 0.3, "max": 0.3},
         "b": {"type": "int_uniform", "min": 2, "max": 2},
@@ -262,6 +263,7 @@ def test_non_identifier_parameter_name(raw: dict[str, Any], name: str) -> None:
 
 
 def test_identifier_parameter_names_pass(raw: dict[str, Any]) -> None:
+    raw["model"] = {"factory": "my_pkg.models:build_net"}  # reads any name (test_routes for the check)
     raw["search_space"]["_private"] = {"type": "choice", "values": ["a", "b"]}
     raw["search_space"]["snake_case_2"] = {"type": "int_uniform", "min": 1, "max": 8, "log": True}
     params = parse_params(raw)
@@ -542,6 +544,7 @@ def test_params_just_under_the_limits_still_load(tmp_path: Path, raw: dict[str, 
 def test_sizes_and_choices_that_train_sensibly_pass(
     raw: dict[str, Any], name: str, spec: dict[str, Any]
 ) -> None:
+    raw["model"] = {"factory": "my_pkg.models:build_net"}  # reads any name (test_routes for the check)
     raw["search_space"][name] = spec
     parse_params(raw)
 

@@ -58,7 +58,8 @@ def raw(space: dict[str, Any] | None = None, **hpo: Any) -> dict[str, Any]:
     return {
         "seed": 42,
         "data": {"path": "data/raw/breast_cancer.csv", "target": "diagnosis"},
-        "model": {"name": "mlp"},
+        # An undeclared factory reads any name, and sgd reads momentum: the formats are what is tested.
+        "model": {"factory": "tests.factories:build_linear"},
         "search_space": copy.deepcopy(SPACE if space is None else space),
         # The metric written out: `auto` needs the data's task, which only `hpopipe space export` reads.
         "hpo": {
@@ -68,7 +69,7 @@ def raw(space: dict[str, Any] | None = None, **hpo: Any) -> dict[str, Any]:
             "pruner": {"name": "none"},
             **hpo,
         },
-        "train": {},
+        "train": {"optimizer": "sgd"},
         "cv": {},
         "refit": {},
         "cleanup": {},

@@ -96,7 +96,8 @@ def test_the_corpus_covers_both_tools_every_distribution_and_form() -> None:
     from hpopipe.config.wandb_form import DISTRIBUTIONS
     from hpopipe.space.imports import _AZUREML_TYPES
 
-    for name in [*DISTRIBUTIONS, *_AZUREML_TYPES, "randint"]:
+    # randint counts from 0, which no built-in param may be: test_azureml_randint_counts_from_zero.
+    for name in [*DISTRIBUTIONS, *_AZUREML_TYPES]:
         assert f": {name}" in text or f"type: {name}" in text, name
     for form in (
         "parameters:\n",
@@ -201,6 +202,7 @@ def test_import_of_export_is_the_space_for_every_form(tmp_path: Path, fmt: str, 
     params_path = project(tmp_path, "tests.factories:build_encoder")
     raw = yaml.safe_load(params_path.read_text())
     raw["search_space"] = EVERY_FORM
+    raw["train"]["optimizer"] = "sgd"  # which reads momentum
     raw["hpo"].update(hpo)
     params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     original = load_params(params_path)
@@ -341,6 +343,21 @@ def test_lines_say_what_was_mapped_approximated_and_not(tmp_path: Path) -> None:
     params, lines = imported(tmp_path / "az", REPO / "tests/data/sweeps/azureml_random.yaml")
     for key in ("trial", "compute", "limits.max_concurrent_trials", "limits.trial_timeout"):
         assert any(line.startswith(f"not mapped: {key}: ") for line in lines), key
+
+
+def test_azureml_randint_counts_from_zero(tmp_path: Path) -> None:
+    # AzureML's randint(upper) draws 0 … upper - 1: for a factory's param that may be 0 (no size).
+    doc = {
+        "type": "sweep",
+        "sampling_algorithm": "random",
+        "search_space": {"extra_depth": {"type": "randint", "upper": 3}},
+        "objective": {"primary_metric": "accuracy", "goal": "maximize"},
+    }
+    params_path = project(tmp_path, "tests.factories:build_linear")
+    lines = import_sweep(write(tmp_path, doc), params_path)
+    spec = load_params(params_path).search_space["extra_depth"]
+    assert (spec.type, spec.min, spec.max, spec.step) == ("int_uniform", 0, 2, 1)  # type: ignore[union-attr]
+    assert any(line.startswith("mapped: search_space.extra_depth") and "randint" in line for line in lines)
 
 
 def write(tmp_path: Path, doc: dict[str, Any]) -> Path:

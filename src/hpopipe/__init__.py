@@ -17,11 +17,13 @@ _LAZY = {
     "Sweep": "hpopipe.sweep.external",
     "Trial": "hpopipe.sweep.external",
     "SweepStopped": "hpopipe.errors",
+    "consumes": "hpopipe.consumption",
 }
 
-__all__ = ["Sweep", "SweepStopped", "Trial", "__version__", "connect"]
+__all__ = ["Sweep", "SweepStopped", "Trial", "__version__", "connect", "consumes"]
 
 if TYPE_CHECKING:
+    from hpopipe.consumption import consumes
     from hpopipe.errors import SweepStopped
     from hpopipe.sweep.external import Sweep, Trial, connect
 

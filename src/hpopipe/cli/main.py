@@ -48,15 +48,19 @@ def _params_paths() -> list[Path]:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from hpopipe.config import load_params
+    from hpopipe.config import HOOK_KEYS, load_params
+    from hpopipe.consumption import check_factory_names
     from hpopipe.plugins import load_callable
     from hpopipe.tracking import experiment_name
 
     params = load_params(args.params)
     experiment_name()  # HPOPIPE_EXPERIMENT, which the hpo, cv and refit stages would refuse
     refs = [("model.factory", params.model.factory)] if params.model.factory else []
-    for field, ref in [*refs, *(("hpo.callbacks", r) for r in params.hpo.callbacks)]:
-        load_callable(ref, f"{args.params}: {field}")  # importable, and a callable of the user's own
+    hooks = [(f"hpo.{key}", r) for key in HOOK_KEYS for r in getattr(params.hpo, key)]
+    for field, ref in [*refs, *hooks]:
+        func = load_callable(ref, f"{args.params}: {field}")  # importable, and a callable of the user's own
+        if field == "model.factory":
+            check_factory_names(params, func, str(args.params))  # a tuned name it declares it does not read
     # Imported only now: a params.yaml mistake is reported without loading torch, pandas and scikit-learn.
     from hpopipe.training.loop import check_device
 

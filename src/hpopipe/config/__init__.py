@@ -11,6 +11,7 @@ from hpopipe.config.load import (
     parse_params,
 )
 from hpopipe.config.schema import (
+    HOOK_KEYS,
     MAX_TRIALS,
     BestFirstMetric,
     ChoiceSpec,
@@ -73,6 +74,7 @@ from hpopipe.metrics import (
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "HOOK_KEYS",
     "MAXIMIZED_METRICS",
     "MAX_TRIALS",
     "MODEL_SIZE",

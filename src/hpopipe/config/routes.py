@@ -1,32 +1,43 @@
-"""Where a tuned name goes: the model factory, the training loop's optimiser settings, or both.
+"""Where a tuned name goes: the model factory, the training loop's settings, or both.
 
-A flat name (``width``, ``lr``) goes where it always went: to the model factory, and, for
-``lr``, ``weight_decay`` and ``batch_size``, to the loop as well. A dotted name says what it
-reaches, the way W&B's nested sweeps and AzureML's dotted inputs name things:
+A flat name (``width``, ``lr``) goes where it always went: to the model factory, and, for the
+loop's keys (:data:`TRAIN_KEYS`: ``lr``, ``weight_decay``, ``batch_size``, ``optimizer``,
+``schedule``, ``momentum``), to the loop as well. A dotted name says what it reaches, the way
+W&B's nested sweeps and AzureML's dotted inputs name things:
 
 * ``model.<param>``: a model-factory param; further dots nest, so ``model.encoder.depth`` reaches
   a factory as ``params["encoder"]["depth"]``. The built-in families read flat params only.
 * ``train.<key>`` / ``optimizer.<key>``: the loop's settings a trial may override
-  (:data:`TRAIN_KEYS`; ``optimizer.`` only ``lr`` and ``weight_decay``).
+  (:data:`TRAIN_KEYS` plus ``step_size`` and ``gamma``; ``optimizer.`` only ``lr``,
+  ``weight_decay`` and ``momentum``).
 
-A dotted name nothing consumes is refused when params.yaml is validated: a sweep imported with
-``optimiser.lr`` (or ``model.encoder.depth`` for ``mlp``) fails then, not after a sweep that
-sampled values no one read. (Flat names are not checked here: a user factory may read anything.)
+A tuned name nothing consumes is refused when params.yaml is validated, so a sweep never samples
+values no one reads: a dotted name outside these routes (``optimiser.lr``), a model param the
+family does not read, a flat name neither the model nor the loop reads (``seed_shift`` for
+``mlp``), ``momentum`` for an optimiser without one. What a model reads is known for the built-in
+families (:data:`BUILTIN_MODEL_PARAMS`) and for a user factory that declares it with
+:func:`hpopipe.consumes`; a factory that does not is unchecked. A name another parameter's
+``when`` names is read by the space itself and always accepted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
-# What the training loop takes from a trial (hpopipe.training.loop.hyper); the rest of
-# `train` is fixed for a sweep.
-TRAIN_KEYS = ("lr", "weight_decay", "batch_size")
+# The loop's choices (hpopipe.training.loop builds them); the first of each is the default.
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("none", "cosine", "step")
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+# What the training loop takes from a trial under a flat name (hpopipe.training.loop.settings);
+# the rest of `train` is fixed for a sweep, or tuned by its dotted train.<key> name.
+TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "optimizer", "schedule", "momentum")
 _NAMESPACE_KEYS: dict[str, tuple[str, ...]] = {
-    "train": TRAIN_KEYS,
-    "optimizer": ("lr", "weight_decay"),
+    "train": (*TRAIN_KEYS, "step_size", "gamma"),
+    "optimizer": ("lr", "weight_decay", "momentum"),
 }
-# The params each built-in family reads (hpopipe.training.models; tests/test_routes.py ties the two).
+# The params each built-in family reads: the declaration next to hpopipe.training.models'
+# families (config must not import torch); tests/test_routes.py ties the two.
 BUILTIN_MODEL_PARAMS: dict[str, tuple[str, ...]] = {
     "mlp": ("n_layers", "width", "dropout"),
     "resnet": ("n_blocks", "d_main", "d_hidden_factor", "dropout_hidden", "dropout_residual"),
@@ -46,24 +57,13 @@ def targets(name: str) -> list[Target]:
     return [("train", (rest,))]
 
 
-def name_problem(name: str, model_name: str | None) -> str | None:
-    """Why dotted ``name`` reaches nothing, or None (flat names and names that do reach something).
-
-    Args:
-        name: a search-space name.
-        model_name: ``model.name`` (a built-in family), or None for a user factory, whose
-            params hpopipe cannot know.
-    """
+def _dotted_problem(name: str, who: str, reads: tuple[str, ...] | None) -> str | None:
+    """Why dotted ``name`` reaches nothing, or None."""
     head, _, rest = name.partition(".")
-    if not rest:
-        return None
     if head == "model":
-        if model_name is None:
+        if reads is None or rest in reads:
             return None
-        known = BUILTIN_MODEL_PARAMS[model_name]
-        if rest in known:
-            return None
-        return f"the {model_name} model reads no {rest!r} (it reads {', '.join(known)})"
+        return f"{who} reads no {rest!r} (it reads {', '.join(reads)})"
     if head in _NAMESPACE_KEYS:
         keys = _NAMESPACE_KEYS[head]
         if rest in keys:
@@ -72,15 +72,51 @@ def name_problem(name: str, model_name: str | None) -> str | None:
     return f"a dotted name starts with model., train. or optimizer., not {head}."
 
 
-def check_names(names: Iterable[str], model_name: str | None) -> None:
-    """Refuse a dotted name nothing reads, and two names that set the same thing.
+def _flat_problem(name: str, who: str, reads: tuple[str, ...] | None) -> str | None:
+    """Why flat ``name`` reaches nothing, or None (the loop's keys; anything an undeclared factory reads)."""
+    if name in TRAIN_KEYS or reads is None or name in reads:
+        return None
+    return (
+        f"nothing reads it: {who} reads {', '.join(reads) or 'no tuned names'}; "
+        f"the training loop reads {', '.join(TRAIN_KEYS)}"
+    )
+
+
+def check_names(
+    names: Iterable[str],
+    model_name: str | None,
+    *,
+    reads: tuple[str, ...] | None = None,
+    who: str = "the model factory",
+    optimizer: str = OPTIMIZERS[0],
+    gates: Collection[str] = (),
+) -> None:
+    """Refuse a tuned name nothing reads, and two names that set the same thing.
+
+    Args:
+        names: the search-space names, in order.
+        model_name: ``model.name`` (a built-in family), or None for a user factory.
+        reads: what a user factory declared it reads (:func:`hpopipe.consumes`); None: unknown,
+            so its flat and ``model.*`` names are not checked.
+        who: the factory, as messages name it.
+        optimizer: the fixed ``train.optimizer``: whether a tuned momentum is read.
+        gates: names another parameter's ``when`` names (read by the space itself).
 
     Raises:
         ValueError: ``search_space.<name>: <why>``, one line.
     """
+    names = list(names)
+    if model_name is not None:
+        reads, who = BUILTIN_MODEL_PARAMS[model_name], f"the {model_name} model"
+    tuned_loop = {t[1][0] for name in names for t in targets(name) if t[0] == "train"}
     seen: dict[Target, str] = {}
     for name in names:
-        problem = name_problem(name, model_name)
+        if "." in name:
+            problem = _dotted_problem(name, who, reads)
+        else:
+            problem = None if name in gates else _flat_problem(name, who, reads)
+        if problem is None and ("train", ("momentum",)) in targets(name):
+            problem = _momentum_problem(optimizer, "optimizer" in tuned_loop)
         if problem is not None:
             raise ValueError(f"search_space.{name}: {problem}")
         for target in targets(name):
@@ -93,6 +129,20 @@ def check_names(names: Iterable[str], model_name: str | None) -> None:
                     )
                     raise ValueError(f"search_space.{name}: {other} sets {where} already")
             seen[target] = name
+
+
+def condition_names(space: dict[str, Any]) -> set[str]:
+    """Names another parameter's ``when`` names: the space itself reads them."""
+    return {other for spec in space.values() for other in spec.when or {}}
+
+
+def _momentum_problem(optimizer: str, optimizer_tuned: bool) -> str | None:
+    if optimizer_tuned or optimizer in MOMENTUM_OPTIMIZERS:
+        return None
+    return (
+        f"train.optimizer is {optimizer}, which reads no momentum "
+        f"(set or tune optimizer to {' or '.join(MOMENTUM_OPTIMIZERS)})"
+    )
 
 
 def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -119,7 +169,7 @@ def model_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The loop's settings a trial overrides: flat ``lr`` … and ``train.*`` / ``optimizer.*``."""
+    """The loop's settings a trial overrides: flat ``lr``, ``optimizer`` …, ``train.*``, ``optimizer.*``."""
     out = {name: params[name] for name in TRAIN_KEYS if name in params}
     for name, value in params.items():
         head, _, rest = name.partition(".")

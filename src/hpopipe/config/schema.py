@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hpopipe.config.routes import check_names
+from hpopipe.config.routes import OPTIMIZERS, SCHEDULES, check_names, condition_names, targets
 from hpopipe.config.sizes import check_choice_values, check_size_range, check_size_values
 from hpopipe.config.storage_url import check_storage_setting
 from hpopipe.config.wandb_form import flatten, from_wandb
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     Metric = str
     MetricOrAuto = str
     ObjectiveName = str
+    OptimizerName = str
+    ScheduleName = str
 else:
     # Literals built from the catalogue: pydantic then lists the accepted names in its error.
     Metric = Literal[METRIC_NAMES]
@@ -42,10 +44,14 @@ else:
     MetricOrAuto = Literal[(AUTO, *METRIC_NAMES)]
     # An objective of a multi-objective sweep: a validation metric, or the model's trainable parameter count.
     ObjectiveName = Literal[OBJECTIVE_NAMES]
+    OptimizerName = Literal[OPTIMIZERS]
+    ScheduleName = Literal[SCHEDULES]
 Scalar = bool | int | float | str
 # A whole number written as one: "10", 10.0 and true are refused, not coerced.
 Count = Annotated[int, Field(strict=True)]
 
+# The hpo keys that name user hooks ("package.module:function"), each checked the same way.
+HOOK_KEYS = ("callbacks", "on_new_best", "on_sweep_end")
 # Upper bound that keeps a typo (n_trials: 1e9) from silently running forever.
 MAX_TRIALS = 100_000
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -321,7 +327,9 @@ class HpoConfig(_Strict):
     metrics: list[ObjectiveName] | None = None
     sampler: SamplerConfig = Field(default_factory=TpeSampler)
     pruner: PrunerConfig = Field(default_factory=HyperbandPruner)
-    callbacks: list[str] = Field(default_factory=list)
+    callbacks: list[str] = Field(default_factory=list)  # fn(study, trial) after every trial
+    on_new_best: list[str] = Field(default_factory=list)  # fn(study, trial, improvement)
+    on_sweep_end: list[str] = Field(default_factory=list)  # fn(study), once, when the sweep ends
     max_failures: Count = Field(default=5, ge=1)
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
     fresh: bool = False
@@ -428,6 +436,25 @@ class TrainConfig(_Strict):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Added later than the keys above: left out of every dump while at their defaults
+    # (see settings()), so study names and best/config.yaml of earlier runs stay the same.
+    optimizer: OptimizerName = "adamw"
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd and rmsprop only
+    schedule: ScheduleName = "none"
+    step_size: Count = Field(default=10, gt=0)  # schedule: step, epochs between decays
+    gamma: float = Field(default=0.1, gt=0, le=1)  # schedule: step, factor per decay
+
+    def settings(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The settings as written to files and hashed into study names: later keys only when set."""
+        dumped = self.model_dump(mode="json", exclude=exclude)
+        return {
+            key: value
+            for key, value in dumped.items()
+            if key not in _LATER_TRAIN_KEYS or value != type(self).model_fields[key].default
+        }
+
+
+_LATER_TRAIN_KEYS = ("optimizer", "momentum", "schedule", "step_size", "gamma")
 
 
 class BestFirstMetric(_Strict):
@@ -541,12 +568,17 @@ class SweepParams(_Strict):
     @field_validator("hpo")
     @classmethod
     def _callbacks(cls, value: HpoConfig) -> HpoConfig:
-        for ref in value.callbacks:
-            if not _FACTORY_RE.match(ref):
-                raise ValueError(f"callbacks: {ref!r} must look like 'package.module:function'")
-            problem = ref_problem(ref)
-            if problem is not None:
-                raise ValueError(f"callbacks: {problem}")
+        for key in HOOK_KEYS:
+            for ref in getattr(value, key):
+                if not _FACTORY_RE.match(ref):
+                    raise ValueError(f"{key}: {ref!r} must look like 'package.module:function'")
+                problem = ref_problem(ref)
+                if problem is not None:
+                    raise ValueError(f"{key}: {problem}")
+        if value.on_new_best and value.metrics is not None:
+            raise ValueError(
+                "on_new_best: a multi-objective sweep has no single best value (use hpo.callbacks)"
+            )
         return value
 
 
@@ -568,7 +600,10 @@ class Params(SweepParams):
 
     @model_validator(mode="after")
     def _names_reach_something(self) -> Params:
-        check_names(self.search_space, self.model.name)
+        gates = condition_names(self.search_space)
+        check_names(self.search_space, self.model.name, optimizer=self.train.optimizer, gates=gates)
+        for name, spec in self.search_space.items():
+            _check_loop_values(name, spec)
         return self
 
     def for_task(self, task: str) -> Params:
@@ -601,6 +636,38 @@ def _check_sizes(name: str, spec: Any) -> None:
         check_size_range(name, spec.bounds[0])
     else:
         check_size_range(name, spec.min)
+
+
+_LOOP_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+
+def _check_loop_values(name: str, spec: Any) -> None:
+    """A tuned optimizer or schedule is a choice among the loop's; a tuned momentum stays in [0, 1)."""
+    for kind, key in targets(name):
+        if kind != "train":
+            continue
+        if key[0] in _LOOP_CHOICES:
+            known = _LOOP_CHOICES[key[0]]
+            if not isinstance(spec, ChoiceSpec):
+                raise ValueError(f"search_space.{name}: tune it as a choice among {', '.join(known)}")
+            unknown = [v for v in spec.values if v not in known]
+            if unknown:
+                raise ValueError(f"search_space.{name}: {unknown} are not among {', '.join(known)}")
+        elif key[0] == "momentum":
+            low, high = _spec_bounds(spec)
+            if not (low >= 0 and high < 1):
+                raise ValueError(f"search_space.{name}: momentum must lie in [0, 1), got {low} … {high}")
+
+
+def _spec_bounds(spec: Any) -> tuple[float, float]:
+    if isinstance(spec, ChoiceSpec):
+        numbers = [float(v) for v in spec.values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) != len(spec.values):
+            return math.nan, math.nan  # a string or bool momentum: refused by the caller
+        return min(numbers), max(numbers)
+    if isinstance(spec, NormalSpec):
+        return spec.bounds
+    return float(spec.min), float(spec.max)
 
 
 def _normalise_spec(name: str, spec: Any) -> Any:

@@ -59,7 +59,7 @@ class BestConfig(Handoff):
             "seed": self.seed,
             "model": self.model.model_dump(mode="json", exclude_none=True),
             "params": dict(self.params),
-            "train": self.train.model_dump(mode="json"),
+            "train": self.train.settings(),
             "epochs": self.epochs,
             "metric": self.metric,
             "source": self.source.model_dump(exclude_none=True),

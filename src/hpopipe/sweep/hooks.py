@@ -1,4 +1,5 @@
-"""What runs after every trial: progress lines, graceful stops, backups and user hooks."""
+"""What runs after every trial (progress lines, graceful stops, backups, user hooks, new-best
+hooks) and once when the sweep ends (``hpo.on_sweep_end``)."""
 
 from __future__ import annotations
 
@@ -36,23 +37,10 @@ class TrialLogger:
         reason = trial.user_attrs.get("fail_reason", "")
         value = "" if trial.value is None else f" value={trial.value:.6g}"
         log.info("trial %d %s%s%s", trial.number, trial.state.name, value, f" ({reason})" if reason else "")
-        if trial.state != TrialState.COMPLETE or trial.value is None or math.isnan(trial.value):
-            return
-        best = self._best_before(study, trial)
-        if best is None or metrics.is_better(self.metric, trial.value, best):
+        found, best = new_best(study, trial, self.metric)
+        if found and trial.value is not None:
             gain = "" if best is None else f" ({trial.value - best:+.6g})"
             log.info("new best: trial %d, %.6g%s", trial.number, trial.value, gain)
-
-    def _best_before(self, study: optuna.Study, trial: FrozenTrial) -> float | None:
-        """The best value among the study's other COMPLETE trials (None if there is none)."""
-        best: float | None = None
-        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            value = other.value
-            if other.number == trial.number or value is None or math.isnan(value):
-                continue
-            if best is None or metrics.is_better(self.metric, value, best):
-                best = value
-        return best
 
     @staticmethod
     def _log_values(trial: FrozenTrial) -> None:
@@ -63,10 +51,53 @@ class TrialLogger:
         log.info("trial %d %s%s%s", trial.number, trial.state.name, values, f" ({reason})" if reason else "")
 
 
+def new_best(study: optuna.Study, trial: FrozenTrial, metric: str) -> tuple[bool, float | None]:
+    """Whether ``trial`` strictly betters the study's best, and the best before it (None: none).
+
+    Single-objective studies only; a tie, a failed or pruned trial is no new best.
+    """
+    if len(study.directions) > 1 or trial.state != TrialState.COMPLETE:
+        return False, None
+    if trial.value is None or math.isnan(trial.value):
+        return False, None
+    best: float | None = None
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        value = other.value
+        if other.number == trial.number or value is None or math.isnan(value):
+            continue
+        if best is None or metrics.is_better(metric, value, best):
+            best = value
+    return best is None or metrics.is_better(metric, trial.value, best), best
+
+
+class NewBestHooks:
+    """``hpo.on_new_best``: each hook is called as ``fn(study, trial, improvement)`` on a new best.
+
+    ``improvement`` is how far the trial betters the study's best before it (a positive
+    number, in either direction), None for the study's first complete trial.
+    """
+
+    def __init__(self, metric: str, hooks: list[Callable[..., object]]) -> None:
+        self.metric, self.hooks = metric, hooks
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        found, best = new_best(study, trial, self.metric)
+        if not found or trial.value is None:
+            return
+        improvement = None if best is None else abs(trial.value - best)
+        for hook in self.hooks:
+            hook(study, trial, improvement)
+
+
+def sweep_end_hooks(params: Params) -> list[Callable[[optuna.Study], object]]:
+    """``hpo.on_sweep_end``, imported (a bad one fails before the first trial, not after the last)."""
+    return [load_callable(ref, "hpo.on_sweep_end") for ref in params.hpo.on_sweep_end]
+
+
 def after_trial_hooks(
     params: SweepParams, storage_path: Path | None, stop: Callable[[], bool] | None
 ) -> list[Callback]:
-    """The callbacks a sweep runs after each trial, built-in ones first, then ``hpo.callbacks``.
+    """The callbacks a sweep runs after each trial: built-in ones, ``hpo.callbacks``, ``hpo.on_new_best``.
 
     ``storage_path`` is the SQLite file to back up (``hpo.backup_dir``); None for other storages.
     """
@@ -83,4 +114,7 @@ def after_trial_hooks(
 
         hooks.append(backup)
     hooks += [load_callable(ref, "hpo.callbacks") for ref in params.hpo.callbacks]
+    if params.hpo.on_new_best:
+        on_best = [load_callable(ref, "hpo.on_new_best") for ref in params.hpo.on_new_best]
+        hooks.append(NewBestHooks(params.hpo.metric, on_best))
     return hooks

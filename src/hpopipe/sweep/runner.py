@@ -18,13 +18,14 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hpopipe.config import Params
+from hpopipe.consumption import check_factory_names
 from hpopipe.data import to_arrays
 from hpopipe.entry import EXIT_USER_ERROR
 from hpopipe.errors import HpopipeError
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import lifecycle, objectives
 from hpopipe.sweep.budget import budget_met, finished_in
-from hpopipe.sweep.hooks import Callback, after_trial_hooks
+from hpopipe.sweep.hooks import Callback, after_trial_hooks, sweep_end_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
@@ -57,7 +58,8 @@ def sweep(
     between epochs and trials (see signals.GracefulStop).
     """
     params = params.for_task(schema["task"])  # hpo.metric: auto follows the prepared data
-    resolve_factory(params.model)  # a bad factory fails here, not as N failed trials
+    # A bad factory, or a tuned name it declares it does not read, fails here, not as N trials.
+    check_factory_names(params, resolve_factory(params.model), params_path)
     objectives.check_objectives_fit(params, task_of(schema, params.hpo.metric))  # and a bad metric
     in_process = params.hpo.backend == "local" and params.hpo.n_workers == 1
     if not in_process:  # and a tracking store that several workers cannot share, before any run
@@ -68,6 +70,7 @@ def sweep(
                 "runs different trials; one worker reproduces a sweep exactly (docs/resume.md)",
                 params.hpo.n_workers,
             )
+    at_end = sweep_end_hooks(params)
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
     storage = open_storage(spec)  # a damaged study file is refused before anything is logged
@@ -94,7 +97,9 @@ def sweep(
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
         else:
             healthy = _fan_out(params, name, params_path, tracker, stop)
-    _end(study, params, healthy)
+    _end(study, params, healthy)  # a failed or canceled sweep raises: it did not finish
+    for hook in at_end:  # once, by the coordinator: budget met, or stopped (a signal, a hook, the timeout)
+        hook(study)
     return study
 
 

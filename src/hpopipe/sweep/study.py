@@ -32,7 +32,7 @@ def study_name(params: Params, data_fingerprint: str) -> str:
         "sampler": params.hpo.sampler.model_dump(mode="json"),
         "pruner": params.hpo.pruner.model_dump(mode="json"),
         "metric": params.hpo.metric,
-        "train": params.train.model_dump(mode="json", exclude={"device"}),
+        "train": params.train.settings(exclude={"device"}),
         "val_size": params.data.val_size,
         "seed": params.seed,
     }

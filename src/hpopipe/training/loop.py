@@ -2,8 +2,8 @@
 
 Data stays in memory as tensors and is batched by slicing a shuffled index,
 which for tables is several times faster than a DataLoader. Every epoch can
-be checkpointed atomically (model, optimiser, RNG states, early-stopping
-state), so a killed run continues where it stopped.
+be checkpointed atomically (model, optimiser, learning-rate schedule, RNG
+states, early-stopping state), so a killed run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig, check_metric_fits_task
-from hpopipe.config.routes import train_settings
+from hpopipe.config.routes import OPTIMIZERS, SCHEDULES, train_settings
 from hpopipe.errors import HpopipeError, TrainingDiverged, TrainingInterrupted
 from hpopipe.training import checkpoints
 from hpopipe.training.models import build
@@ -94,6 +94,66 @@ def hyper(params: dict[str, Any], cfg: TrainConfig) -> tuple[float, float, int]:
     )
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The optimiser and schedule one run trains with: the train section, overridden by tuned values."""
+
+    lr: float
+    weight_decay: float
+    batch_size: int
+    optimizer: str
+    momentum: float
+    schedule: str
+    step_size: int
+    gamma: float
+
+
+def settings(params: dict[str, Any], cfg: TrainConfig) -> Settings:
+    """Every loop setting, a tuned one (``optimizer``, ``train.schedule``, …) winning over ``cfg``."""
+    tuned = train_settings(params)
+    lr, weight_decay, batch_size = hyper(params, cfg)
+    return Settings(
+        lr,
+        weight_decay,
+        batch_size,
+        str(tuned.get("optimizer", cfg.optimizer)),
+        float(tuned.get("momentum", cfg.momentum)),
+        str(tuned.get("schedule", cfg.schedule)),
+        int(tuned.get("step_size", cfg.step_size)),
+        float(tuned.get("gamma", cfg.gamma)),
+    )
+
+
+def make_optimizer(parameters: Any, s: Settings) -> torch.optim.Optimizer:
+    """The optimiser ``s.optimizer`` names (AdamW, the default, as before the choice existed)."""
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum)
+    if s.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum)
+    raise HpopipeError(f"train.optimizer: {s.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, s: Settings, max_epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch learning-rate schedule, or None for ``none``.
+
+    ``cosine`` anneals over ``train.max_epochs`` whatever a run's own epoch count: a refit that
+    trains for the chosen epoch count then follows the learning rates its trial had.
+    """
+    if s.schedule == "none":
+        return None
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    if s.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    raise HpopipeError(f"train.schedule: {s.schedule!r} is not one of {', '.join(SCHEDULES)}")
+
+
 def predict(model: nn.Module, x: torch.Tensor, task: Task, y_scale: tuple[float, float]) -> np.ndarray:
     """Class probabilities, or values on the original target scale."""
     model.eval()
@@ -120,9 +180,11 @@ class _Loop:
         seed: int,
         device: torch.device,
     ) -> None:
-        lr, weight_decay, self.batch_size = hyper(params, cfg)
+        chosen = settings(params, cfg)
+        self.batch_size = chosen.batch_size
         self.model = model.to(device)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = make_optimizer(model.parameters(), chosen)
+        self.schedule = make_schedule(self.optimizer, chosen, cfg.max_epochs)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if task.kind == "classification" else nn.MSELoss()
         self.generator = torch.Generator().manual_seed(seed)
         self.task, self.device = task, device
@@ -157,6 +219,7 @@ class _Loop:
             "stopped": self.stopped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "best_epoch": self.best_epoch,
             "best_score": self.best_score,
             "best_state": self.best_state,
@@ -168,6 +231,8 @@ class _Loop:
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.schedule is not None and ckpt.get("schedule") is not None:
+            self.schedule.load_state_dict(ckpt["schedule"])
         self.epoch = int(ckpt["epoch"])
         self.stopped = bool(ckpt.get("stopped", False))
         self.best_epoch, self.best_score = int(ckpt["best_epoch"]), float(ckpt["best_score"])
@@ -238,6 +303,8 @@ def fit(
     max_epochs = epochs or cfg.max_epochs
     while loop.epoch < max_epochs and not loop.stopped:
         loss = loop.train_epoch(x_tr, y_tr)
+        if loop.schedule is not None:
+            loop.schedule.step()
         loop.epoch += 1
         row = {"epoch": float(loop.epoch), "train_loss": loss}
         if val is not None and x_val is not None:
