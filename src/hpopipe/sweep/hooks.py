@@ -1,4 +1,4 @@
-"""What runs after every trial: progress lines, graceful stops, backups and user hooks."""
+"""What runs after every trial: progress lines, graceful stops, backups, the scratch bound, user hooks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hpopipe import metrics, workspace
 from hpopipe.config import Params
 from hpopipe.plugins import load_callable
 from hpopipe.sweep.backup import backup_sqlite
+from hpopipe.sweep.scratch import scratch_bound
 
 log = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -82,5 +83,6 @@ def after_trial_hooks(
             backup_sqlite(source, backup_dir)
 
         hooks.append(backup)
+    hooks.append(scratch_bound(params))  # before user hooks: they see scratch as bounded
     hooks += [load_callable(ref, "hpo.callbacks") for ref in params.hpo.callbacks]
     return hooks
