@@ -97,7 +97,11 @@ class ScratchBound:
             log.warning("not deleting finished trials' checkpoints: %s", err)
             self.refused = True
             return
-        deleted, freed = checkpoints.discard(folder, gone)
+        try:
+            deleted, freed = checkpoints.discard(folder, gone)
+        except OSError as err:  # scratch space is a courtesy: failing to free it never fails the sweep
+            log.warning("could not delete finished trials' checkpoints in %s: %s", folder, err)
+            return
         if deleted:
             log.debug("scratch: deleted %d checkpoint file(s), %d bytes", deleted, freed)
 
