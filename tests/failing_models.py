@@ -68,3 +68,24 @@ def slow_flaky(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Mo
     if int(params["width"]) == 32:
         raise ValueError("width 32 is not allowed")
     return slow(params, n_features, n_outputs)
+
+
+class _FailsAfterAnEpoch(nn.Module):
+    """Trains one epoch (so its checkpoint is written), then raises in the next one."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.validated = inner, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            self.validated = True
+        elif self.validated:
+            raise RuntimeError("fails in its second epoch")
+        return self.inner(x)
+
+
+def fails_late_when_wide(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """Width 32 fails in its second epoch, after a checkpoint; other widths train as usual."""
+    model = build_mlp(params, n_features, n_outputs)
+    return _FailsAfterAnEpoch(model) if int(params["width"]) == 32 else model

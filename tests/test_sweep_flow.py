@@ -56,14 +56,52 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh database for one test, dropped after; its URL carries a password trust auth ignores."""
+def form() -> str:
+    """How the storage URL carries its secret; the canary test parametrizes it (test_secrets' forms)."""
+    return "plain"
+
+
+@pytest.fixture
+def database(form: str) -> Iterator[str]:
+    """A fresh database for one test, dropped after; its URL carries a password trust auth ignores.
+
+    With ``form`` ``mlflow-tracking-uri`` the study's URL has none and a second database, for
+    MLflow, gets it (see :func:`form_env`).
+    """
     name = f"hpopipe_test_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE DATABASE {name}")
+    names = [name, f"{name}_mlflow"] if form == "mlflow-tracking-uri" else [name]
+    for each in names:
+        _admin(f"CREATE DATABASE {each}")
     try:
-        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{name}"
+        yield storage_url(form, name)
     finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for each in names:
+            _admin(f"DROP DATABASE IF EXISTS {each} WITH (FORCE)")
+
+
+def storage_url(form: str, name: str) -> str:
+    from tests.test_secrets import QUERY_PW, USERINFO_PW
+
+    pg = "127.0.0.1:5432"
+    if form == "userinfo-slash-at":
+        return f"postgresql://postgres:{USERINFO_PW}@{pg}/{name}"
+    if form == "query":
+        return f"postgresql://postgres@{pg}/{name}?sslmode=disable&password={QUERY_PW}"
+    if form == "mlflow-tracking-uri":
+        return f"postgresql://postgres@{pg}/{name}"
+    return f"postgresql://postgres:{PASSWORD}@{pg}/{name}"
+
+
+@pytest.fixture
+def form_env(form: str, database: str) -> dict[str, str]:
+    """What else the form puts in the workers' environment: MLflow tracking to PostgreSQL."""
+    if form != "mlflow-tracking-uri":
+        return {}
+    from tests.test_secrets import MLFLOW_PW
+
+    name = database.rsplit("/", 1)[1]
+    uri = f"postgresql://postgres:{MLFLOW_PW}@127.0.0.1:5432/{name}_mlflow"
+    return {"HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": uri}
 
 
 # ---------------------------------------------------------------- the project and the pool
@@ -122,7 +160,7 @@ def pool(server: Server) -> str:
 
 @pytest.fixture
 def workers(
-    server: Server, pool: str, database: str, tmp_path: Path
+    server: Server, pool: str, database: str, form_env: dict[str, str], tmp_path: Path
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Two Prefect workers on the pool, one flow run at a time each: two machines.
 
@@ -137,7 +175,7 @@ def workers(
                 procs.append(
                     subprocess.Popen(
                         [*cmd, "--name", f"machine-{i}"],
-                        env=_env(server, database),
+                        env=_env(server, database, **form_env),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -152,13 +190,13 @@ def workers(
 # ---------------------------------------------------------------- running and reading the sweep
 
 
-def start_sweep(root: Path, server: Server, storage: str) -> subprocess.Popen[str]:
+def start_sweep(root: Path, server: Server, storage: str, **extra: str) -> subprocess.Popen[str]:
     """The sweep flow with two workers, run in its own process as a user would run it."""
     code = f"from flows.sweep import sweep; sweep(project_dir={str(root)!r}, n_workers=2, timeout_s=500)"
     return subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=root,
-        env=_env(server, storage),
+        env=_env(server, storage, **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -356,3 +394,60 @@ def test_the_hpo_stage_fans_out_through_the_pool_with_backend_prefect(
     assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
     assert (project / "artifacts/hpo/trials.csv").exists()
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- every URL form, read back from Prefect
+
+
+def _every_page(read: Any, **kwargs: Any) -> list[Any]:
+    """All the objects a Prefect read method returns, page by page (the server caps a page at 200)."""
+    found: list[Any] = []
+    while True:
+        page = read(limit=200, offset=len(found), **kwargs)
+        found += page
+        if len(page) < 200:
+            return found
+
+
+def prefect_record(client: Any) -> str:
+    """Everything the Prefect server holds, as JSON: every flow run (parameters, names, state
+    messages, job variables), task run, artifact, log line, deployment, variable and block."""
+    objects = [
+        *_every_page(client.read_flow_runs),
+        *_every_page(client.read_task_runs),
+        *_every_page(client.read_artifacts),
+        *_every_page(client.read_logs),
+        *_every_page(client.read_deployments),
+        *_every_page(client.read_block_documents),
+        *client.read_variables(),
+    ]
+    return "\n".join(o.model_dump_json() for o in objects)
+
+
+@pytest.mark.parametrize("form", ["userinfo-slash-at", "query", "mlflow-tracking-uri"])
+def test_no_url_form_leaks_into_prefect(
+    form: str,
+    project: Path,
+    workers: list[Any],
+    server: Server,
+    client: Any,
+    database: str,
+    form_env: dict[str, str],
+) -> None:
+    """A sweep per URL form of test_secrets; the canary is in no artifact, parameter or log line."""
+    from tests.test_secrets import CANARIES
+
+    out = finish(start_sweep(project, server, database, **form_env))
+    assert "Finished in state Completed" in out, out[-3000:]
+
+    parent, children = sweep_runs(client)
+    assert parent.state.is_completed() and len(children) == 2
+    assert "**Storage:** `" in summary_of(client, parent.id)  # the artifact was written, and searched
+    worker_logs = logs_of(client, [r.id for r in children])
+    assert "trial" in worker_logs  # the workers' output reached Prefect's logs, and was searched
+    record = prefect_record(client)
+    worker_files = [p.read_text(errors="replace") for p in project.parent.glob("machine-*.log")]
+    assert [c for c in CANARIES if c in record] == []
+    assert [c for c in CANARIES if c in out or any(c in text for text in worker_files)] == []
+    if form == "mlflow-tracking-uri":  # the workers did track there: the canary was in play
+        assert "CANARYMLFLOW" in form_env["MLFLOW_TRACKING_URI"]

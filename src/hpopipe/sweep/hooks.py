@@ -1,5 +1,5 @@
-"""What runs after every trial (progress lines, graceful stops, backups, user hooks, new-best
-hooks) and once when the sweep ends (``hpo.on_sweep_end``)."""
+"""What runs after every trial (progress lines, graceful stops, backups, the scratch bound, user
+hooks, new-best hooks) and once when the sweep ends (``hpo.on_sweep_end``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import metrics, workspace
-from hpopipe.config import SweepParams
+from hpopipe.config import Params, SweepParams
 from hpopipe.plugins import load_callable
 from hpopipe.sweep.backup import backup_sqlite
+from hpopipe.sweep.scratch import scratch_bound
 
 log = logging.getLogger(__name__)
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -113,6 +114,8 @@ def after_trial_hooks(
             backup_sqlite(source, backup_dir)
 
         hooks.append(backup)
+    if isinstance(params, Params):  # external code (SweepParams) keeps no checkpoints of ours
+        hooks.append(scratch_bound(params))  # before user hooks: they see scratch as bounded
     hooks += [load_callable(ref, "hpo.callbacks") for ref in params.hpo.callbacks]
     if params.hpo.on_new_best:
         on_best = [load_callable(ref, "hpo.on_new_best") for ref in params.hpo.on_new_best]

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,18 +144,37 @@ def cleanup(folder: Path, keep: set[str]) -> tuple[int, int]:
     Returns:
         (files deleted, bytes freed)
     """
+    return _delete_files(folder, lambda key: key not in keep)
+
+
+def discard(folder: Path, hashes: set[str]) -> tuple[int, int]:
+    """Delete the checkpoint files in ``folder`` of exactly the params hashes in ``hashes``.
+
+    The sweep's scratch bound (:mod:`hpopipe.sweep.scratch`) names what may go rather than
+    what stays: a file of a trial that started after it looked at the study is not its to judge.
+
+    Returns:
+        (files deleted, bytes freed)
+    """
+    return _delete_files(folder, lambda key: key in hashes)
+
+
+def _delete_files(folder: Path, doomed: Callable[[str], bool]) -> tuple[int, int]:
     if not folder.is_dir():
         return 0, 0
     deleted = freed = 0
     for path in sorted(folder.iterdir()):
         key = owner(path.name)
-        if key is None or key in keep:
+        if key is None or not doomed(key):
             continue
         if path.is_symlink() or not path.is_file():
             log.warning("cleanup: leaving %s alone (not a regular file)", path)
             continue
-        size = path.stat().st_size
-        path.unlink()
+        try:  # another worker of the sweep may have deleted it a moment ago
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
         deleted, freed = deleted + 1, freed + size
     return deleted, freed
 
