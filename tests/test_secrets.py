@@ -24,6 +24,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
+from tests.canaries import CANARIES, MLFLOW_PW, QUERY_PW, USERINFO_PW
 from tests.conftest import REPO, TINY_PARAMS, make_project, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -87,14 +88,6 @@ def test_a_canary_password_leaks_nowhere(tmp_path: Path, postgres_url: str) -> N
 
 
 # ---------------------------------------------------------------- every URL form, one sweep each
-
-# Each canary is one token in upper case, found by that token whether a log quotes it percent-encoded
-# or decoded. '%40' is '@': SQLAlchemy splits the userinfo at the first literal '@', so a password
-# holding one must be percent-encoded to connect at all (masking handles a literal one too).
-USERINFO_PW = "pw/CANARYUSERINFO%40x:1"
-QUERY_PW = "CANARYQUERY-8888"
-MLFLOW_PW = "pw/CANARYMLFLOW-7"
-CANARIES = ("CANARYUSERINFO", "CANARYQUERY", "CANARYMLFLOW")
 
 
 @pytest.fixture

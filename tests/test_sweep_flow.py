@@ -27,6 +27,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from tests.canaries import CANARIES, MLFLOW_PW, QUERY_PW, USERINFO_PW
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 from tests.prefect_server import Server, stop
 
@@ -80,8 +81,6 @@ def database(form: str) -> Iterator[str]:
 
 
 def storage_url(form: str, name: str) -> str:
-    from tests.test_secrets import QUERY_PW, USERINFO_PW
-
     pg = "127.0.0.1:5432"
     if form == "userinfo-slash-at":
         return f"postgresql://postgres:{USERINFO_PW}@{pg}/{name}"
@@ -97,8 +96,6 @@ def form_env(form: str, database: str) -> dict[str, str]:
     """What else the form puts in the workers' environment: MLflow tracking to PostgreSQL."""
     if form != "mlflow-tracking-uri":
         return {}
-    from tests.test_secrets import MLFLOW_PW
-
     name = database.rsplit("/", 1)[1]
     uri = f"postgresql://postgres:{MLFLOW_PW}@127.0.0.1:5432/{name}_mlflow"
     return {"HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": uri}
@@ -435,8 +432,6 @@ def test_no_url_form_leaks_into_prefect(
     form_env: dict[str, str],
 ) -> None:
     """A sweep per URL form of test_secrets; the canary is in no artifact, parameter or log line."""
-    from tests.test_secrets import CANARIES
-
     out = finish(start_sweep(project, server, database, **form_env))
     assert "Finished in state Completed" in out, out[-3000:]
 
