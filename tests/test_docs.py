@@ -271,13 +271,16 @@ def test_every_project_path_shown_exists(page: Path) -> None:
 
 @cache
 def defined_names(module: Path) -> frozenset[str]:
-    """Top-level names a module defines (functions, classes, assignments, imports)."""
+    """Top-level names a module defines (functions, classes, assignments, imports), and the names
+    a literal ``__all__`` lists (the package's lazy API: tests/test_api.py checks they load)."""
     names: set[str] = set()
     for node in ast.parse(module.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                names.update(ast.literal_eval(node.value))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
         elif isinstance(node, ast.ImportFrom | ast.Import):
