@@ -51,6 +51,26 @@ def test_run_on_a_finished_pipeline_runs_nothing_and_returns_what_dvc_repro_wrot
         result.study_name = "other"  # type: ignore[misc]
 
 
+def test_a_rerun_refit_through_dvc_writes_the_metrics_dvc_repro_wrote(copy: Path, finished: Path) -> None:
+    # A refit setting that does not change the model (tracking is off) makes DVC run refit again.
+    result = hpopipe.run(overrides={"refit.log_model": False}, cwd=copy)
+    assert result.ran[0] == "refit" and "hpo" not in result.ran and result.experiment
+    assert result.test_metrics == _json(finished / "metrics/test.json")  # what `dvc repro` wrote
+    assert (copy / "metrics/test.json").read_bytes() == (finished / "metrics/test.json").read_bytes()
+
+
+def test_run_refuses_what_is_not_a_project(tmp_path: Path) -> None:
+    with pytest.raises(HpopipeError, match="not found"):
+        hpopipe.run(cwd=tmp_path)
+    (tmp_path / "params.yaml").write_text(TINY_PARAMS)
+    with pytest.raises(HpopipeError, match=r"no dvc\.yaml"):
+        hpopipe.run(cwd=tmp_path)
+    with pytest.raises(HpopipeError, match=r"the stages read params\.yaml"):
+        hpopipe.run("other.yaml", cwd=tmp_path)
+    with pytest.raises(HpopipeError, match="dotted"):
+        hpopipe.run(overrides={"hpo n_trials": 3}, cwd=tmp_path)
+
+
 def test_best_config_reads_the_selected_configuration(finished: Path, tmp_path: Path) -> None:
     expected = yaml.safe_load((finished / "artifacts/best/config.yaml").read_text())
     assert hpopipe.best_config(finished) == expected

@@ -78,8 +78,8 @@ def run(
             no ``params.yaml``/``dvc.yaml`` there.
         StageError: a stage failed; the message names the stage and its one-line reason.
     """
-    root = _project_root(params, cwd)
     settings = override_args(overrides or {})
+    root = _project_root(params, cwd)
     if settings:
         check_overrides(root / PARAMS_FILE, settings)
         cmd = dvc("exp", "run", *[arg for s in settings for arg in ("--set-param", s)])
