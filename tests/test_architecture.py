@@ -64,7 +64,8 @@ def test_the_library_never_imports_the_flows_folder() -> None:
     assert _importers("flows") == set()
     # importlib serves two purposes: user code named in params.yaml ("package.module:function"), and
     # the package's public names loaded on first use (so neither `import hpopipe` nor a stage's DVC
-    # deps pull in the ask/tell API: a function-level import would count as a dependency).
+    # deps pull in the ask/tell API or `hpopipe.run`: a function-level import would count as a
+    # dependency).
     assert _importers("importlib") == {"src/hpopipe/plugins.py", "src/hpopipe/__init__.py"}
 
 

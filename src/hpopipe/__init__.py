@@ -1,7 +1,8 @@
 """hpopipe: reproducible hyperparameter optimisation for PyTorch as a DVC pipeline.
 
 The public Python API is loaded on first use (module ``__getattr__``), so ``import hpopipe``
-stays cheap: no Optuna, torch or MLflow until a name below is touched.
+stays cheap: no Optuna, torch, MLflow or DVC until a name below is touched. A stage that imports
+``hpopipe.<module>`` runs this file, and must not load (nor list as DVC deps) the API's modules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _LAZY = {
+    "run": "hpopipe.api",
+    "best_config": "hpopipe.api",
+    "RunResult": "hpopipe.api",
     "connect": "hpopipe.sweep.external",
     "Sweep": "hpopipe.sweep.external",
     "Trial": "hpopipe.sweep.external",
@@ -20,9 +24,20 @@ _LAZY = {
     "consumes": "hpopipe.consumption",
 }
 
-__all__ = ["Sweep", "SweepStopped", "Trial", "__version__", "connect", "consumes"]
+__all__ = [
+    "RunResult",
+    "Sweep",
+    "SweepStopped",
+    "Trial",
+    "__version__",
+    "best_config",
+    "connect",
+    "consumes",
+    "run",
+]
 
 if TYPE_CHECKING:
+    from hpopipe.api import RunResult, best_config, run
     from hpopipe.consumption import consumes
     from hpopipe.errors import SweepStopped
     from hpopipe.sweep.external import Sweep, Trial, connect

@@ -333,6 +333,8 @@ class HpoConfig(_Strict):
     max_failures: Count = Field(default=5, ge=1)
     checkpoint_dir: Path = Path(".hpopipe/checkpoints")
     fresh: bool = False
+    # auto: a new study starts with the fitting finished trials of earlier ones (sweep/warm_start.py)
+    warm_start: Literal["auto", "none"] = "auto"
     backup_dir: Path | None = None
     # Scale-out (README "Parallel and distributed sweeps"): none of these changes the study's identity.
     n_workers: Count = Field(default=1, ge=1, le=256)

@@ -120,7 +120,7 @@ def run_stage(
     if code is None:
         raise StageError(f"stage '{stage}': timed out after {timeout_s:g} s and was stopped", retryable=False)
     if code != 0:
-        raise _stage_failure(stage, code, lines)
+        raise stage_failure(stage, code, lines)
     outcome = _classify(stage, lines, time.monotonic() - started)
     logger.info("stage %s: %s (%.1f s)", stage, outcome.detail, outcome.seconds)
     return outcome
@@ -135,7 +135,7 @@ def _classify(stage: str, lines: Sequence[str], seconds: float) -> StageOutcome:
     return StageOutcome(stage, "cached", seconds, "cached (up to date)")
 
 
-def _stage_failure(stage: str, code: int, lines: Sequence[str]) -> StageError:
+def stage_failure(stage: str, code: int, lines: Sequence[str]) -> StageError:
     """The most useful line of a failed run: the stage's own one-line error, else DVC's."""
     ours = [line for line in lines if line.startswith("hpopipe: error:")]
     dvcs = [line for line in lines if line.startswith("ERROR:")]

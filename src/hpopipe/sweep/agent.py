@@ -22,8 +22,9 @@ from hpopipe.names import check_name
 from hpopipe.sweep.lifecycle import worker_id
 from hpopipe.sweep.runner import join
 from hpopipe.sweep.signals import GracefulStop
-from hpopipe.sweep.storage import open_storage, resolve
+from hpopipe.sweep.storage import budget_lock, open_storage, resolve
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
+from hpopipe.sweep.warm_start import warm_start
 from hpopipe.tracking import make_tracker
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
             raise HpopipeError(f"{path}: not found (run `dvc repro prepare` or `dvc pull` in this checkout)")
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
     params = loaded.for_task(schema["task"])  # as the hpo stage does: the same study name
-    name = study_name(params, data_fingerprint(train, schema))
+    fingerprint = data_fingerprint(train, schema)
+    name = study_name(params, fingerprint)
     if study is not None and study != name:
         raise HpopipeError(
             f"--study: {study!r} is not the sweep this checkout describes ({name}): "
@@ -58,7 +60,10 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     _threads()
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
-    study_ = open_study(params, name, open_storage(spec))
+    storage = open_storage(spec)
+    study_ = open_study(params, name, storage)
+    with budget_lock(spec, storage, name):  # a worker that starts the study first warm-starts it (once)
+        warm_start(study_, params, fingerprint)
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason

@@ -118,10 +118,18 @@ def _refuse_while_running(path: Path, grace_s: float) -> None:
         storage.engine.dispose()
 
 
+BACKUP_MARK = "_backup-"
+
+
+def is_backup(study_name: str) -> bool:
+    """A copy made by ``hpo.fresh`` or ``hpopipe resume``: not a study of its own."""
+    return BACKUP_MARK in study_name
+
+
 def backup_name(study_name: str, storage: str | optuna.storages.BaseStorage) -> str:
     """The next free ``<name>_backup-<n>`` in a storage."""
     existing = set(optuna.study.get_all_study_names(storage))
     n = 0
-    while f"{study_name}_backup-{n}" in existing:
+    while f"{study_name}{BACKUP_MARK}{n}" in existing:
         n += 1
-    return f"{study_name}_backup-{n}"
+    return f"{study_name}{BACKUP_MARK}{n}"

@@ -14,10 +14,24 @@ from optuna.trial import FrozenTrial, TrialState
 # Counted toward hpo.n_trials: a pruned trial used its share of the budget too.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
+# User attribute of a trial copied from an earlier study when this one began (warm start):
+# ``"<study>#<number>"``. It was not run by this sweep, so it never counts toward the budget.
+WARM_START_FROM = "warm_start_from"
+
+
+def warm_started(trial: FrozenTrial) -> bool:
+    """A trial added from an earlier study: knowledge for the sampler, not one of this sweep's runs."""
+    return WARM_START_FROM in trial.user_attrs
+
+
+def own(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials this sweep ran itself: all but the warm-started ones."""
+    return [t for t in trials if not warm_started(t)]
+
 
 def count_finished(trials: Iterable[FrozenTrial]) -> int:
-    """How many of ``trials`` count toward the budget."""
-    return sum(t.state in FINISHED for t in trials)
+    """How many of ``trials`` count toward the budget (warm-started trials never do)."""
+    return sum(t.state in FINISHED for t in own(trials))
 
 
 def count_finished_states(counts: Mapping[str, int]) -> int:
@@ -27,7 +41,7 @@ def count_finished_states(counts: Mapping[str, int]) -> int:
 
 def finished_in(study: optuna.Study) -> int:
     """How many of the study's trials count toward the budget."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return count_finished(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def budget_met(done: int, n_trials: int) -> bool:

@@ -18,9 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
-from hpopipe.sweep.budget import first_positions
+from hpopipe.sweep.budget import first_positions, own
 from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
+from hpopipe.sweep.warm_start import REUSED_FROM, WARM_STARTED
 
 
 def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:
@@ -28,11 +29,14 @@ def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:
 
     A study may hold more (``dvc exp run -S hpo.n_trials=35`` grew it); the hpo stage's
     outputs must be a function of its deps and params, so that ``dvc repro -f`` and a
-    run-cache restore agree byte for byte.
+    run-cache restore agree byte for byte. Trials added from earlier studies (warm start) are
+    left out: they steered the sampler, but the exports - and so what CV and select may choose
+    from - are the trials this sweep ran (reused results included, marked ``reused_from``).
     """
-    trials = study.get_trials(deepcopy=False)
+    every = study.get_trials(deepcopy=False)
+    trials = own(every)
     keep = first_positions(trials, n_trials, lambda t: sweep_position(study, t))
-    if len(keep) == len(trials):
+    if len(keep) == len(every):
         return study
     numbers = frozenset(keep)
     return TrialsView(study, lambda t: t.number in numbers)
@@ -51,8 +55,10 @@ def _values(study: optuna.Study, t: FrozenTrial) -> dict[str, Any]:
 
 
 def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
-    """One row per trial: number, state, value, duration, best epoch, one column per parameter."""
+    """One row per trial: number, state, value, duration, best epoch, one column per parameter,
+    and ``reused_from`` when a trial took an earlier study's result (see sweep/warm_start.py)."""
     rows, trials = [], study.get_trials(deepcopy=False)
+    reused = any(REUSED_FROM in t.user_attrs for t in trials)  # the column only when it says something
     for t in trials:
         duration = (
             (t.datetime_complete - t.datetime_start).total_seconds()
@@ -67,9 +73,11 @@ def export_trials(study: optuna.Study, names: list[str]) -> pd.DataFrame:
             "best_epoch": t.user_attrs.get("best_epoch"),
         }
         row.update({f"params_{n}": t.params.get(n) for n in names})
+        if reused:
+            row[REUSED_FROM] = t.user_attrs.get(REUSED_FROM)
         rows.append(row)
     columns = ["number", "state", *_value_columns(study), "duration_s", "best_epoch"]
-    columns += [f"params_{n}" for n in names]
+    columns += [f"params_{n}" for n in names] + ([REUSED_FROM] if reused else [])
     frame = pd.DataFrame(rows, columns=columns)
     frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # pruned/failed trials have none
     for name in names:  # an attempt killed before its parameters were written has none: 2, not 2.0
@@ -160,7 +168,20 @@ def statistics(study: optuna.Study) -> dict[str, Any]:
         "best_value": ranked[0].value if ranked else None,
         "best_trial": ranked[0].number if ranked else None,
         **_front_size(study, ranked),
+        **_earlier(study, trials),
     }
+
+
+def _earlier(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, int]:
+    """What came from earlier studies: trials added by the warm start, results reused.
+
+    Only when there was any, so the outputs of a sweep that started cold stay as they were.
+    """
+    found = {
+        "warm_started": int(study.user_attrs.get(WARM_STARTED, 0)),
+        "reused": sum(REUSED_FROM in t.user_attrs for t in trials),
+    }
+    return {key: n for key, n in found.items() if n}
 
 
 def _directions(study: optuna.Study) -> dict[str, Any]:
@@ -190,4 +211,5 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "n_trials": len(trials),
         **counts,
         **_front_size(study, ranked),
+        **_earlier(study, trials),
     }

@@ -15,6 +15,7 @@ from hpopipe.sweep import objectives, pareto
 from hpopipe.sweep.recovery import CHECKPOINT, INTERRUPTED, RETRY_OF, mark_interrupted
 from hpopipe.sweep.sampling import pruning_steps
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
+from hpopipe.sweep.warm_start import REUSED_FROM, Reuse, Reused
 from hpopipe.tracking import NullTracker
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, TrainingInterrupted, fit
@@ -31,9 +32,10 @@ class Objective:
         study: str,
         tracker: NullTracker,
         stop: Callable[[], bool] | None = None,
+        reuse: Reuse | None = None,
     ) -> None:
         self.params, self.data, self.study = params, data, study
-        self.tracker, self.stop = tracker, stop
+        self.tracker, self.stop, self.reuse = tracker, stop, reuse
 
     def stopped(self) -> bool:
         """True once a graceful stop was requested."""
@@ -43,6 +45,9 @@ class Objective:
         sampled, seed = sample_trial(trial, self.params)
         phash = checkpoints.params_hash(sampled, seed)
         trial.set_user_attr(CHECKPOINT, phash)
+        reused = self.reuse.find(sampled) if self.reuse is not None else None
+        if reused is not None:  # trained before, by an earlier study with the same setting and code
+            return self._take(trial, sampled, reused)
         state, started = "FAIL", time.perf_counter()
         pruned: optuna.TrialPruned | None = None
         with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
@@ -70,6 +75,23 @@ class Objective:
         return objectives.trial_values(
             self.params, self.data.task, result.model, self.data.val, result.y_scale, result.best_score
         )
+
+    def _take(
+        self, trial: optuna.Trial, sampled: dict[str, Any], reused: Reused
+    ) -> float | tuple[float, ...]:
+        """An earlier trial's result as this trial's: its curve (for the pruner of later trials),
+        best epoch and value(s); never pruned, since its whole run is known."""
+        trial.set_user_attr(REUSED_FROM, reused.origin)
+        if reused.best_epoch is not None:
+            trial.set_user_attr("best_epoch", reused.best_epoch)
+        if not pareto.is_multi_objective(self.params):
+            for step, value in sorted(reused.intermediate_values.items()):
+                trial.report(value, step)
+        with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
+            self.tracker.set_tags(
+                {"state": "COMPLETE", "trial": str(trial.number), REUSED_FROM: reused.origin}
+            )
+        return reused.values[0] if len(reused.values) == 1 else reused.values
 
     def _fit(self, trial: optuna.Trial, sampled: dict[str, Any], seed: int, phash: str) -> FitResult:
         return fit(

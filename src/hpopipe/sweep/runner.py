@@ -31,6 +31,7 @@ from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
 from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, sweep_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
+from hpopipe.sweep.warm_start import Reuse, warm_start
 from hpopipe.sweep.workers import budget_of, fail_stale, spawn_local, wait_forwarding_stop, work
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.training import checkpoints
@@ -80,6 +81,7 @@ def sweep(
     study = open_study(params, name, storage)
     _begin(study, params)
     with budget_lock(spec, storage, name):
+        warm_start(study, params, fingerprint)  # a new study only, before any worker asks
         fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
     _log_plan(study, params.hpo.n_trials)
     tags = {
@@ -209,7 +211,8 @@ def join(
     task = task_of(schema, params.hpo.metric)
     objectives.check_objectives_fit(params, task)
     data = split_validation(x, y, task, params.data.val_size, derive_seed(params.seed, "validation"))
-    objective = Objective(params, data, study.study_name, tracker, stop)
+    reuse = Reuse.of(study, params, data_fingerprint(train, schema))
+    objective = Objective(params, data, study.study_name, tracker, stop, reuse)
     try:
         return work(study, spec, objective, budget_of(params), hooks, stop or (lambda: False), wid)
     finally:

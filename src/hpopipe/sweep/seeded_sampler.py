@@ -16,6 +16,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.seeding import derive_seed
+from hpopipe.sweep.budget import warm_started
 from hpopipe.sweep.optuna_internals import all_trials, inherit_sampler_state, pin_to_position, random_states
 from hpopipe.sweep.recovery import INTERRUPTED, RETRY_OF
 
@@ -33,11 +34,14 @@ def sweep_position(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> in
     A retry inherits its origin's place (its ``position`` attribute). Otherwise it is the
     number of earlier trials that hold a place, counted over the whole study, never over
     the bracket-filtered view Optuna hands a sampler under Hyperband (which counted 0, 1,
-    0, ... and so proposed the same configuration twice).
+    0, ... and so proposed the same configuration twice). Trials added from earlier studies
+    (warm start) hold no place: the sweep's first own trial is at 0 with or without them.
     """
     if POSITION in trial.user_attrs:
         return int(trial.user_attrs[POSITION])
-    return sum(1 for t in all_trials(study) if t.number < trial.number and not replaced(t))
+    return sum(
+        1 for t in all_trials(study) if t.number < trial.number and not replaced(t) and not warm_started(t)
+    )
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -46,8 +50,9 @@ def counts(trial: FrozenTrial) -> bool:
 
 
 def bracket_position(study: optuna.Study, trial: FrozenTrial) -> int | None:
-    """Hyperband's view: the trial's sweep position, or None for a replaced attempt."""
-    return None if replaced(trial) else sweep_position(study, trial)
+    """Hyperband's view: the trial's sweep position, or None for a replaced attempt or a
+    warm-started trial (it ran under another pruner's brackets)."""
+    return None if replaced(trial) or warm_started(trial) else sweep_position(study, trial)
 
 
 class SeededSampler(BaseSampler):

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.budget import budget_met, count_finished_states
+from hpopipe.sweep.budget import budget_met, count_finished_states, own
 from hpopipe.sweep.progress import best_trial, format_duration, format_value
 from hpopipe.sweep.storage import check_study_file
 
@@ -84,7 +84,7 @@ def read_status(
         loaded = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise HpopipeError(f"--study: no study named {name!r} in {where}") from None
-    trials = loaded.get_trials(deepcopy=False)
+    trials = own(loaded.get_trials(deepcopy=False))  # warm-started trials are not this sweep's
     best = best_trial(loaded)
     sweep = lifecycle.sweep_record(loaded)
     state = "pending" if not trials and sweep["state"] == "running" else str(sweep["state"])

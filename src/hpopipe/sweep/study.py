@@ -26,20 +26,37 @@ def study_name(params: Params, data_fingerprint: str) -> str:
     extends the same study instead of starting a new one.
     """
     identity = {
-        "data": data_fingerprint,
-        "model": params.model.model_dump(mode="json"),
+        **_setting(params, data_fingerprint),
         "space": {k: v.model_dump(mode="json") for k, v in params.search_space.items()},
         "sampler": params.hpo.sampler.model_dump(mode="json"),
         "pruner": params.hpo.pruner.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{checkpoints.safe_name(params.model.label)}-{digest}"
+
+
+def setting_key(params: Params, data_fingerprint: str) -> str:
+    """A hash of what makes two studies' trial values comparable: the study's identity without
+    the search space, sampler and pruner (data, model, training settings, split, seed, metric).
+
+    Studies with the same key may share finished trials (:mod:`hpopipe.sweep.warm_start`).
+    """
+    setting = json.dumps(_setting(params, data_fingerprint), sort_keys=True)
+    return hashlib.sha256(setting.encode()).hexdigest()[:16]
+
+
+def _setting(params: Params, data_fingerprint: str) -> dict[str, object]:
+    setting: dict[str, object] = {
+        "data": data_fingerprint,
+        "model": params.model.model_dump(mode="json"),
         "metric": params.hpo.metric,
         "train": params.train.settings(exclude={"device"}),
         "val_size": params.data.val_size,
         "seed": params.seed,
     }
     if params.hpo.metrics is not None:  # only then: single-objective study names stay as they were
-        identity["metrics"] = list(params.hpo.metrics)
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{checkpoints.safe_name(params.model.label)}-{digest}"
+        setting["metrics"] = list(params.hpo.metrics)
+    return setting
 
 
 EXTERNAL = "external"  # the label of a study that only external training code runs

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.config import SweepParams
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
+from hpopipe.sweep.budget import FINISHED, budget_met, count_finished, own
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, queue_retry, retry_attrs
 from hpopipe.sweep.storage import StorageSpec, budget_lock
@@ -141,7 +141,7 @@ def next_trial(study: optuna.Study, wid: str, n_trials: int) -> optuna.Trial | s
     Queued trials run even past the budget: they are retries someone asked for
     (``hpopipe resume``); a dead worker's retry always falls within it.
     """
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+    trials = own(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)))
     queued = any(t.state == TrialState.WAITING for t in trials)
     if budget_met(count_finished(trials), n_trials) and not queued:
         return "done"
