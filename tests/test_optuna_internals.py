@@ -303,3 +303,18 @@ def test_nothing_else_touches_optuna_internals() -> None:
         if PRIVATE.search(line)
     ]
     assert not offenders, "Optuna internals outside sweep/optuna_internals.py:\n" + "\n".join(offenders)
+
+
+def test_a_grid_sweep_that_uses_up_its_grid_ends_without_error(tmp_path: Path) -> None:
+    """Our workers tell outside ``study.optimize``; Optuna's grid called ``study.stop()`` on its
+    last point there, which raised (a grid sweep with ``n_trials`` = grid size crashed)."""
+    sampler = PositionalGrid({"x": [0.0, 1.0], "y": [1, 2]}, seed=0)
+    study = optuna.create_study(sampler=sampler, storage=_sqlite(tmp_path))
+    seen = set()
+    for number in range(4):
+        pin_to_position(sampler, number)
+        trial = study.ask()
+        point = (trial.suggest_float("x", 0.0, 1.0), trial.suggest_int("y", 1, 2))
+        study.tell(trial, point[0] + point[1])
+        seen.add(point)
+    assert seen == {(0.0, 1), (0.0, 2), (1.0, 1), (1.0, 2)}

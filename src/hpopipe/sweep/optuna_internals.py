@@ -58,7 +58,7 @@ hpopipe touches an underscore name of Optuna.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -164,6 +164,12 @@ class PositionalGrid(Positional, optuna.samplers.GridSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         super().before_trial(study, renumbered(trial, self.position))
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        """Nothing: Optuna's calls ``study.stop()`` once the grid is used up, which raises outside
+        ``study.optimize`` (our workers tell there). ``hpo.n_trials`` ends a grid sweep."""
 
 
 class PositionalCmaEs(Positional, optuna.samplers.CmaEsSampler):
