@@ -20,7 +20,6 @@ from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, TrainingInterrupted, fit
 from hpopipe.training.split import SweepData
 
-
 INTERMEDIATE = "intermediate_value"  # the MLflow step series of what a trial reported to Optuna, per epoch
 
 
@@ -87,7 +86,12 @@ class Objective:
                 result = self._fit(trial, sampled, seed, phash, reported)
                 self.tracker.log_history(result.history)
                 values = objectives.trial_values(
-                    self.params, self.data.task, result.model, self.data.val, result.y_scale, result.best_score
+                    self.params,
+                    self.data.task,
+                    result.model,
+                    self.data.val,
+                    result.y_scale,
+                    result.best_score,
                 )
                 state = "COMPLETE"
             except optuna.TrialPruned as err:
@@ -103,7 +107,10 @@ class Objective:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
                 self.tracker.log_series(INTERMEDIATE, reported)
                 self.tracker.log_metrics(
-                    {"duration_s": time.perf_counter() - started, **tracked_values(self.params, values, reported, state)}
+                    {
+                        "duration_s": time.perf_counter() - started,
+                        **tracked_values(self.params, values, reported, state),
+                    }
                 )
         if pruned is not None:
             raise pruned
