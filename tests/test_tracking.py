@@ -152,7 +152,9 @@ def tracked_sweep(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
-        study = sweep(parse_params(raw), prepared[0], prepared[1], sqlite_spec(tmp / "s.db"), MlflowTracker("sweep"))
+        study = sweep(
+            parse_params(raw), prepared[0], prepared[1], sqlite_spec(tmp / "s.db"), MlflowTracker("sweep")
+        )
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("sweep")
     assert experiment is not None
