@@ -311,7 +311,7 @@ def test_pruned_trials_curves_are_grey_and_the_selected_trial_stands_out() -> No
                 state=TrialState.PRUNED,
                 params={"x": 0.5},
                 distributions=dists,
-                intermediate_values={1: 0.3 + i / 100},
+                intermediate_values={1: 0.45 - i / 10},  # two below every complete curve
             )
         )
     fig = plots.intermediate_values(study, selected=3, metric="macro_f1")
@@ -324,6 +324,8 @@ def test_pruned_trials_curves_are_grey_and_the_selected_trial_stands_out() -> No
     assert legend is not None
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["complete", "pruned", "trial 3 (selected)"]
+    assert fig.axes[0].get_ylim() == plots.curve_limits(study) == pytest.approx((0.4 - 0.032, 0.8 + 0.032))
+    assert sorted(plots.off_scale(study)) == pytest.approx([0.25, 0.35])  # out of view, named in the caption
     svg = plots.to_svg(fig, "curves")
     assert svg.count('id="curve-') == 7 and "validation macro_f1" in svg
 

@@ -98,8 +98,8 @@ def intermediate_values(study: optuna.Study, selected: int, metric: str) -> Figu
         state = states[number]
         if number == selected:
             line.set(color=HIGHLIGHT, lw=2.0, alpha=1.0, zorder=3, marker="o", ms=3)
-        elif state == TrialState.PRUNED:
-            line.set(color=MUTED, lw=0.8, alpha=0.7, zorder=1, marker="")
+        elif state == TrialState.PRUNED:  # a marker: many are pruned after one epoch, a curve of one point
+            line.set(color=MUTED, lw=0.8, alpha=0.8, zorder=1, marker=".", ms=4)
         else:
             line.set(color=COLOR, lw=1.1, alpha=0.8, zorder=2, marker="")
         line.set_gid(curve_id(number, state))
@@ -108,7 +108,7 @@ def intermediate_values(study: optuna.Study, selected: int, metric: str) -> Figu
         legend.remove()
     handles = [
         Line2D([], [], color=COLOR, lw=1.1, label="complete"),
-        Line2D([], [], color=MUTED, lw=0.8, label="pruned"),
+        Line2D([], [], color=MUTED, lw=0.8, marker=".", ms=4, label="pruned"),
         Line2D([], [], color=HIGHLIGHT, lw=2.0, marker="o", ms=3, label=f"trial {selected} (selected)"),
     ]
     ax.legend(handles=handles, loc="best", frameon=False)
@@ -116,7 +116,44 @@ def intermediate_values(study: optuna.Study, selected: int, metric: str) -> Figu
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_facecolor("white")  # grey curves on ggplot's grey background would vanish
+    ax.grid(color="#e4e7eb")
+    limits = curve_limits(study)
+    if limits is not None:
+        ax.set_ylim(*limits)
     return fig
+
+
+def curve_limits(study: optuna.Study) -> tuple[float, float] | None:
+    """The learning curves' value axis: the range of the complete trials' curves, and a margin.
+
+    A trial pruned after one epoch may have scored far below the rest (it is why it was
+    pruned): on its scale every other curve would be one flat line. Points outside are
+    left out of view; the caption says how many (:func:`off_scale`). None: no complete curve.
+    """
+    values = [
+        v
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for v in t.intermediate_values.values()
+    ]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    margin = 0.08 * (high - low) or 0.01 * (abs(high) or 1.0)
+    return low - margin, high + margin
+
+
+def off_scale(study: optuna.Study) -> list[float]:
+    """The intermediate values outside :func:`curve_limits` (pruned trials' worst epochs)."""
+    limits = curve_limits(study)
+    if limits is None:
+        return []
+    return [
+        v
+        for t in study.get_trials(deepcopy=False)
+        for v in t.intermediate_values.values()
+        if not limits[0] <= v <= limits[1]
+    ]
 
 
 def refit_loss(curve: pd.DataFrame) -> Figure:

@@ -479,10 +479,12 @@ def _curves_figure(sources: Sources) -> str:
         return _note("Learning curves: the sweep's trials reported no per-epoch values (multi-objective).")
     pruned = sum(t.state == TrialState.PRUNED for t in drawn)
     fig = plots.intermediate_values(sources.study, sources.selected_trial, sources.metric)
+    hidden = ", ".join(f"{v:.3g}" for v in sorted(plots.off_scale(sources.study)))
     caption = (
         f"Learning curves of the sweep: validation {sources.metric} per epoch of {len(drawn)} trials "
         f"({pruned} pruned, in grey: each stops at the epoch it was pruned); "
-        f"trial {sources.selected_trial}, selected by cross-validation, in red."
+        f"trial {sources.selected_trial}, selected by cross-validation, in red. The axis spans the "
+        "complete trials' curves" + (f"; pruned epochs that scored outside it: {hidden}." if hidden else ".")
     )
     return _figure(plots.to_svg(fig, "curves"), caption, wide=True)
 
