@@ -21,12 +21,12 @@ from hpopipe.redact import mask_url
 from hpopipe.sweep.objective import INTERMEDIATE, run_name, tracked_values
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import sqlite_spec
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 CHILD = """
 import sys, time
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 tracker = MlflowTracker("crash")
 with tracker.run("doomed"):
     print("started", flush=True)
@@ -103,7 +103,7 @@ def test_runs_left_running_by_a_killed_process_are_closed_on_the_next_start(stor
 
 WRITER = """
 import sys, time
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # every writer starts at the same instant
 tracker = MlflowTracker("shared")
 for i in range(10):
@@ -225,3 +225,21 @@ def test_a_multi_objective_trial_logs_each_objective_by_name() -> None:
     }
     assert tracked_values(params, None, [(1, 0.5), (2, 0.6)], "PRUNED") == {"value": 0.6}
     assert tracked_values(params, None, [], "FAIL") == {}
+
+
+def test_the_retrain_summary_finds_each_stages_run_by_the_first_word_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("HPOPIPE_TRACKING", "on")
+    mlflow.set_tracking_uri(uri)
+    tracker = MlflowTracker()
+    ids = {}
+    for name in ("hpo mlp-0a1b2c3d", "cv mlp-0a1b2c3d", "refit breast_cancer-diagnosis"):
+        with tracker.run(name):
+            ids[name.split(" ")[0]] = tracker.run_id()
+            if name.startswith("hpo"):
+                with tracker.run("trial-0000", nested=True):
+                    pass
+    assert mlflow_run_ids(tmp_path, ["hpo", "cv", "refit", "cleanup"], 0) == ids
