@@ -17,10 +17,12 @@ def main() -> None:
     schema = read_schema(artifacts.SCHEMA)
     params = load_params().for_task(schema.task)  # hpo.metric: auto follows the data
     check_folds(y, schema, params.cv.folds, str(artifacts.TRAIN))
-    ranked = read_ranked(artifacts.RANKED_JSON).trials
+    ranked_file = read_ranked(artifacts.RANKED_JSON)
     task = task_of(schema.plain(), params.hpo.metric)
     tracker = make_tracker()
-    with tracker.run("cv", params={"top_k": params.cv.top_k, "folds": params.cv.folds}):
+    study, ranked = ranked_file.study, ranked_file.trials
+    settings = {"top_k": params.cv.top_k, "folds": params.cv.folds}
+    with tracker.run(f"cv {study}", params=settings, tags={"stage": "cv", "study": study}):
         results = cross_validate(params, ranked, x, y, task, tracker)
     artifacts.write_frame(artifacts.CV_RESULTS, results)
     write_cv(artifacts.metrics_file("cv"), summarise(results, params.hpo.metric))

@@ -8,7 +8,7 @@ from hpopipe.entry import run
 from hpopipe.handoffs.best import read_best
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.refit import refit, save_model
-from hpopipe.served import log_refit_model
+from hpopipe.served import log_refit_model, registered_name
 from hpopipe.tracking import git_commit, make_tracker
 
 
@@ -18,7 +18,8 @@ def main() -> None:
     train_frame = artifacts.read_frame(artifacts.TRAIN)
     train, test = to_arrays(train_frame), to_arrays(artifacts.read_frame(artifacts.TEST))
     tracker = make_tracker()
-    with tracker.run("refit", params={**best.params, "epochs": best.epochs}):
+    name = registered_name(params.refit, params.data)  # the run says which model it is
+    with tracker.run(f"refit {name}", params={**best.params, "epochs": best.epochs}, tags={"stage": "refit"}):
         fitted = refit(best, params.refit, schema, train, test)
         tracker.log_history(fitted.result.history)
         tracker.log_metrics(fitted.tracked_metrics())

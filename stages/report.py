@@ -9,11 +9,11 @@ from hpopipe.report.render import REPORT_HTML, load_sources, plot_frames, plot_p
 
 def main() -> None:
     params = load_params()
-    sources = load_sources(params.model.factory)  # the one factory the model file may name
+    sources = load_sources(params.data, params.model.factory)  # the one factory the model file may name
     frames = plot_frames(sources, params.seed)
     for name, frame in frames.items():
         artifacts.write_frame(plot_path(name), frame)
-    atomic_write_text(REPORT_HTML, render_html(sources, frames))
+    atomic_write_text(REPORT_HTML, render_html(sources, frames, params.seed))
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ def test_workspace_and_temp_experiments_grow_the_workspace_study_by_exactly_n(pr
     assert [t.number for t in after] == list(range(n + 3))
     assert_no_repeats(after)
     assert exp_file(project, "temp", "metrics/hpo.json")["n_trials"] == n + 3
-    names = sorted(r.info.run_name for r in mlflow_runs(project, "temp"))
-    assert names == sorted(["hpo", f"trial-{n + 1}", f"trial-{n + 2}"])  # in the workspace's store
+    names = sorted(r.info.run_name.split(" ")[0] for r in mlflow_runs(project, "temp"))  # "hpo <study>"
+    assert names == sorted(["hpo", f"trial-{n + 1:04d}", f"trial-{n + 2:04d}"])  # in the workspace's store
     assert_copies_gone(project)
 
 
@@ -142,10 +142,10 @@ def test_two_queued_experiments_at_once_share_the_study_and_lose_nothing(project
 
     trial_runs: list[str] = []
     for name in ("small", "large"):
-        names = [r.info.run_name for r in mlflow_runs(project, name)]
+        names = [r.info.run_name.split(" ")[0] for r in mlflow_runs(project, name)]  # "hpo <study>", ...
         assert {"hpo", "cv"} <= set(names)
         trial_runs += [n for n in names if n.startswith("trial-")]
-    assert sorted(trial_runs) == sorted(f"trial-{i}" for i in range(base, large))  # each trial once
+    assert sorted(trial_runs) == sorted(f"trial-{i:04d}" for i in range(base, large))  # each trial once
     assert_copies_gone(project)
 
 

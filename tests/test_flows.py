@@ -158,7 +158,8 @@ def test_a_triggered_run_reproduces_each_stage_as_a_task_and_publishes_a_summary
     line = next(line for line in summary.splitlines() if line.startswith("**MLflow runs:**"))
     ids = dict(re.findall(r"(\w+) `([0-9a-f]{32})`", line))
     tracking = mlflow.MlflowClient(tracking_uri=f"sqlite:///{served}/mlflow.db")
-    assert {stage: tracking.get_run(run_id).info.run_name for stage, run_id in ids.items()} == {
+    # A stage's run name starts with the stage ("hpo mlp-e3b5cd04", "refit breast_cancer-diagnosis").
+    assert {stage: tracking.get_run(run_id).info.run_name.split(" ")[0] for stage, run_id in ids.items()} == {
         "hpo": "hpo",
         "cv": "cv",
         "refit": "refit",

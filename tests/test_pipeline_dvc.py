@@ -67,11 +67,11 @@ def test_first_run_writes_every_output(project: Path) -> None:
 def test_mlflow_has_a_parent_run_per_stage_and_nested_trial_runs(project: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["hpopipe"], output_format="pandas")
-    names = set(runs["tags.mlflow.runName"])
-    assert {"hpo", "cv", "refit"} <= names
-    hpo_id = runs.loc[runs["tags.mlflow.runName"] == "hpo", "run_id"].iloc[0]
-    hpo_run = runs[runs["run_id"] == hpo_id].iloc[0]
     study = json.loads((project / "metrics/hpo.json").read_text())["study"]
+    names = set(runs["tags.mlflow.runName"])  # each stage's run says what it is
+    assert {f"hpo {study}", f"cv {study}", "refit breast_cancer-diagnosis"} <= names
+    hpo_id = runs.loc[runs["tags.mlflow.runName"] == f"hpo {study}", "run_id"].iloc[0]
+    hpo_run = runs[runs["run_id"] == hpo_id].iloc[0]
     assert hpo_run["tags.study"] == study and hpo_run["tags.study_hash"] == study.rsplit("-", 1)[1]
     assert hpo_run["tags.stage"] == "hpo" and len(hpo_run["tags.data_fingerprint"]) == 64
     trials = runs[runs["tags.mlflow.parentRunId"] == hpo_id]
@@ -80,7 +80,7 @@ def test_mlflow_has_a_parent_run_per_stage_and_nested_trial_runs(project: Path) 
     assert (trials["metrics.duration_s"] > 0).all() and set(trials["status"]) == {"FINISHED"}
     client = mlflow.MlflowClient()
     (version,) = client.search_model_versions("name = 'breast_cancer-diagnosis'")  # data file stem, target
-    refit_id = runs.loc[runs["tags.mlflow.runName"] == "refit", "run_id"].iloc[0]
+    refit_id = runs.loc[runs["tags.mlflow.runName"] == "refit breast_cancer-diagnosis", "run_id"].iloc[0]
     assert version.run_id == refit_id
 
 

@@ -22,19 +22,25 @@ import pandas as pd
 import pytest
 import yaml
 from matplotlib import image
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from hpopipe.config import load_params, parse_params
+from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.report import plots, render
 from hpopipe.training import checkpoints
+from hpopipe.training.loop import task_of
+from hpopipe.training.split import split_validation
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
 from tools.importgraph import closure as library_closure
 
 PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
 SNIPPET = yaml.safe_load((REPO / "tests/data/report_stage.yaml").read_text())
 CHROMIUM = Path("/usr/bin/chromium")
-SVG_COUNT = 5  # history, importances, parallel coordinates, learning curves, confusion/residuals
+# history, importances, parallel coordinates (Optuna's), every trial's learning curve (Optuna's,
+# restyled), the refit's loss, the confusion matrix or residuals
+SVG_COUNT = 6
 
 REGRESSION_PARAMS = """\
 seed: 3
@@ -150,7 +156,7 @@ def test_refit_curve_comes_from_a_history_in_the_model_file(classification: Path
     run_stages(root, ["report"])
     curve = plot(root, "refit_curve")
     assert list(curve["epoch"]) == [1, 2] and list(curve["train_loss"]) == [0.6, 0.4]
-    assert "of the refit." in (root / render.REPORT_HTML).read_text()
+    assert "The refit&#x27;s training loss per epoch (2 epochs" in (root / render.REPORT_HTML).read_text()
 
 
 def test_confusion_rows_reproduce_the_test_metrics(classification: Path) -> None:
@@ -211,7 +217,8 @@ def test_conditional_parameters_are_drawn_where_they_were_sampled() -> None:
     study.optimize(conditional, n_trials=10)
     # Importances are computed over the parameters every trial has.
     assert list(render.importance_frame(study, seed=0)["param"]) == ["branch"]
-    svg = plots.to_svg(plots.parallel_coordinates(study.trials, "loss", maximize=False), "parallel")
+    draw = optuna.visualization.matplotlib.plot_parallel_coordinate
+    svg = plots.to_svg(plots.optuna_figure(lambda: draw(study, target_name="loss")), "parallel")
     assert all(f">{name}<" in svg for name in ("branch", "depth", "px", "py", "loss"))
 
 
@@ -248,6 +255,81 @@ def test_report_tables_show_the_pipelines_numbers(classification: Path) -> None:
     assert f"{best['params']['lr']:.4g}" in page
 
 
+@pytest.mark.parametrize(
+    ("which", "heading", "task"),
+    [
+        ("classification", "breast_cancer.csv → diagnosis", "classification (2 classes: benign, malignant)"),
+        ("regression", "synthetic.csv → y", "regression"),
+    ],
+)
+def test_title_block_names_the_data_target_task_and_rows_of_each_split(
+    which: str, heading: str, task: str, request: pytest.FixtureRequest
+) -> None:
+    root: Path = request.getfixturevalue(which)
+    page = html.unescape((root / render.REPORT_HTML).read_text())
+    assert f"<title>hpopipe report: {heading}</title>" in page and f"<h1>{heading}</h1>" in page
+    schema = json.loads((root / "data/prepared/schema.json").read_text())
+    train, test = schema["n_rows"]["train"], schema["n_rows"]["test"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    x, y = to_arrays(pd.read_parquet(root / "data/prepared/train.parquet"))
+    sweep = split_validation(x, y, task_of(schema, "auto"), params["data"].get("val_size", 0.2), 0)
+    fit, val = len(sweep.fit[1]), len(sweep.val[1])  # what the sweep really divided the train rows into
+    (line,) = re.findall(r"<p class='sub data'>(.*?)</p>", page)
+    assert line == (
+        f"Data <code>{params['data']['path']}</code>, target <code>{schema['target']}</code>: {task}. "
+        f"{train + test} rows: {train} train (the sweep fits on {fit} and validates on {val}; "
+        f"cross-validation and the refit use all {train}), {test} test (scored once, by the refit model "
+        "and the baselines)."
+    )
+    assert page.index("<h1>") < page.index("Study <code>")  # the study comes after the data
+
+
+def test_every_trials_curve_is_drawn_pruned_ones_included(classification: Path) -> None:
+    page = (classification / render.REPORT_HTML).read_text()
+    trials = [
+        t for t in study_of(classification).get_trials(states=render.CURVE_STATES) if t.intermediate_values
+    ]
+    drawn = re.findall(r'<g id="curve-(\d+)-(\w+)"', page)
+    assert sorted(drawn) == sorted((str(t.number), t.state.name.lower()) for t in trials)
+
+
+def test_pruned_trials_curves_are_grey_and_the_selected_trial_stands_out() -> None:
+    study = optuna.create_study(direction="maximize")
+    dists: dict[str, BaseDistribution] = {"x": FloatDistribution(0.0, 1.0)}
+    for i in range(4):
+        study.add_trial(
+            create_trial(
+                value=0.5 + i / 10,
+                params={"x": i / 10},
+                distributions=dists,
+                intermediate_values={1: 0.4, 2: 0.5 + i / 10},
+            )
+        )
+    for i in range(3):
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params={"x": 0.5},
+                distributions=dists,
+                intermediate_values={1: 0.45 - i / 10},  # two below every complete curve
+            )
+        )
+    fig = plots.intermediate_values(study, selected=3, metric="macro_f1")
+    lines = {str(line.get_gid()): line for line in fig.axes[0].get_lines()}
+    assert set(lines) == {f"curve-{n}-complete" for n in range(4)} | {f"curve-{n}-pruned" for n in (4, 5, 6)}
+    assert {lines[f"curve-{n}-pruned"].get_color() for n in (4, 5, 6)} == {plots.MUTED}
+    assert lines["curve-3-complete"].get_color() == plots.HIGHLIGHT
+    assert {lines[f"curve-{n}-complete"].get_color() for n in range(3)} == {plots.COLOR}
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["complete", "pruned", "trial 3 (selected)"]
+    assert fig.axes[0].get_ylim() == plots.curve_limits(study) == pytest.approx((0.4 - 0.032, 0.8 + 0.032))
+    assert sorted(plots.off_scale(study)) == pytest.approx([0.25, 0.35])  # out of view, named in the caption
+    svg = plots.to_svg(fig, "curves")
+    assert svg.count('id="curve-') == 7 and "validation macro_f1" in svg
+
+
 @pytest.mark.parametrize(("which", "metric"), [("classification", "macro_f1"), ("regression", "rmse")])
 def test_report_says_in_one_sentence_whether_the_network_beats_gradient_boosting(
     which: str, metric: str, request: pytest.FixtureRequest
@@ -276,9 +358,9 @@ def test_regression_report_draws_residuals(regression: Path) -> None:
 
 def test_the_same_outputs_give_the_same_bytes(classification: Path) -> None:
     with inside(classification):
-        sources = render.load_sources()
+        sources = render.load_sources(load_params().data)
         frames = render.plot_frames(sources, seed=7)
-        again = render.render_html(sources, frames)
+        again = render.render_html(sources, frames, seed=7)
     assert again == (classification / render.REPORT_HTML).read_text()
     for name, frame in frames.items():
         assert frame.to_csv(index=False) == (classification / render.plot_path(name)).read_text()
@@ -291,18 +373,20 @@ def test_a_study_grown_since_the_sweep_does_not_change_the_report(
     copy = tmp_path / "proj"
     shutil.copytree(classification, copy)
     with inside(copy):
-        grown = render.open_study("sqlite", render.load_sources().study.study_name)
+        data = load_params().data
+        grown = render.open_study("sqlite", render.load_sources(data).study.study_name)
         first = grown.trials[0]  # a new, better trial with the same distributions
         grown.add_trial(create_trial(params=first.params, distributions=first.distributions, value=0.999))
-        sources = render.load_sources()
+        sources = render.load_sources(data)
         assert len(sources.study.trials) == len(pd.read_csv(copy / "artifacts/hpo/trials.csv"))
-        page = render.render_html(sources, render.plot_frames(sources, seed=7))
+        page = render.render_html(sources, render.plot_frames(sources, seed=7), seed=7)
     assert page == (classification / render.REPORT_HTML).read_text()
 
 
 def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
+    data = parse_params(yaml.safe_load(TINY_PARAMS)).data
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"^metrics/hpo\.json: not found"):
-        render.load_sources()
+        render.load_sources(data)
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"study\.db: not found"):
         render.open_study("sqlite", "mlp-0")
     assert not (tmp_path / "artifacts").exists()  # reading never creates a storage

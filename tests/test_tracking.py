@@ -1,4 +1,4 @@
-"""MLflow tracking against a real SQLite backend: batching, masking, crash leftovers."""
+"""MLflow tracking against a real SQLite backend: batching, masking, crash leftovers, what a sweep records."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import optuna
 import pytest
+import yaml
+from optuna.trial import TrialState
 
+from hpopipe.config import parse_params
 from hpopipe.redact import mask_url
-from hpopipe.tracking import MlflowTracker
-from tests.conftest import subprocess_env
+from hpopipe.sweep.objective import INTERMEDIATE, run_name, tracked_values
+from hpopipe.sweep.runner import sweep
+from hpopipe.sweep.storage import sqlite_spec
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
+from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 CHILD = """
 import sys, time
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 tracker = MlflowTracker("crash")
 with tracker.run("doomed"):
     print("started", flush=True)
@@ -95,7 +103,7 @@ def test_runs_left_running_by_a_killed_process_are_closed_on_the_next_start(stor
 
 WRITER = """
 import sys, time
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # every writer starts at the same instant
 tracker = MlflowTracker("shared")
 for i in range(10):
@@ -126,3 +134,112 @@ def test_processes_writing_one_fresh_sqlite_store_at_once_all_succeed(tmp_path: 
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 30 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+# ---------------------------------------------------------------- what a sweep records
+
+
+@pytest.fixture(scope="module")
+def tracked_sweep(
+    prepared: tuple[Any, dict], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[optuna.Study, dict[str, Any]]:
+    """A tiny real sweep (complete and pruned trials) tracked to a real SQLite MLflow store."""
+    tmp = tmp_path_factory.mktemp("tracked")
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    raw["hpo"].update(n_trials=6, checkpoint_dir=str(tmp / "ckpt"))
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        study = sweep(
+            parse_params(raw), prepared[0], prepared[1], sqlite_spec(tmp / "s.db"), MlflowTracker("sweep")
+        )
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("sweep")
+    assert experiment is not None
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    return study, {"client": client, "runs": runs}
+
+
+def test_every_trial_run_is_named_by_its_zero_padded_number_under_the_named_hpo_run(
+    tracked_sweep: tuple[optuna.Study, dict[str, Any]],
+) -> None:
+    study, found = tracked_sweep
+    runs = found["runs"]
+    parent = runs[f"hpo {study.study_name}"]
+    trials = {name for name, r in runs.items() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert trials == {f"trial-{t.number:04d}" for t in study.trials}
+    assert run_name(7) == "trial-0007"
+
+
+def test_complete_trials_log_the_value_told_to_optuna_and_their_curve(
+    tracked_sweep: tuple[optuna.Study, dict[str, Any]],
+) -> None:
+    study, found = tracked_sweep
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete
+    for trial in complete:
+        run = found["runs"][f"trial-{trial.number:04d}"]
+        assert run.data.tags["state"] == "COMPLETE"
+        assert run.data.metrics["value"] == pytest.approx(trial.value)  # the best epoch's, not the last's
+        series = found["client"].get_metric_history(run.info.run_id, INTERMEDIATE)
+        assert {m.step: m.value for m in series} == pytest.approx(trial.intermediate_values)
+
+
+def test_pruned_trials_log_their_value_and_intermediate_values(
+    tracked_sweep: tuple[optuna.Study, dict[str, Any]],
+) -> None:
+    study, found = tracked_sweep
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "the tiny sweep should prune a trial"
+    for trial in pruned:
+        run = found["runs"][f"trial-{trial.number:04d}"]
+        assert run.data.tags["state"] == "PRUNED" and run.info.status == "FINISHED"
+        assert run.data.metrics["value"] == pytest.approx(trial.value)  # Optuna's: the last reported value
+        series = found["client"].get_metric_history(run.info.run_id, INTERMEDIATE)
+        assert {m.step: m.value for m in series} == pytest.approx(trial.intermediate_values)
+        assert len(series) >= 1
+
+
+def test_the_hpo_run_logs_the_best_value_and_counts_by_state(
+    tracked_sweep: tuple[optuna.Study, dict[str, Any]],
+) -> None:
+    study, found = tracked_sweep
+    metrics = found["runs"][f"hpo {study.study_name}"].data.metrics
+    by_state = {s: len(study.get_trials(states=(s,))) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
+    assert metrics["n_complete"] == by_state[TrialState.COMPLETE]
+    assert metrics["n_pruned"] == by_state[TrialState.PRUNED] and metrics["n_fail"] == 0
+    assert metrics["best_value"] == pytest.approx(study.best_value)
+    assert metrics["best_trial"] == study.best_trial.number
+
+
+def test_a_multi_objective_trial_logs_each_objective_by_name() -> None:
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["hpo"].update(metrics=["macro_f1", "n_params"], pruner={"name": "none"})
+    params = parse_params(raw)
+    assert tracked_values(params, (0.9, 120.0), [], "COMPLETE") == {
+        "value": 0.9,
+        "value_macro_f1": 0.9,
+        "value_n_params": 120.0,
+    }
+    assert tracked_values(params, None, [(1, 0.5), (2, 0.6)], "PRUNED") == {"value": 0.6}
+    assert tracked_values(params, None, [], "FAIL") == {}
+
+
+def test_the_retrain_summary_finds_each_stages_run_by_the_first_word_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("HPOPIPE_TRACKING", "on")
+    mlflow.set_tracking_uri(uri)
+    tracker = MlflowTracker()
+    ids = {}
+    for name in ("hpo mlp-0a1b2c3d", "cv mlp-0a1b2c3d", "refit breast_cancer-diagnosis"):
+        with tracker.run(name):
+            ids[name.split(" ")[0]] = tracker.run_id()
+            if name.startswith("hpo"):
+                with tracker.run("trial-0000", nested=True):
+                    pass
+    assert mlflow_run_ids(tmp_path, ["hpo", "cv", "refit", "cleanup"], 0) == ids

@@ -412,7 +412,7 @@ def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
     client = MlflowClient(mlflow_server)
     (experiment,) = [e for e in client.search_experiments() if e.name == "hpopipe"]
     runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.info.run_name == "hpo"]
+    (parent,) = [r for r in runs if r.info.run_name.startswith("hpo ")]
     trials = [r for r in runs if r.info.run_name.startswith("trial-")]
     assert len(trials) == len(load_study(workdir, "journal").trials) >= 4
     assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {parent.info.run_id}

@@ -79,7 +79,7 @@ def cross_validate(
     candidates = pareto.candidates(params, ranked)
     rows: list[dict[str, Any]] = []
     for candidate in candidates:
-        with tracker.run(f"cv-trial-{candidate.number}", params=candidate.params, nested=True):
+        with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
             fold_rows = evaluate_candidate(params, candidate, x, y, task)
             scores = [r["score"] for r in fold_rows]
             tracker.log_metrics({"cv_mean": statistics.fmean(scores), "cv_std": statistics.pstdev(scores)})

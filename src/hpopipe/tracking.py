@@ -83,6 +83,9 @@ class NullTracker:
     def log_metrics(self, values: dict[str, float]) -> None:
         """Final metrics of the current run."""
 
+    def log_series(self, key: str, points: Sequence[tuple[int, float]]) -> None:
+        """One metric as a step series of the current run: ``(step, value)`` pairs."""
+
     def set_tags(self, tags: dict[str, str]) -> None:
         """Tags on the current run (e.g. the trial's final state)."""
 
@@ -284,6 +287,10 @@ class MlflowTracker(NullTracker):
     def log_metrics(self, values: dict[str, float]) -> None:
         if self._pending:
             self._pending[-1].metrics += [(k, float(v), 0) for k, v in values.items()]
+
+    def log_series(self, key: str, points: Sequence[tuple[int, float]]) -> None:
+        if self._pending:
+            self._pending[-1].metrics += [(key, float(value), int(step)) for step, value in points]
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self._pending:
@@ -525,6 +532,8 @@ def tracking_off() -> bool:
 def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str, str]:
     """The top-level MLflow run each stage opened since ``since_ms`` (stages that did not run have none).
 
+    A stage's run name starts with the stage's name (``hpo mlp-e3b5cd04``, ``refit penguins-body_mass_g``).
+
     Read-only, for the retrain summary. MLflow is a browsable record, so a store that cannot
     be read costs the summary its run ids, not the retrain its result.
     """
@@ -547,7 +556,8 @@ def mlflow_run_ids(root: Path, stages: Sequence[str], since_ms: int) -> dict[str
         log.warning("MLflow runs not listed (%s)", mask_url(str(err).splitlines()[0]))
         return {}
     return {
-        run.info.run_name: run.info.run_id
+        stage: run.info.run_id
         for run in runs
-        if run.info.run_name in stages and "mlflow.parentRunId" not in run.data.tags
+        if (stage := (run.info.run_name or "").split(" ", 1)[0]) in stages
+        and "mlflow.parentRunId" not in run.data.tags
     }

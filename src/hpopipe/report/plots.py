@@ -1,30 +1,42 @@
 """Matplotlib figures of the report, rendered to inline SVG text.
 
-Figures are built on :class:`matplotlib.figure.Figure` directly, never through
-``pyplot``: no global figure registry, no GUI backend, nothing to close. The
-SVG is made reproducible (fixed id salt, no date) so that re-running the report
-on the same inputs writes the same bytes, and text stays text (``fonttype
-none``): smaller files, and the labels can be searched in the page.
+The sweep's figures are Optuna's own (``optuna.visualization.matplotlib``): optimisation
+history, parameter importances, parallel coordinates and intermediate values. Our code
+only adapts them: the same size and labels as the rest of the page, and in the
+intermediate values, each curve styled by its trial's state (pruned trials grey, the
+selected trial highlighted) where Optuna gives every trial a colour of its own and a
+30-line legend. Optuna draws through ``pyplot`` and sets its ``ggplot`` style globally:
+:func:`optuna_figure` keeps that style inside the call, and :func:`to_svg` closes the figure.
+
+Our own figures are those Optuna has no equivalent for: the refit's training loss, the
+confusion matrix and the residuals of the refit model on the test split. They are built on
+:class:`matplotlib.figure.Figure` directly (no global registry, no GUI backend).
+
+The SVG is made reproducible (fixed id salt, no date) so that re-running the report on the
+same inputs writes the same bytes, and text stays text (``fonttype none``): smaller files,
+and the labels can be searched in the page.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
 import numpy as np
+import optuna
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
 
 WIDTH, HEIGHT = 6.4, 3.6
-COLOR, MUTED = "#3b6ea8", "#9aa5b1"
+COLOR, MUTED, HIGHLIGHT = "#3b6ea8", "#9aa5b1", "#d1495b"
 
 
 _NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
@@ -41,55 +53,123 @@ def to_svg(fig: Figure, salt: str) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # Optuna's figures live in pyplot's registry until closed (ours: a no-op)
     text = buffer.getvalue()
     return _GROUP_ID.sub("", text[text.index("<svg") :])
+
+
+def optuna_figure(draw: Callable[[], Axes], width: float = WIDTH, height: float = HEIGHT) -> Figure:
+    """One of ``optuna.visualization.matplotlib``'s figures, at the page's size.
+
+    Optuna's functions call ``plt.style.use("ggplot")``, which would restyle every later
+    figure of the process: ``rc_context`` puts the settings back on leaving. They are marked
+    experimental, and say so in a warning on every call; it is silenced here.
+    """
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A parameter every complete trial sampled alike gets a zero-height axis; Matplotlib widens it.
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
+        ax = draw()
+    fig = ax.get_figure()
+    assert isinstance(fig, Figure)
+    fig.set_size_inches(width, height)
+    return fig
+
+
+def curve_id(number: int, state: TrialState) -> str:
+    """The SVG id of a trial's curve in the intermediate-values figure (``curve-7-pruned``)."""
+    return f"curve-{number}-{state.name.lower()}"
+
+
+def intermediate_values(study: optuna.Study, selected: int, metric: str) -> Figure:
+    """Every trial's validation score per epoch (Optuna's intermediate values), pruned ones included.
+
+    Optuna's figure with each curve styled by what it is: a pruned trial thin and grey,
+    a complete one blue, the selected trial (the one refit) red on top. Each curve's SVG
+    id names its trial and state (:func:`curve_id`), so the page can be checked for them.
+    """
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    fig = optuna_figure(lambda: optuna.visualization.matplotlib.plot_intermediate_values(study))
+    ax = fig.axes[0]
+    for line in ax.get_lines():
+        number = int(str(line.get_label()).removeprefix("Trial"))  # Optuna labels a curve "Trial<n>"
+        state = states[number]
+        if number == selected:
+            line.set(color=HIGHLIGHT, lw=2.0, alpha=1.0, zorder=3, marker="o", ms=3)
+        elif state == TrialState.PRUNED:  # a marker: many are pruned after one epoch, a curve of one point
+            line.set(color=MUTED, lw=0.8, alpha=0.8, zorder=1, marker=".", ms=4)
+        else:
+            line.set(color=COLOR, lw=1.1, alpha=0.8, zorder=2, marker="")
+        line.set_gid(curve_id(number, state))
+    legend = ax.get_legend()
+    if legend is not None:  # one line per trial
+        legend.remove()
+    handles = [
+        Line2D([], [], color=COLOR, lw=1.1, label="complete"),
+        Line2D([], [], color=MUTED, lw=0.8, marker=".", ms=4, label="pruned"),
+        Line2D([], [], color=HIGHLIGHT, lw=2.0, marker="o", ms=3, label=f"trial {selected} (selected)"),
+    ]
+    ax.legend(handles=handles, loc="best", frameon=False)
+    ax.set_title("")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_facecolor("white")  # grey curves on ggplot's grey background would vanish
+    ax.grid(color="#e4e7eb")
+    limits = curve_limits(study)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    return fig
+
+
+def curve_limits(study: optuna.Study) -> tuple[float, float] | None:
+    """The learning curves' value axis: the range of the complete trials' curves, and a margin.
+
+    A trial pruned after one epoch may have scored far below the rest (it is why it was
+    pruned): on its scale every other curve would be one flat line. Points outside are
+    left out of view; the caption says how many (:func:`off_scale`). None: no complete curve.
+    """
+    values = [
+        v
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for v in t.intermediate_values.values()
+    ]
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    margin = 0.08 * (high - low) or 0.01 * (abs(high) or 1.0)
+    return low - margin, high + margin
+
+
+def off_scale(study: optuna.Study) -> list[float]:
+    """The intermediate values outside :func:`curve_limits` (pruned trials' worst epochs)."""
+    limits = curve_limits(study)
+    if limits is None:
+        return []
+    return [
+        v
+        for t in study.get_trials(deepcopy=False)
+        for v in t.intermediate_values.values()
+        if not limits[0] <= v <= limits[1]
+    ]
+
+
+def refit_loss(curve: pd.DataFrame) -> Figure:
+    """The refit's training loss per epoch (it has no validation rows, so Optuna never saw it)."""
+    fig, ax = _figure()
+    ax.plot(curve["epoch"], curve["train_loss"], marker="o", ms=3, color=HIGHLIGHT)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def _figure(width: float = WIDTH, height: float = HEIGHT) -> tuple[Figure, Any]:
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.add_subplot()
-
-
-def history(frame: pd.DataFrame, metric: str) -> Figure:
-    """Value of every COMPLETE trial by trial number, with the best value so far as a step line."""
-    fig, ax = _figure()
-    ax.scatter(frame["number"], frame["value"], s=18, color=COLOR, label="trial", zorder=3)
-    ax.step(frame["number"], frame["best"], where="post", color="#d1495b", label="best so far")
-    ax.set_xlabel("trial")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"validation {metric}")
-    ax.legend(loc="best", frameon=False)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def importances(frame: pd.DataFrame) -> Figure:
-    """Horizontal bars, the most important parameter on top."""
-    ordered = frame.sort_values("importance")
-    fig, ax = _figure(height=max(1.6, 0.45 * len(ordered) + 0.8))
-    ax.barh(ordered["param"], ordered["importance"], color=COLOR)
-    ax.set_xlabel("importance (share of the objective's variance)")
-    ax.set_xlim(0, max(1.0, float(ordered["importance"].max())))
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
-def learning_curves(trial_curve: pd.DataFrame, trial: int, metric: str, refit_curve: pd.DataFrame) -> Figure:
-    """Validation score per epoch of the selected trial; the refit's training loss beside it when known."""
-    panels = 2 if len(refit_curve) else 1
-    fig = Figure(figsize=(WIDTH * (1 + 0.5 * (panels - 1)), HEIGHT), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    axes[0].plot(trial_curve["epoch"], trial_curve["value"], marker="o", ms=3, color=COLOR)
-    axes[0].set_title(f"sweep trial {trial}: validation {metric}", fontsize=10)
-    axes[0].set_xlabel("epoch")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    if panels == 2:
-        axes[1].plot(refit_curve["epoch"], refit_curve["train_loss"], marker="o", ms=3, color="#d1495b")
-        axes[1].set_title("refit: training loss", fontsize=10)
-        axes[1].set_xlabel("epoch")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return fig
 
 
 def confusion(frame: pd.DataFrame, classes: Sequence[str]) -> Figure:
@@ -122,78 +202,3 @@ def residuals(frame: pd.DataFrame) -> Figure:
     ax.set_ylabel("actual - predicted")
     ax.grid(alpha=0.3)
     return fig
-
-
-def parallel_coordinates(trials: Sequence[FrozenTrial], metric: str, maximize: bool) -> Figure:
-    """One line per COMPLETE trial across every parameter's axis and the objective, coloured by value.
-
-    Each axis spans its distribution's range (log-scaled where the parameter is
-    sampled on a log scale; choices evenly spaced), so a line's height shows
-    where in the search space the trial sampled, not only where the others did.
-    """
-    # values[0]: the value of a single-objective trial, the first objective of a multi-objective one
-    trials = [t for t in trials if t.values is not None]
-    names = sorted({name for t in trials for name in t.params})
-    values = np.array([float(t.values[0]) for t in trials if t.values is not None])
-    fig, ax = _figure(max(11.0, 1.3 * (len(names) + 1)), 3.8)
-    axes = [_param_axis(trials, name) for name in names] + [_value_axis(values, metric)]
-    norm = matplotlib.colors.Normalize(float(values.min()), float(values.max()))
-    cmap = matplotlib.colormaps["viridis" if maximize else "viridis_r"]
-    # Worst first, so the best lines are drawn on top.
-    for i in np.argsort(values if maximize else -values):
-        ax.plot(
-            range(len(axes)), [a.positions[i] for a in axes], color=cmap(norm(values[i])), lw=1.2, alpha=0.8
-        )
-    for x, axis in enumerate(axes):
-        ax.axvline(x, color="black", lw=0.8)
-        for position, label in axis.ticks:
-            ax.text(x + 0.03, position, label, fontsize=7, va="center")
-    ax.set_xticks(range(len(axes)), labels=[a.name for a in axes], rotation=20, ha="right")
-    ax.set_yticks([])
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlim(-0.2, len(axes) - 0.4)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label=metric, shrink=0.8)
-    return fig
-
-
-class _Axis:
-    """A parallel-coordinates axis: each trial's position in [0, 1] and the labelled ticks."""
-
-    def __init__(self, name: str, positions: list[float], ticks: list[tuple[float, str]]) -> None:
-        self.name, self.positions, self.ticks = name, positions, ticks
-
-
-def _param_axis(trials: Sequence[FrozenTrial], name: str) -> _Axis:
-    dist = next(t.distributions[name] for t in trials if name in t.distributions)
-    raw = [t.params.get(name) for t in trials]
-    if isinstance(dist, CategoricalDistribution):
-        choices = list(dist.choices)
-        spread = max(len(choices) - 1, 1)
-        ticks = [(i / spread, _label(c)) for i, c in enumerate(choices)]
-        return _Axis(name, [math.nan if v is None else choices.index(v) / spread for v in raw], ticks)
-    low, high, scale = _range(dist)
-    positions = [math.nan if v is None else scale(float(v)) for v in raw]
-    return _Axis(name, positions, [(0.0, _label(low)), (1.0, _label(high))])
-
-
-def _range(dist: BaseDistribution) -> tuple[float, float, Any]:
-    low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
-    transform = math.log10 if getattr(dist, "log", False) else float
-    lo, hi = transform(low), transform(high)
-
-    def scale(value: float) -> float:
-        return 0.5 if hi == lo else (transform(value) - lo) / (hi - lo)
-
-    return low, high, scale
-
-
-def _value_axis(values: np.ndarray, metric: str) -> _Axis:
-    low, high = float(values.min()), float(values.max())
-    positions = [0.5 if high == low else (float(v) - low) / (high - low) for v in values]
-    return _Axis(metric, positions, [(0.0, _label(low)), (1.0, _label(high))])
-
-
-def _label(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

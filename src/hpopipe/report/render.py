@@ -18,19 +18,27 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
-from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+from optuna.importance import (
+    BaseImportanceEvaluator,
+    FanovaImportanceEvaluator,
+    PedAnovaImportanceEvaluator,
+    get_param_importances,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import artifacts, baselines, metrics
+from hpopipe.config import DataConfig
 from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.handoffs.cv import CvSummary, read_cv
+from hpopipe.handoffs.schema import PreparedSchema
 from hpopipe.refit import load_model
 from hpopipe.report import plots
 from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.storage import load_existing
 from hpopipe.training.loop import as_tensor, predict, task_of
+from hpopipe.training.split import validation_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ PLOT_COLUMNS = {
     "confusion": ["actual", "predicted"],
     "residuals": ["actual", "predicted", "residual"],
 }
+# The trials Optuna's intermediate-values figure draws (a failed trial's curve is left out).
+CURVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # With fewer COMPLETE trials every evaluator returns equal shares: a plot of nothing.
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
@@ -71,6 +81,8 @@ class Sources:
     test_metrics: dict[str, Any]  # the network's metrics, and the baselines' under "baselines"
     test: Predictions
     refit_history: list[dict[str, float]]
+    data: DataConfig  # the data file, and the share of the train split the sweep validates on
+    schema: PreparedSchema  # target, task, classes and row counts, as prepare wrote them
 
     @property
     def metric(self) -> str:
@@ -83,8 +95,10 @@ class Sources:
         return self.best.source.trial
 
 
-def load_sources(trusted_factory: str | None = None) -> Sources:
+def load_sources(data: DataConfig, trusted_factory: str | None = None) -> Sources:
     """Read every input of the report from its place in the workspace (see :mod:`hpopipe.artifacts`).
+
+    ``data`` is params.yaml's ``data`` section: the title block names its file.
 
     ``trusted_factory`` is the ``model.factory`` of params.yaml: the only one the model file
     may name (see :func:`hpopipe.refit.load_model`).
@@ -92,7 +106,7 @@ def load_sources(trusted_factory: str | None = None) -> Sources:
     hpo = artifacts.read_json(artifacts.metrics_file("hpo"))
     if "study" not in hpo:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
-    test, history = predict_test_split(artifacts.MODEL, artifacts.TEST, trusted_factory)
+    test, history, schema = predict_test_split(artifacts.MODEL, artifacts.TEST, trusted_factory)
     return Sources(
         study=exported_view(
             open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
@@ -104,6 +118,8 @@ def load_sources(trusted_factory: str | None = None) -> Sources:
         test_metrics=artifacts.read_json(artifacts.metrics_file("test")),
         test=test,
         refit_history=history,
+        data=data,
+        schema=schema,
     )
 
 
@@ -125,11 +141,11 @@ def exported_view(study: optuna.Study, trials: pd.DataFrame) -> optuna.Study:
 
 def predict_test_split(
     model_path: Path, test_path: Path, trusted_factory: str | None = None
-) -> tuple[Predictions, list[dict[str, float]]]:
+) -> tuple[Predictions, list[dict[str, float]], PreparedSchema]:
     """Predict the untouched test split with the saved model, as ``metrics/test.json`` was scored.
 
     Also returns the refit's per-epoch history when the model file carries one
-    (an empty list otherwise).
+    (an empty list otherwise), and the prepared data's schema the model carries.
     """
     if not model_path.exists():
         raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
@@ -140,11 +156,11 @@ def predict_test_split(
     output = predict(model, as_tensor(x, torch.device("cpu")), task, bundle.y_scale)
     history = bundle.history
     if task.kind == "regression":
-        return Predictions("regression", y.astype(float).tolist(), output.tolist(), []), history
+        return Predictions("regression", y.astype(float).tolist(), output.tolist(), []), history, schema
     classes = [str(c) for c in schema.classes]
     actual = [str(c) for c in decode_target(y, schema)]
     predicted = [str(c) for c in decode_target(output.argmax(axis=1), schema)]
-    return Predictions("classification", actual, predicted, classes), history
+    return Predictions("classification", actual, predicted, classes), history, schema
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
@@ -183,23 +199,41 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame({"number": [t.number for t in trials], "value": values, "best": best})
 
 
-def importance_frame(study: optuna.Study, seed: int) -> pd.DataFrame:
-    """Parameter importances, most important first; empty below two COMPLETE trials.
+@dataclass(frozen=True)
+class Importances:
+    """Parameter importances, most important first, and the evaluator that computed them."""
 
-    fANOVA (seeded, so the plot is reproducible) is the default because it is
-    the best understood; it fails when every trial scored the same, and then
-    Optuna's default evaluator (PED-ANOVA) answers instead.
+    frame: pd.DataFrame
+    evaluator: BaseImportanceEvaluator | None  # None: too few COMPLETE trials, nothing computed
+    name: str  # the evaluator as the figure's caption names it
+
+
+def importances(study: optuna.Study, seed: int) -> Importances:
+    """Parameter importances; none below two COMPLETE trials.
+
+    fANOVA (seeded, so the plot is reproducible) is the evaluator because it is the best
+    understood (Optuna 5 defaults to PED-ANOVA); it fails when every trial scored the same,
+    and then PED-ANOVA answers instead. The figure is drawn with the same evaluator.
     """
     if len(_complete(study)) < MIN_TRIALS_FOR_IMPORTANCE:
-        return pd.DataFrame(columns=PLOT_COLUMNS["importance"])
+        return Importances(pd.DataFrame(columns=PLOT_COLUMNS["importance"]), None, "")
     target = _first_objective if _multi(study) else None
+    evaluator: BaseImportanceEvaluator = FanovaImportanceEvaluator(seed=seed)
+    name = f"fANOVA, seed {seed}"
     try:
-        found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), target=target)
+        found = get_param_importances(study, evaluator=evaluator, target=target)
     except RuntimeError as err:
-        log.warning("fANOVA importances failed (%s); using Optuna's default evaluator", err)
-        found = get_param_importances(study, target=target)
+        log.warning("fANOVA importances failed (%s); using PED-ANOVA", err)
+        evaluator, name = PedAnovaImportanceEvaluator(), "PED-ANOVA, as fANOVA could not answer"
+        found = get_param_importances(study, evaluator=evaluator, target=target)
     frame = pd.DataFrame({"param": list(found), "importance": [round(float(v), 6) for v in found.values()]})
-    return frame.sort_values(["importance", "param"], ascending=[False, True], ignore_index=True)
+    frame = frame.sort_values(["importance", "param"], ascending=[False, True], ignore_index=True)
+    return Importances(frame, evaluator, name)
+
+
+def importance_frame(study: optuna.Study, seed: int) -> pd.DataFrame:
+    """``plots/importance.csv``: the importances of :func:`importances` (header only when there are none)."""
+    return importances(study, seed).frame
 
 
 def learning_curve_frame(study: optuna.Study, number: int) -> pd.DataFrame:
@@ -377,21 +411,40 @@ def cv_table(sources: Sources) -> str:
     return _table(header, rows, selected)
 
 
-def figures(sources: Sources, frames: dict[str, pd.DataFrame]) -> list[str]:
-    """Every figure of the page, as ``<figure>`` elements, or a note where one cannot be drawn."""
-    metric, maximize = sources.metric, _maximize(sources)
+def figures(sources: Sources, frames: dict[str, pd.DataFrame], seed: int) -> list[str]:
+    """Every figure of the page, as ``<figure>`` elements, or a note where one cannot be drawn.
+
+    The sweep's figures are Optuna's (see :mod:`hpopipe.report.plots`), each showing the first
+    objective of a multi-objective study; the refit's loss and the test-split figure are ours.
+    """
+    study, metric = sources.study, sources.metric
+    target = _first_objective if _multi(study) else None
+    label = f"validation {metric}"
+    matplotlib_plots = optuna.visualization.matplotlib
     out = []
-    history = frames["history"]
-    if len(history):
-        svg = plots.to_svg(plots.history(history, metric), "history")
-        out.append(
-            _figure(svg, f"Optimisation history: {len(history)} complete trials (pruned ones not shown).")
+    n_complete = len(_complete(study))
+    if n_complete:
+        fig = plots.optuna_figure(
+            lambda: matplotlib_plots.plot_optimization_history(study, target=target, target_name=label)
         )
+        caption = (
+            f"Optimisation history: {n_complete} complete trials and the best so far "
+            "(pruned ones not shown: their value is the score at the epoch they were stopped)."
+        )
+        out.append(_figure(plots.to_svg(fig, "history"), caption))
     else:
         out.append(_note("Optimisation history: no COMPLETE trials yet."))
-    if len(frames["importance"]):
-        svg = plots.to_svg(plots.importances(frames["importance"]), "importance")
-        out.append(_figure(svg, "Parameter importances (fANOVA, normalised to sum to 1)."))
+    found = importances(study, seed)
+    if found.evaluator is not None and len(found.frame):
+        evaluator = found.evaluator
+        fig = plots.optuna_figure(
+            lambda: matplotlib_plots.plot_param_importances(
+                study, evaluator=evaluator, target=target, target_name=label
+            ),
+            height=max(1.8, 0.45 * len(found.frame) + 1.0),
+        )
+        caption = f"Parameter importances ({found.name}; shares that sum to 1)."
+        out.append(_figure(plots.to_svg(fig, "importance"), caption))
     else:
         out.append(
             _note(
@@ -399,20 +452,41 @@ def figures(sources: Sources, frames: dict[str, pd.DataFrame]) -> list[str]:
                 "and parameters that every one of them sampled."
             )
         )
-    complete = _complete(sources.study)
-    if complete:
-        svg = plots.to_svg(plots.parallel_coordinates(complete, metric, maximize), "parallel")
+    if n_complete:
+        fig = plots.optuna_figure(
+            lambda: matplotlib_plots.plot_parallel_coordinate(study, target=target, target_name=label),
+            width=max(plots.WIDTH * 1.6, 1.3 * (len({p for t in _complete(study) for p in t.params}) + 2)),
+        )
         caption = "Parallel coordinates of the complete trials, coloured by their value."
-        out.append(_figure(svg, caption, wide=True))
-    curve = plots.learning_curves(
-        frames["learning_curve"], sources.selected_trial, metric, frames["refit_curve"]
-    )
-    caption = "Learning curve of the selected trial in the sweep" + (
-        " and of the refit." if len(frames["refit_curve"]) else " (the refit's history is not saved)."
-    )
-    out.append(_figure(plots.to_svg(curve, "learning"), caption, wide=len(frames["refit_curve"]) > 0))
+        out.append(_figure(plots.to_svg(fig, "parallel"), caption, wide=True))
+    out.append(_curves_figure(sources))
+    if len(frames["refit_curve"]):
+        svg = plots.to_svg(plots.refit_loss(frames["refit_curve"]), "refit")
+        epochs = len(frames["refit_curve"])
+        out.append(_figure(svg, f"The refit's training loss per epoch ({epochs} epochs, all training rows)."))
+    else:
+        out.append(_note("The refit's training loss: the model file carries no history."))
     out.append(_test_figure(sources.test, frames))
     return out
+
+
+def _curves_figure(sources: Sources) -> str:
+    """Learning curves of every trial of the sweep, pruned ones grey, the selected one highlighted."""
+    drawn = [
+        t for t in sources.study.get_trials(deepcopy=False, states=CURVE_STATES) if t.intermediate_values
+    ]
+    if not drawn:  # a multi-objective sweep reports no intermediate values (Optuna cannot prune it)
+        return _note("Learning curves: the sweep's trials reported no per-epoch values (multi-objective).")
+    pruned = sum(t.state == TrialState.PRUNED for t in drawn)
+    fig = plots.intermediate_values(sources.study, sources.selected_trial, sources.metric)
+    hidden = ", ".join(f"{v:.3g}" for v in sorted(plots.off_scale(sources.study)))
+    caption = (
+        f"Learning curves of the sweep: validation {sources.metric} per epoch of {len(drawn)} trials "
+        f"({pruned} pruned, in grey: each stops at the epoch it was pruned); "
+        f"trial {sources.selected_trial}, selected by cross-validation, in red. The axis spans the "
+        "complete trials' curves" + (f"; pruned epochs that scored outside it: {hidden}." if hidden else ".")
+    )
+    return _figure(plots.to_svg(fig, "curves"), caption, wide=True)
 
 
 def _test_figure(test: Predictions, frames: dict[str, pd.DataFrame]) -> str:
@@ -423,12 +497,34 @@ def _test_figure(test: Predictions, frames: dict[str, pd.DataFrame]) -> str:
     return _figure(svg, f"Residuals on the test split ({len(test.actual)} rows).")
 
 
-def render_html(sources: Sources, frames: dict[str, pd.DataFrame]) -> str:
+def title(sources: Sources) -> str:
+    """What the report is about, first: the data file and the target (the study is named below)."""
+    return f"{sources.data.path.name} → {sources.schema.target}"
+
+
+def data_line(sources: Sources) -> str:
+    """The task and the rows of each split, as the pipeline divided them."""
+    schema, rows = sources.schema, sources.schema.n_rows
+    task: str = schema.task
+    if task == "classification":
+        task += f" ({len(schema.classes)} classes: {', '.join(str(c) for c in schema.classes)})"
+    val = validation_rows(rows.train, sources.data.val_size)
+    return (
+        f"Data <code>{html.escape(str(sources.data.path))}</code>, target "
+        f"<code>{html.escape(schema.target)}</code>: {html.escape(task)}. "
+        f"{rows.train + rows.test} rows: {rows.train} train (the sweep fits on {rows.train - val} "
+        f"and validates on {val}; cross-validation and the refit use all {rows.train}), "
+        f"{rows.test} test (scored once, by the refit model and the baselines)."
+    )
+
+
+def render_html(sources: Sources, frames: dict[str, pd.DataFrame], seed: int) -> str:
     """The whole report as one HTML page: inline SVG and CSS, no scripts, nothing fetched.
 
-    Holds no timestamp, so the same inputs give the same bytes.
+    Holds no timestamp, so the same inputs give the same bytes. ``seed`` seeds the importance
+    evaluator, as for ``plots/importance.csv``.
     """
-    title = f"hpopipe report: {sources.study.study_name}"
+    heading = title(sources)
     tables = (
         f"<div><h2>Test metrics</h2>{metrics_table(sources)}"
         f"<p class='verdict'>{html.escape(baseline_sentence(sources))}</p></div>"
@@ -437,10 +533,11 @@ def render_html(sources: Sources, frames: dict[str, pd.DataFrame]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>"
-        f"<h1>{html.escape(title)}</h1><p class='sub'>{_summary(sources)}</p>"
+        f"<title>hpopipe report: {html.escape(heading)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<h1>{html.escape(heading)}</h1><p class='sub data'>{data_line(sources)}</p>"
+        f"<p class='sub'>{_summary(sources)}</p>"
         f'<div class="grid">{tables}</div>'
         f"<h2>Cross-validation</h2>{cv_table(sources)}"
-        f'<h2>Sweep and model</h2><div class="figures">{"".join(figures(sources, frames))}</div>'
+        f'<h2>Sweep and model</h2><div class="figures">{"".join(figures(sources, frames, seed))}</div>'
         "</body></html>\n"
     )

@@ -21,6 +21,35 @@ from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, TrainingInterrupted, fit
 from hpopipe.training.split import SweepData
 
+INTERMEDIATE = "intermediate_value"  # the MLflow step series of what a trial reported to Optuna, per epoch
+
+
+def run_name(number: int) -> str:
+    """A trial's MLflow run name: ``trial-0007`` (zero-padded, so sorting by name is by number)."""
+    return f"trial-{number:04d}"
+
+
+def tracked_values(
+    params: Params,
+    values: float | tuple[float, ...] | None,
+    reported: list[tuple[int, float]],
+    state: str,
+) -> dict[str, float]:
+    """The trial's value as Optuna records it, as MLflow metrics a user can sort runs by.
+
+    ``value`` is what the objective returned (the best epoch's score, not the last epoch's)
+    for a COMPLETE trial, and the last reported intermediate value for a PRUNED one (what
+    Optuna stores as its value). A multi-objective trial also gets ``value_<objective>``.
+    """
+    if state == "PRUNED" and reported:
+        return {"value": float(reported[-1][1])}
+    if values is None:
+        return {}
+    if isinstance(values, tuple):
+        named = {f"value_{name}": float(v) for name, v in zip(params.hpo.objectives, values, strict=True)}
+        return {"value": float(values[0]), **named}
+    return {"value": float(values)}
+
 
 class Objective:
     """Train one trial on the fit rows and return its best validation score."""
@@ -50,11 +79,21 @@ class Objective:
             return self._take(trial, sampled, reused)
         state, started = "FAIL", time.perf_counter()
         pruned: optuna.TrialPruned | None = None
-        with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
+        reported: list[tuple[int, float]] = []  # the trial's intermediate values, pruned or not
+        values: float | tuple[float, ...] | None = None
+        with self.tracker.run(run_name(trial.number), params=sampled, nested=True):
             try:
-                result = self._fit(trial, sampled, seed, phash)
-                state = "COMPLETE"
+                result = self._fit(trial, sampled, seed, phash, reported)
                 self.tracker.log_history(result.history)
+                values = objectives.trial_values(
+                    self.params,
+                    self.data.task,
+                    result.model,
+                    self.data.val,
+                    result.y_scale,
+                    result.best_score,
+                )
+                state = "COMPLETE"
             except optuna.TrialPruned as err:
                 state, pruned = "PRUNED", err  # re-raised below: a pruned run finished, it did not fail
             except TrainingInterrupted as err:
@@ -66,15 +105,19 @@ class Objective:
                 raise
             finally:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
-                self.tracker.log_metrics({"duration_s": time.perf_counter() - started})
+                self.tracker.log_series(INTERMEDIATE, reported)
+                self.tracker.log_metrics(
+                    {
+                        "duration_s": time.perf_counter() - started,
+                        **tracked_values(self.params, values, reported, state),
+                    }
+                )
         if pruned is not None:
             raise pruned
-        if state == INTERRUPTED:
+        if state == INTERRUPTED or values is None:
             return objectives.interrupted_values(self.params)  # NaN: FAIL, without a traceback
         trial.set_user_attr("best_epoch", result.best_epoch)
-        return objectives.trial_values(
-            self.params, self.data.task, result.model, self.data.val, result.y_scale, result.best_score
-        )
+        return values
 
     def _take(
         self, trial: optuna.Trial, sampled: dict[str, Any], reused: Reused
@@ -87,13 +130,20 @@ class Objective:
         if not pareto.is_multi_objective(self.params):
             for step, value in sorted(reused.intermediate_values.items()):
                 trial.report(value, step)
-        with self.tracker.run(f"trial-{trial.number}", params=sampled, nested=True):
+        with self.tracker.run(run_name(trial.number), params=sampled, nested=True):
             self.tracker.set_tags(
                 {"state": "COMPLETE", "trial": str(trial.number), REUSED_FROM: reused.origin}
             )
         return reused.values[0] if len(reused.values) == 1 else reused.values
 
-    def _fit(self, trial: optuna.Trial, sampled: dict[str, Any], seed: int, phash: str) -> FitResult:
+    def _fit(
+        self,
+        trial: optuna.Trial,
+        sampled: dict[str, Any],
+        seed: int,
+        phash: str,
+        reported: list[tuple[int, float]],
+    ) -> FitResult:
         return fit(
             self.params.model,
             sampled,
@@ -105,7 +155,7 @@ class Objective:
             # Optuna refuses intermediate values of a multi-objective trial (it cannot prune one).
             reporter=None
             if pareto.is_multi_objective(self.params)
-            else _pruning_reporter(trial, pruning_steps(self.params)),
+            else _pruning_reporter(trial, pruning_steps(self.params), reported),
             checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
             resume=RETRY_OF in trial.user_attrs,
             should_stop=self.stop,
@@ -135,8 +185,11 @@ def report_and_decide(trial: optuna.Trial, steps: set[int] | None, step: int, va
     return (steps is None or step in steps) and trial.should_prune()
 
 
-def _pruning_reporter(trial: optuna.Trial, steps: set[int] | None) -> Callable[[int, float], None]:
+def _pruning_reporter(
+    trial: optuna.Trial, steps: set[int] | None, reported: list[tuple[int, float]]
+) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
+        reported.append((epoch, value))
         if report_and_decide(trial, steps, epoch, value):
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 

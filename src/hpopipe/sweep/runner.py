@@ -25,6 +25,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import lifecycle, objectives
 from hpopipe.sweep.budget import budget_met, finished_in
+from hpopipe.sweep.exports import summary, within_budget
 from hpopipe.sweep.hooks import Callback, after_trial_hooks, sweep_end_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
@@ -94,12 +95,13 @@ def sweep(
     }
     hpo = params.hpo
     run_params = {"n_trials": hpo.n_trials, "metric": hpo.metric, "n_workers": hpo.n_workers}
-    with tracker.run("hpo", params=run_params, tags=tags):
+    with tracker.run(f"hpo {name}", params=run_params, tags=tags):
         if in_process:
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
         else:
             healthy = _fan_out(params, name, params_path, tracker, stop)
-    _end(study, params, healthy)  # a failed or canceled sweep raises: it did not finish
+        tracker.log_metrics(outcome_metrics(within_budget(study, params.hpo.n_trials)))
+    _end(study, params, healthy)
     for hook in at_end:  # once, by the coordinator: budget met, or stopped (a signal, a hook, the timeout)
         hook(study)
     return study
@@ -122,6 +124,21 @@ def locked_sweep(
     name = study_name(params, data_fingerprint(train, schema))
     with sweep_lock(spec, name, stop):
         yield sweep(params, train, schema, spec, tracker, stop)
+
+
+def outcome_metrics(study: optuna.Study) -> dict[str, float]:
+    """The hpo run's metrics at the end of the sweep: counts by state and the best trial.
+
+    The same numbers as ``metrics/hpo.json`` (the exports' view, within the budget); a
+    multi-objective study has no single best value and logs its Pareto front's size instead.
+    """
+    found = summary(study)
+    out = {f"n_{key}": float(found[key]) for key in ("complete", "pruned", "fail")}
+    if found["best_trial"] is not None and "front_size" not in found:
+        out |= {"best_value": float(found["best_value"]), "best_trial": float(found["best_trial"])}
+    if "front_size" in found:
+        out["front_size"] = float(found["front_size"])
+    return out
 
 
 def _begin(study: optuna.Study, params: Params) -> None:

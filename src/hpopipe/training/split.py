@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,11 @@ class SweepData:
     fit: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     task: Task
+
+
+def validation_rows(n_rows: int, val_size: float) -> int:
+    """How many of ``n_rows`` :func:`split_validation` holds out: scikit-learn rounds the share up."""
+    return math.ceil(val_size * n_rows)
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, task: Task, val_size: float, seed: int) -> SweepData:
