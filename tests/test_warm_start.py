@@ -36,6 +36,7 @@ def make_params(tmp_path: Path, space: dict[str, Any] | None = None, **hpo: Any)
     raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
     raw["hpo"].update({"n_trials": 3, "checkpoint_dir": str(tmp_path / "ckpt"), **hpo})
     raw["train"].update(max_epochs=2, patience=2)
+    raw["cv"]["top_k"] = 3  # the scratch bound keeps every complete trial's checkpoint (see reuse)
     raw["search_space"].update(space or {})
     for name in [n for n, spec in raw["search_space"].items() if spec is None]:
         del raw["search_space"][name]

@@ -36,7 +36,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.config import Params
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep.budget import warm_started
 from hpopipe.sweep.exports import ranked_trials
+from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.recovery import CHECKPOINT, CRASHES, INTERRUPTED
 from hpopipe.training import checkpoints
 
@@ -87,7 +89,9 @@ class ScratchBound:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)  # before the ranking: see the module docstring
-        best = {t.checkpoint for t in ranked_trials(study)[: self.keep] if t.checkpoint}
+        # Trials added from earlier studies (warm start) have no checkpoint here: they take no place.
+        ran_here = TrialsView(study, lambda t: not warm_started(t))
+        best = {t.checkpoint for t in ranked_trials(ran_here)[: self.keep] if t.checkpoint}
         gone = doomed(trials, best, self.max_retry)
         if not gone or self.refused:
             return
