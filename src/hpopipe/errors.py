@@ -54,3 +54,16 @@ class GateFailed(HpopipeError):
 
 class WorkerFailed(HpopipeError):
     """``hpopipe worker`` exited with a non-zero status; the flow run that ran it fails."""
+
+
+class StorageUnavailable(HpopipeError):
+    """The study's database stayed unreachable longer than ``hpo.storage_retry_s``."""
+
+
+class StorageReconnected(RuntimeError):
+    """The database went away inside a budget-lock section: the lock went with it, so the section
+    starts over under a fresh lock (what it counted may be stale). Caught by the lock's caller."""
+
+
+class DiskFull(HpopipeError):
+    """A write found no space left on the device: one line naming the path."""

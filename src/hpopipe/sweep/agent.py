@@ -58,7 +58,7 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     _threads()
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
-    study_ = open_study(params, name, open_storage(spec))
+    study_ = open_study(params, name, open_storage(spec, params.hpo.storage_retry_s))
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason

@@ -28,7 +28,7 @@ from hpopipe.sweep.hooks import Callback, after_trial_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
-from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, sweep_lock
+from hpopipe.sweep.storage import StorageSpec, open_storage, sweep_lock, under_budget_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.workers import Budget, fail_stale, spawn_local, wait_forwarding_stop, work
 from hpopipe.tracking import NullTracker, git_commit
@@ -76,14 +76,15 @@ def sweep(
             )
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
-    storage = open_storage(spec)  # a damaged study file is refused before anything is logged
+    storage = open_storage(spec, params.hpo.storage_retry_s)  # a damaged study file is refused first
     log.info("study %s in %s", name, spec.display)
     if params.hpo.fresh:  # the folder is checked before the study is touched
         start_fresh(name, storage, checkpoints.study_folder(params.hpo.checkpoint_dir, name))
     study = open_study(params, name, storage)
     _begin(study, params)
-    with budget_lock(spec, storage, name):
-        fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
+    under_budget_lock(
+        spec, storage, name, lambda: fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
+    )
     _log_plan(study, params.hpo.n_trials)
     tags = {
         "study": name,

@@ -28,7 +28,7 @@ from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, queue_retry, retry_attrs
-from hpopipe.sweep.storage import StorageSpec, budget_lock
+from hpopipe.sweep.storage import StorageSpec, under_budget_lock
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +223,12 @@ def work(
             if state == "paused":
                 time.sleep(poll)
                 continue
-            with budget_lock(spec, storage_of(study), study.study_name):
+
+            def section() -> optuna.Trial | str:
                 fail_stale(study, budget.grace_s, budget.max_retry)
-                trial = _next_trial(study, wid, budget.n_trials)
+                return _next_trial(study, wid, budget.n_trials)
+
+            trial = under_budget_lock(spec, storage_of(study), study.study_name, section)
             if trial == "done":
                 return "done"
             if isinstance(trial, str):
