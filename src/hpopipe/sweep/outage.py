@@ -46,6 +46,7 @@ from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe.atomic import disk_full, no_space
 from hpopipe.errors import StorageReconnected, StorageUnavailable
 from hpopipe.redact import mask_url
 from hpopipe.sweep.optuna_internals import trial_id
@@ -115,8 +116,8 @@ class Outage:
     logged once, its deadline is one, and once it has given up every caller fails at once.
     """
 
-    def __init__(self, display: str, retry_s: float) -> None:
-        self.display, self.retry_s = display, retry_s
+    def __init__(self, display: str, retry_s: float, retries: bool = True) -> None:
+        self.display, self.retry_s, self.retries = display, retry_s, retries
         self._lock = threading.Lock()
         self._last_ok = time.time()  # wall clock: an outage may have begun right after it
         self._down_since: float | None = None  # monotonic
@@ -137,7 +138,10 @@ class Outage:
             try:
                 result = fn()
             except Exception as err:
-                if not connection_lost(err):
+                if no_space(err):  # retrying cannot make room: one line, and the worker stops
+                    where = " (the database server's disk)" if self.retries else ""
+                    raise disk_full(self.display + where) from None
+                if not self.retries or not connection_lost(err):
                     raise
                 self._failed(err)
                 if _critical.active:
@@ -240,14 +244,16 @@ def _same_trial(a: FrozenTrial, template: FrozenTrial) -> bool:
 
 
 class RetryingStorage(optuna.storages.BaseStorage):
-    """A study storage whose calls ride out an outage of its database (see the module docstring).
+    """A study storage whose calls ride out an outage of its database (see the module docstring),
+    and whose writes on a full disk fail in one line naming the file (files: nothing retried).
 
-    ``rdb`` is the RDB storage underneath, for the budget lock's own connection.
+    ``rdb`` is the RDB storage underneath (None for a journal), for the budget lock's connection.
     """
 
-    def __init__(self, rdb: optuna.storages.RDBStorage, outage: Outage) -> None:
-        self.rdb, self.outage = rdb, outage
-        self._inner = optuna.storages.get_storage(rdb)  # Optuna's trial cache around it
+    def __init__(self, storage: optuna.storages.BaseStorage, outage: Outage) -> None:
+        self.outage = outage
+        self.rdb = storage if isinstance(storage, optuna.storages.RDBStorage) else None
+        self._inner = optuna.storages.get_storage(storage)  # Optuna's trial cache around an RDB
 
     def _retry(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._inner, name)

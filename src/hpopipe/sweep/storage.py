@@ -33,6 +33,7 @@ import sqlalchemy
 import sqlalchemy.exc
 
 from hpopipe import artifacts, workspace
+from hpopipe.atomic import disk_full, no_space
 from hpopipe.config import check_storage_url
 from hpopipe.errors import HpopipeError, StorageReconnected
 from hpopipe.redact import mask_url, register_url
@@ -124,20 +125,21 @@ def open_storage(spec: StorageSpec, retry_s: float = 0.0) -> optuna.storages.Bas
     """An Optuna storage object for the spec; an unreachable database is one clear line.
 
     A database storage rides out an outage of up to ``retry_s`` seconds (``hpo.storage_retry_s``,
-    which the sweep's workers pass; see :mod:`hpopipe.sweep.outage`), at start-up too.
+    which the sweep's workers pass; see :mod:`hpopipe.sweep.outage`), at start-up too. A write
+    that finds the disk full is one line naming the study file (or the database).
     """
-    if spec.kind == "sqlite":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        return sqlite_storage(spec.path)
-    if spec.kind == "journal":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        path = str(spec.path.resolve())  # the storage object outlives any chdir
-        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
-        return optuna.storages.JournalStorage(backend)
+    if spec.kind in ("sqlite", "journal"):
+        path, kind = spec.path, spec.kind
+        assert path is not None
+        files = Outage(str(path), 0.0, retries=False)  # maps a full disk, retries nothing
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if no_space(err):
+                raise disk_full(path.parent) from None
+            raise
+        opened = files.call(lambda: sqlite_storage(path) if kind == "sqlite" else _journal(path))
+        return RetryingStorage(opened, files)
     outage = Outage(spec.display, retry_s)
 
     def connect() -> optuna.storages.RDBStorage:
@@ -148,6 +150,14 @@ def open_storage(spec: StorageSpec, retry_s: float = 0.0) -> optuna.storages.Bas
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
         raise _unusable(spec, err) from None
     return RetryingStorage(rdb, outage)
+
+
+def _journal(path: Path) -> optuna.storages.JournalStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    resolved = str(path.resolve())  # the storage object outlives any chdir
+    backend = JournalFileBackend(resolved, lock_obj=JournalFileOpenLock(resolved))
+    return optuna.storages.JournalStorage(backend)
 
 
 def _unusable(spec: StorageSpec, err: Exception) -> HpopipeError:
@@ -261,7 +271,7 @@ def _advisory_budget_lock(storage: optuna.storages.BaseStorage, key: int) -> Ite
     connection, so inside it a lost connection ends the section (StorageReconnected, see
     :func:`under_budget_lock`); releasing it then has nothing left to release.
     """
-    if isinstance(storage, RetryingStorage):
+    if isinstance(storage, RetryingStorage) and storage.rdb is not None:
         engine, outage = storage.rdb.engine, storage.outage
     else:  # a study wraps a plain RDB storage in a cache
         rdb = rdb_of(storage)
@@ -357,9 +367,14 @@ def sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool] | No
             return handle.read().strip() or "another run"
 
         _wait_for(try_lock, stop, study_name, holder)
-        handle.truncate(0)
-        handle.write(_holder() + "\n")
-        handle.flush()
+        try:
+            handle.truncate(0)
+            handle.write(_holder() + "\n")
+            handle.flush()
+        except OSError as err:
+            if no_space(err):
+                raise disk_full(lock_path) from None
+            raise
         try:
             yield
         finally:

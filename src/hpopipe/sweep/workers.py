@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpopipe.errors import DiskFull, StorageUnavailable
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED, budget_met, count_finished
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
@@ -163,6 +164,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         result = objective(trial)
     except optuna.TrialPruned:
         return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    except (DiskFull, StorageUnavailable):
+        raise  # the machine's fault, not the trial's: the worker stops, the next run retries it
     except Exception as err:
         _give_reason(study, trial, f"{type(err).__name__}: {err}"[:500])
         log.debug("trial %d failed", trial.number, exc_info=True)
