@@ -31,7 +31,6 @@ down, so a live worker is not failed as dead just because it could not beat.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import random
 import threading
@@ -68,11 +67,18 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         sqlalchemy.exc.InterfaceError,
         sqlalchemy.exc.DisconnectionError,
     ]
-    for driver in ("psycopg2", "psycopg"):
-        try:
-            found.append(importlib.import_module(driver).OperationalError)
-        except (ImportError, AttributeError):
-            continue
+    try:
+        import psycopg2
+
+        found.append(psycopg2.OperationalError)
+    except ImportError:
+        pass
+    try:
+        import psycopg
+
+        found.append(psycopg.OperationalError)
+    except ImportError:
+        pass
     return tuple(found)
 
 

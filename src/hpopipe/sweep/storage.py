@@ -426,7 +426,8 @@ def _advisory_sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], 
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
             except sqlalchemy.exc.SQLAlchemyError as err:  # closing the connection releases it too
-                log.warning("study %s: sweep lock not released (%s)", study_name, type(err).__name__)
+                if not connection_lost(err):  # lost: the server released it with the connection
+                    log.warning("study %s: sweep lock not released (%s)", study_name, type(err).__name__)
     finally:
         conn.close()
         engine.dispose()
