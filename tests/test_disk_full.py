@@ -134,3 +134,22 @@ def test_the_hpo_stage_on_a_full_disk_stops_in_one_line_and_the_next_run_goes_on
     again = run_stage(workdir)
     assert again.returncode == 0, again.stdout
     assert_invariants(workdir, 4)  # budget exact, a trial the full disk cut is retried
+
+
+def test_a_quoted_parameter_that_says_no_space_is_not_a_full_disk() -> None:
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from hpopipe.atomic import no_space
+
+    constraint = sqlalchemy.exc.IntegrityError(
+        "INSERT", {"fail_reason": "DiskFull: x: no space left on device"}, sqlite3.IntegrityError("UNIQUE")
+    )
+    assert not no_space(constraint)
+    full = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    try:
+        raise full from full.orig
+    except sqlalchemy.exc.OperationalError as err:
+        assert no_space(err)
+    assert no_space(OSError(28, "No space left on device"))

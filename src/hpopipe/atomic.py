@@ -33,8 +33,12 @@ def no_space(err: BaseException, where: Path | None = None) -> bool:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        text = str(current).lower()
-        if any(full in text for full in _FULL_TEXTS) or getattr(current, "pgcode", None) == "53100":
+        if getattr(current, "pgcode", None) == "53100":  # PostgreSQL's disk_full
+            return True
+        # A driver's own message only: a wrapper such as SQLAlchemy's quotes the statement's
+        # parameters (a trial's fail_reason may say "no space left"); its driver error is in the chain.
+        text = "" if getattr(current, "orig", None) is not None else str(current).lower()
+        if any(full in text for full in _FULL_TEXTS):
             return True
         if "unexpected pos" in text and where is not None and _nearly_full(where):
             return True
