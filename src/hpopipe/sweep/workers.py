@@ -214,6 +214,11 @@ def work(
     guard = _FailureGuard(budget.max_failures)
     deadline = None if budget.timeout_s is None else time.monotonic() + budget.timeout_s
     poll = min(1.0, budget.heartbeat_s)
+
+    def section() -> optuna.Trial | str:  # under the budget lock: run again whole if the database went away
+        fail_stale(study, budget.grace_s, budget.max_retry)
+        return _next_trial(study, wid, budget.n_trials)
+
     with Heartbeat(study, wid, budget.heartbeat_s) as heart:
         while True:
             if stop():
@@ -226,11 +231,6 @@ def work(
             if state == "paused":
                 time.sleep(poll)
                 continue
-
-            def section() -> optuna.Trial | str:
-                fail_stale(study, budget.grace_s, budget.max_retry)
-                return _next_trial(study, wid, budget.n_trials)
-
             trial = under_budget_lock(spec, storage_of(study), study.study_name, section)
             if trial == "done":
                 return "done"
