@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.atomic import disk_full, no_space
 from hpopipe.errors import StorageReconnected, StorageUnavailable
 from hpopipe.redact import mask_url
-from hpopipe.sweep.optuna_internals import trial_id
+from hpopipe.sweep.optuna_internals import same_trial, trial_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,20 +235,6 @@ def critical() -> Iterator[None]:
         _critical.active = before
 
 
-def _same_trial(a: FrozenTrial, template: FrozenTrial) -> bool:
-    """Whether ``a`` is what creating ``template`` writes (its number and id aside)."""
-    return (
-        a.state == template.state
-        and a.params == template.params
-        and a.user_attrs == template.user_attrs
-        and a.system_attrs == template.system_attrs
-        and a.values == template.values
-        and a.intermediate_values == template.intermediate_values
-        and a.datetime_start == template.datetime_start
-        and a.datetime_complete == template.datetime_complete
-    )
-
-
 class RetryingStorage(optuna.storages.BaseStorage):
     """A study storage whose calls ride out an outage of its database (see the module docstring),
     and whose writes on a full disk fail in one line naming the file (files: nothing retried).
@@ -303,7 +289,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
             found = [
                 t
                 for t in self._inner.get_all_trials(study_id, deepcopy=False)
-                if _same_trial(t, template_trial)
+                if same_trial(t, template_trial)
             ]
             return trial_id(max(found, key=lambda t: t.number)) if found else None
 
