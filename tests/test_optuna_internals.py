@@ -29,6 +29,7 @@ from hpopipe.sweep.optuna_internals import (
     queued_params,
     random_states,
     rdb_of,
+    same_trial,
     stop_requested,
     storage_of,
     trial_id,
@@ -318,3 +319,16 @@ def test_a_grid_sweep_that_uses_up_its_grid_ends_without_error(tmp_path: Path) -
         study.tell(trial, point[0] + point[1])
         seen.add(point)
     assert seen == {(0.0, 1), (0.0, 2), (1.0, 1), (1.0, 2)}
+
+
+def test_a_trial_created_from_a_template_is_the_same_trial_as_its_template(study: optuna.Study) -> None:
+    """outage.py finds a queued retry whose commit looked lost by comparing it with its template."""
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs={"fixed_params": {"x": 1.5}}, user_attrs={"retry_of": 0}
+    )
+    created = storage_of(study).create_new_trial(study._study_id, template)
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial_id(trial) == created and same_trial(trial, template), UPGRADE
+    assert not same_trial(
+        trial, optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"retry_of": 0})
+    )

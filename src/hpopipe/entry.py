@@ -3,6 +3,7 @@ stage whose ``dvc`` died stops instead of running on as an orphan."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -118,8 +119,18 @@ def run(main: Callable[[], object]) -> None:
     try:
         main()
     except HpopipeError as err:
-        print(f"hpopipe: error: {mask_url(str(err))}{_restore_hint()}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _refuse(str(err))
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A write the library did not map to DiskFull (it names its file where it can).
+        _refuse(f"{err.filename or 'a write'}: no space left on device (free some space and run again)")
+
+
+def _refuse(message: str) -> None:
+    """The one line of a refused stage or command, and its exit status."""
+    print(f"hpopipe: error: {mask_url(message)}{_restore_hint()}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def _restore_hint() -> str:

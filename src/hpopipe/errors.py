@@ -70,3 +70,16 @@ class SweepStopped(HpopipeError):
 
     def __reduce__(self) -> tuple[type[SweepStopped], tuple[str, str, str]]:
         return (type(self), (self.study, self.state, self.reason))
+
+
+class StorageUnavailable(HpopipeError):
+    """The study's database stayed unreachable longer than ``hpo.storage_retry_s``."""
+
+
+class StorageReconnected(RuntimeError):
+    """The database went away inside a budget-lock section: the lock went with it, so the section
+    starts over under a fresh lock (what it counted may be stale). Caught by the lock's caller."""
+
+
+class DiskFull(HpopipeError):
+    """A write found no space left on the device: one line naming the path."""

@@ -343,6 +343,8 @@ class HpoConfig(_Strict):
     heartbeat_s: float = Field(default=10.0, gt=0)
     grace_s: float = Field(default=60.0, gt=0)
     max_retry: Count = Field(default=2, ge=0)
+    # How long a worker rides out an outage of a database storage before it gives up (0: at once).
+    storage_retry_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
 
     @field_validator("storage")
     @classmethod

@@ -22,7 +22,7 @@ from hpopipe.names import check_name
 from hpopipe.sweep.lifecycle import worker_id
 from hpopipe.sweep.runner import join
 from hpopipe.sweep.signals import GracefulStop
-from hpopipe.sweep.storage import budget_lock, open_storage, resolve
+from hpopipe.sweep.storage import open_storage, resolve, under_budget_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.warm_start import warm_start
 from hpopipe.tracking import make_tracker
@@ -60,10 +60,10 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     _threads()
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
-    storage = open_storage(spec)
+    storage = open_storage(spec, params.hpo.storage_retry_s)
     study_ = open_study(params, name, storage)
-    with budget_lock(spec, storage, name):  # a worker that starts the study first warm-starts it (once)
-        warm_start(study_, params, fingerprint)
+    # A worker that starts the study first warm-starts it (once).
+    under_budget_lock(spec, storage, name, lambda: warm_start(study_, params, fingerprint))
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason

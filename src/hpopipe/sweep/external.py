@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import artifacts
 from hpopipe.config import Params, SweepParams, check_storage_url, load_sweep_params
+from hpopipe.config.schema import HpoConfig
 from hpopipe.errors import HpopipeError, SweepStopped
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.metrics import AUTO
@@ -86,7 +87,10 @@ def connect(
         name = check_name(study, "study") if study is not None else derived
     else:
         name = check_name(_need_name(study), "study")
-    store = open_storage(spec)
+    # An outage is ridden out as by hpopipe's workers (hpo.storage_retry_s; its default when joining
+    # by storage and name, before the recorded settings can be read).
+    retry_s = settings.hpo.storage_retry_s if settings is not None else HpoConfig().storage_retry_s
+    store = open_storage(spec, retry_s)
     if settings is None:
         settings = _recorded_settings(store, name, spec)
     opened = open_study(settings, name, store)

@@ -8,7 +8,8 @@ Two kinds of record live in the study's user attributes:
 
 A RUNNING trial is *stale* when its worker stopped beating for longer than the
 grace period, or when that worker ran on this host and its process is gone
-(so a restart does not have to wait out the grace period).
+(so a restart does not have to wait out the grace period). Time this process saw the
+database down does not count toward the grace period: no worker could beat then.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
 from hpopipe.processes import pid_alive
+from hpopipe.sweep.outage import downtime_between
 
 SWEEP = "sweep"
 WORKER_PREFIX = "worker:"
@@ -101,7 +103,10 @@ def worker_alive(record: dict[str, Any] | None, grace_s: float, now: float | Non
         return False
     if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
         return False
-    return (now or time.time()) - float(record.get("heartbeat", 0.0)) <= grace_s
+    now = now or time.time()
+    beat_at = float(record.get("heartbeat", 0.0))
+    # While the database was down nobody could beat: that part of the silence is not death.
+    return now - beat_at - downtime_between(beat_at, now) <= grace_s
 
 
 def live_workers(study: optuna.Study, grace_s: float) -> list[str]:

@@ -49,6 +49,9 @@ hpopipe touches an underscore name of Optuna.
   (``get_trials``, ``trials``, ``best_trials``) reads trials through ``_get_trials``.
 - :func:`queued_params` (``FrozenTrial.system_attrs["fixed_params"]``): a queued (WAITING)
   trial's parameters are not in ``params`` until it runs; ``hpopipe resume`` re-queues them.
+- :func:`same_trial` (``FrozenTrial.system_attrs``): a trial created from a template whose
+  commit looked lost (the connection died) is found before it is created again
+  (:mod:`hpopipe.sweep.outage`); a queued retry's parameters are system attributes.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -294,3 +297,17 @@ def queued_params(trial: FrozenTrial) -> dict[str, object]:
     if trial.state != TrialState.WAITING:
         return dict(trial.params)
     return dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def same_trial(trial: FrozenTrial, template: FrozenTrial) -> bool:
+    """Whether ``trial`` holds what creating ``template`` writes (its number and id aside)."""
+    return (
+        trial.state == template.state
+        and trial.params == template.params
+        and trial.user_attrs == template.user_attrs
+        and trial.system_attrs == template.system_attrs
+        and trial.values == template.values
+        and trial.intermediate_values == template.intermediate_values
+        and trial.datetime_start == template.datetime_start
+        and trial.datetime_complete == template.datetime_complete
+    )

@@ -30,7 +30,7 @@ from hpopipe.sweep.hooks import Callback, after_trial_hooks, sweep_end_hooks
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
-from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, sweep_lock
+from hpopipe.sweep.storage import StorageSpec, open_storage, sweep_lock, under_budget_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.warm_start import Reuse, warm_start
 from hpopipe.sweep.workers import budget_of, fail_stale, spawn_local, wait_forwarding_stop, work
@@ -75,15 +75,18 @@ def sweep(
     at_end = sweep_end_hooks(params)
     fingerprint = data_fingerprint(train, schema)
     name = study_name(params, fingerprint)
-    storage = open_storage(spec)  # a damaged study file is refused before anything is logged
+    storage = open_storage(spec, params.hpo.storage_retry_s)  # a damaged study file is refused first
     log.info("study %s in %s", name, spec.display)
     if params.hpo.fresh:  # the folder is checked before the study is touched
         start_fresh(name, storage, checkpoints.study_folder(params.hpo.checkpoint_dir, name))
     study = open_study(params, name, storage)
     _begin(study, params)
-    with budget_lock(spec, storage, name):
+
+    def prepare() -> None:
         warm_start(study, params, fingerprint)  # a new study only, before any worker asks
         fail_stale(study, params.hpo.grace_s, params.hpo.max_retry)
+
+    under_budget_lock(spec, storage, name, prepare)
     _log_plan(study, params.hpo.n_trials)
     tags = {
         "study": name,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import optuna
@@ -33,15 +33,18 @@ import sqlalchemy
 import sqlalchemy.exc
 
 from hpopipe import artifacts, workspace
+from hpopipe.atomic import disk_full, no_space
 from hpopipe.config import check_storage_url
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import HpopipeError, StorageReconnected
 from hpopipe.redact import mask_url, register_url
 from hpopipe.sweep.optuna_internals import rdb_of
+from hpopipe.sweep.outage import Outage, RetryingStorage, connection_lost, critical
 
 log = logging.getLogger(__name__)
 LOCK_POLL_S = 0.2  # how often a run waiting for a sweep lock tries again
 
 Kind = Literal["sqlite", "journal", "postgresql"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,25 +121,44 @@ def load_existing(setting: str, name: str, field: str) -> optuna.Study:
         raise HpopipeError(f"{field}: no study named {name!r} in {spec.display}") from None
 
 
-def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
-    """An Optuna storage object for the spec; an unreachable database is one clear line."""
-    if spec.kind == "sqlite":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        return sqlite_storage(spec.path)
-    if spec.kind == "journal":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+def open_storage(spec: StorageSpec, retry_s: float = 0.0) -> optuna.storages.BaseStorage:
+    """An Optuna storage object for the spec; an unreachable database is one clear line.
 
-        path = str(spec.path.resolve())  # the storage object outlives any chdir
-        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
-        return optuna.storages.JournalStorage(backend)
-    try:
+    A database storage rides out an outage of up to ``retry_s`` seconds (``hpo.storage_retry_s``,
+    which the sweep's workers pass; see :mod:`hpopipe.sweep.outage`), at start-up too. A write
+    that finds the disk full is one line naming the study file (or the database).
+    """
+    if spec.kind in ("sqlite", "journal"):
+        path, kind = spec.path, spec.kind
+        assert path is not None
+        files = Outage(str(path), 0.0, retries=False)  # maps a full disk, retries nothing
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if no_space(err):
+                raise disk_full(path.parent) from None
+            raise
+        opened = files.call(lambda: sqlite_storage(path) if kind == "sqlite" else _journal(path))
+        return RetryingStorage(opened, files)
+    outage = Outage(spec.display, retry_s)
+
+    def connect() -> optuna.storages.RDBStorage:
         with _creating_tables(spec):
             return optuna.storages.RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True})
+
+    try:
+        rdb = outage.call(connect) if retry_s > 0 else connect()
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
         raise _unusable(spec, err) from None
+    return RetryingStorage(rdb, outage)
+
+
+def _journal(path: Path) -> optuna.storages.JournalStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    resolved = str(path.resolve())  # the storage object outlives any chdir
+    backend = JournalFileBackend(resolved, lock_obj=JournalFileOpenLock(resolved))
+    return optuna.storages.JournalStorage(backend)
 
 
 _TABLES_KEY = 0x6870_6F70_7462_6C73  # "hpoptbls": the advisory lock around table creation
@@ -254,15 +276,8 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
     the server releases when a dead worker's connection drops.
     """
     if spec.kind == "postgresql":
-        rdb = rdb_of(storage)  # a study wraps its RDB storage in a cache
-        assert isinstance(rdb, optuna.storages.RDBStorage)
-        with rdb.engine.connect() as conn:
-            key = _lock_key(study_name)
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        with _advisory_budget_lock(storage, _lock_key(study_name)):
+            yield
         return
     assert spec.path is not None
     lock_path = spec.path.with_name(spec.path.name + ".budget-lock")  # ".lock" is Optuna's own
@@ -272,6 +287,60 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_budget_lock(storage: optuna.storages.BaseStorage, key: int) -> Iterator[None]:
+    """The PostgreSQL budget lock: a session lock on a connection of its own.
+
+    Taking it rides out an outage like any storage call. The server drops the lock with the
+    connection, so inside it a lost connection ends the section (StorageReconnected, see
+    :func:`under_budget_lock`); releasing it then has nothing left to release.
+    """
+    if isinstance(storage, RetryingStorage) and storage.rdb is not None:
+        engine, outage = storage.rdb.engine, storage.outage
+    else:  # a study wraps a plain RDB storage in a cache
+        rdb = rdb_of(storage)
+        assert isinstance(rdb, optuna.storages.RDBStorage)
+        engine, outage = rdb.engine, Outage("the study storage", 0.0)
+
+    def take() -> sqlalchemy.engine.Connection:
+        conn = engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    conn = outage.call(take)
+    try:
+        with critical():
+            yield
+    finally:
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if not connection_lost(err):
+                raise
+        finally:
+            conn.close()
+
+
+def under_budget_lock(
+    spec: StorageSpec, storage: optuna.storages.BaseStorage, study_name: str, section: Callable[[], T]
+) -> T:
+    """``section()`` holding the budget lock; from the start again when the database went away in it.
+
+    The lock went with the connection: what the section counted may be stale, and another
+    worker may have taken the lock meanwhile, so the whole section runs again.
+    """
+    while True:
+        try:
+            with budget_lock(spec, storage, study_name):
+                return section()
+        except StorageReconnected:
+            log.info("study %s: the database went away inside the budget lock; counting again", study_name)
 
 
 @contextmanager
@@ -324,9 +393,14 @@ def sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool] | No
             return handle.read().strip() or "another run"
 
         _wait_for(try_lock, stop, study_name, holder)
-        handle.truncate(0)
-        handle.write(_holder() + "\n")
-        handle.flush()
+        try:
+            handle.truncate(0)
+            handle.write(_holder() + "\n")
+            handle.flush()
+        except OSError as err:
+            if no_space(err):
+                raise disk_full(lock_path) from None
+            raise
         try:
             yield
         finally:
@@ -378,7 +452,8 @@ def _advisory_sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], 
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
             except sqlalchemy.exc.SQLAlchemyError as err:  # closing the connection releases it too
-                log.warning("study %s: sweep lock not released (%s)", study_name, type(err).__name__)
+                if not connection_lost(err):  # lost: the server released it with the connection
+                    log.warning("study %s: sweep lock not released (%s)", study_name, type(err).__name__)
     finally:
         conn.close()
         engine.dispose()

@@ -29,11 +29,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.config import SweepParams
+from hpopipe.errors import DiskFull, StorageUnavailable
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED, budget_met, count_finished, own
 from hpopipe.sweep.optuna_internals import optimize_loop_window, stop_requested, storage_of, trial_id
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, queue_retry, retry_attrs
-from hpopipe.sweep.storage import StorageSpec, budget_lock
+from hpopipe.sweep.storage import StorageSpec, under_budget_lock
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         result = objective(trial)
     except optuna.TrialPruned:
         return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    except (DiskFull, StorageUnavailable):
+        raise  # the machine's fault, not the trial's: the worker stops, the next run retries it
     except Exception as err:
         log.debug("trial %d failed", trial.number, exc_info=True)
         return tell_failure(study, trial, f"{type(err).__name__}: {err}")
@@ -242,10 +245,16 @@ def sweep_gate(study: optuna.Study, deadline: float | None) -> str | None:
 
 
 def claim_trial(study: optuna.Study, spec: StorageSpec, wid: str, budget: Budget) -> optuna.Trial | str:
-    """Under the budget lock: fail dead workers' trials, then start a trial or say ``done``/``wait``."""
-    with budget_lock(spec, storage_of(study), study.study_name):
+    """Under the budget lock: fail dead workers' trials, then start a trial or say ``done``/``wait``.
+
+    The whole section runs again if the database went away inside it (see ``under_budget_lock``).
+    """
+
+    def section() -> optuna.Trial | str:
         fail_stale(study, budget.grace_s, budget.max_retry)
         return next_trial(study, wid, budget.n_trials)
+
+    return under_budget_lock(spec, storage_of(study), study.study_name, section)
 
 
 def work(
@@ -266,6 +275,7 @@ def work(
     guard = FailureGuard(budget.max_failures)
     deadline = None if budget.timeout_s is None else time.monotonic() + budget.timeout_s
     poll = min(1.0, budget.heartbeat_s)
+
     with Heartbeat(study, wid, budget.heartbeat_s) as heart:
         while True:
             if stop():
