@@ -61,13 +61,16 @@ def test_ask_report_tell_round_trip(tmp_path: Path) -> None:
     trial = answer(trial_cli(tmp_path, "ask"))
     assert trial["number"] == 0 and set(trial["params"]) == {"x"} and trial["retry_of"] is None
     assert trial["seed"] == derive_seed(5, "trial", 0)  # by sweep position, as hpopipe's own trials
+    # The asking process is gone, yet the next ask (which fails dead workers' trials) leaves 0 running.
+    assert answer(trial_cli(tmp_path, "ask"))["number"] == 1
+    assert study_of(tmp_path).trials[0].state == TrialState.RUNNING
     assert answer(trial_cli(tmp_path, "report", "--number", "0", "--step", "0", "--value", "0.5")) == {
         "stop": False
     }
     told = answer(trial_cli(tmp_path, "tell", "--number", "0", "--value", "0.25"))
     assert told == {"number": 0, "state": "COMPLETE", "stop": False}
     study = study_of(tmp_path)
-    (done,) = study.trials
+    done = study.trials[0]
     assert (done.state, done.value, done.intermediate_values) == (TrialState.COMPLETE, 0.25, {0: 0.5})
     assert done.params == trial["params"]
     assert done.user_attrs[lifecycle.TRIAL_BEAT]["pid"] == 0  # its own heartbeat, no process to watch
@@ -101,6 +104,17 @@ def test_fail_then_the_budget_spent_prints_null_and_exits_3(tmp_path: Path) -> N
     assert (spent.returncode, spent.stdout.strip()) == (3, "null")
     states = [(t.state, t.user_attrs.get("fail_reason")) for t in study_of(tmp_path).trials]
     assert states == [(TrialState.FAIL, "out of memory"), (TrialState.COMPLETE, None)]
+
+
+def test_max_failures_counts_failures_in_a_row_across_processes(tmp_path: Path) -> None:
+    write_params(tmp_path, max_failures=2)
+    for expected_stop in (False, True):  # each fail its own process; the second trips hpo.max_failures
+        number = str(answer(trial_cli(tmp_path, "ask"))["number"])
+        failed = answer(trial_cli(tmp_path, "fail", "--number", number, "--reason", "diverged"))
+        assert failed["stop"] is expected_stop
+    refused = trial_cli(tmp_path, "ask")
+    assert refused.returncode == 2
+    assert "is failed (hpo.max_failures: 2 trials failed in a row" in refused.stderr
 
 
 def test_a_paused_sweep_refuses_ask_in_one_line(tmp_path: Path) -> None:

@@ -96,7 +96,9 @@ def connect(
     if SETTINGS not in opened.user_attrs:
         sections = set(SweepParams.model_fields)  # a whole params.yaml: its sweep sections only
         opened.set_user_attr(SETTINGS, settings.model_dump(mode="json", include=sections))
-    state = lifecycle.begin(opened, settings.hpo.n_trials)
+    state = lifecycle.sweep_record(opened)["state"]
+    if not (detached and state == "failed"):  # every detached ask connects: hpo.max_failures must hold
+        state = lifecycle.begin(opened, settings.hpo.n_trials)
     log.info("joined sweep %s on %s (%s)", opened.study_name, spec.display, state)
     return Sweep(opened, spec, settings, make_tracker(), detached, owner_pid)
 
@@ -471,7 +473,7 @@ class Trial:
         grace = self._sweep.budget.grace_s
         return (
             f"another process failed it as stale (no call for over hpo.grace_s, {grace:g} s, or its "
-            "owner process is gone) and queued a retry: stop training it"
+            "owner process is gone): stop training it"
         )
 
     def _end(self, frozen: FrozenTrial) -> None:
