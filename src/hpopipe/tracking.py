@@ -123,9 +123,15 @@ class NullTracker:
         """
         return TrialRun()
 
+    def reattach(self, run_id: str) -> TrialRun:
+        """The open trial run ``run_id``, made by another process (:meth:`TrialRun.detach`)."""
+        return TrialRun()
+
 
 class TrialRun:
     """One external trial's MLflow run: intermediate values, final values, tags, its end."""
+
+    run_id: str | None = None
 
     def log(self, key: str, value: float, step: int = 0) -> None:
         """A metric at ``step`` (sent in one batch at the end)."""
@@ -135,6 +141,13 @@ class TrialRun:
 
     def end(self, status: str = "FINISHED") -> None:
         """Send what was logged and end the run (FINISHED, FAILED or KILLED)."""
+
+    def flush(self) -> None:
+        """Send what was logged so far; the run stays open (a trial driven by several processes)."""
+
+    def detach(self) -> None:
+        """Send what was logged and disown the run: no process's death closes it as stale; another
+        process takes it up by id with :meth:`NullTracker.reattach` (``hpopipe trial report|tell``)."""
 
 
 @dataclass
@@ -386,10 +399,14 @@ class MlflowTracker(NullTracker):
         batch = _Batch({k: mask_url(str(v)) for k, v in params.items()})
         return _MlflowTrialRun(self, str(run.info.run_id), batch)
 
+    def reattach(self, run_id: str) -> TrialRun:
+        return _MlflowTrialRun(self, run_id, _Batch({}))
+
 
 class _MlflowTrialRun(TrialRun):
     def __init__(self, tracker: MlflowTracker, run_id: str, batch: _Batch) -> None:
-        self.tracker, self.run_id, self.batch = tracker, run_id, batch
+        self.tracker, self.batch = tracker, batch
+        self.run_id: str = run_id
 
     def log(self, key: str, value: float, step: int = 0) -> None:
         self.batch.metrics.append((key, float(value), int(step)))
@@ -402,6 +419,15 @@ class _MlflowTrialRun(TrialRun):
         with tracker._writing():
             tracker._flush(self.run_id, self.batch)
             tracker._client.set_terminated(self.run_id, status=status)
+
+    def flush(self) -> None:
+        with self.tracker._writing():
+            self.tracker._flush(self.run_id, self.batch)
+        self.batch = _Batch({}, status=self.batch.status)  # sent: a second flush repeats nothing
+
+    def detach(self) -> None:
+        self.set_tags({"hpopipe.pid": "0"})  # no process's run: _close_stale_runs leaves it alone
+        self.flush()
 
 
 # Database schemes MLflow opens through SQLAlchemy, whose default driver may not be installed.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe import __version__, artifacts
-from hpopipe.cli import deploy, retrain, space, sweep
+from hpopipe.cli import deploy, retrain, space, sweep, trial
 from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storage", type=Path, help=STORAGE_HELP)
     b.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     b.set_defaults(func=_restore)
-    for wing in (retrain, sweep, deploy, space):
+    for wing in (retrain, sweep, deploy, space, trial):
         wing.add_parser(sub)
     _plain_help(parser)
     return parser

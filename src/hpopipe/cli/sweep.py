@@ -16,11 +16,16 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def storage_spec(params_path: Path, storage: Path | None) -> Any:
-    """The storage a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params."""
-    from hpopipe.config import load_params
+    """The storage a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params.
+
+    --params may be a sweep-only file (an external sweep's, docs/external.md) as well.
+    """
+    from hpopipe.config import load_sweep_params
     from hpopipe.sweep.storage import resolve, sqlite_spec
 
-    return sqlite_spec(storage) if storage is not None else resolve(load_params(params_path).hpo.storage)
+    if storage is not None:
+        return sqlite_spec(storage)
+    return resolve(load_sweep_params(params_path).hpo.storage)
 
 
 def target_storage(params_path: Path, storage: Path | None) -> tuple[Any, Any]:
@@ -75,5 +80,10 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser("sweep", help="pause, resume or cancel a sweep; workers honour it between trials")
     s.add_argument("action", choices=["pause", "resume", "cancel"])
     s.add_argument("name", nargs="?", help="study name (default: the one whose trials started last)")
-    s.add_argument("--params", type=Path, default=Path("params.yaml"), help="names the storage (hpo.storage)")
+    s.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="names the storage (hpo.storage): params.yaml, or an external sweep's params file",
+    )
     s.set_defaults(func=_sweep)

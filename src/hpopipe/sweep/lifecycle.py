@@ -5,6 +5,12 @@ Two kinds of record live in the study's user attributes:
 - ``sweep``: ``{"state": running|paused|canceled|failed|finished, "reason": ..., "n_trials": N}``,
   set by ``hpopipe sweep pause|resume|cancel`` and by the workers; honoured between trials.
 - ``worker:<id>``: each worker's host, pid, current trial and last heartbeat (epoch seconds).
+- ``mlflow_parent_run``: the MLflow run every process's trials nest under (the hpo stage's run,
+  or the one the first external process made).
+
+A *detached* trial, driven by separate processes (``hpopipe trial ask|report|tell``), has no
+worker process to beat for it: it carries its own heartbeat record (trial user attribute
+``heartbeat``, the same fields), written at every call.
 
 A RUNNING trial is *stale* when its worker stopped beating for longer than the
 grace period, or when that worker ran on this host and its process is gone
@@ -25,10 +31,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
 from hpopipe.processes import pid_alive
+from hpopipe.sweep.optuna_internals import storage_of, trial_id
 from hpopipe.sweep.outage import downtime_between
 
 SWEEP = "sweep"
 WORKER_PREFIX = "worker:"
+PARENT_RUN = "mlflow_parent_run"  # study user attribute: the MLflow run every process's trials nest under
+TRIAL_BEAT = "heartbeat"  # trial user attribute: a detached trial's own heartbeat record
 STATES = ("pending", "running", "paused", "canceled", "failed", "finished")
 # What `hpopipe sweep <action>` sets.
 ACTIONS = {"pause": "paused", "resume": "running", "cancel": "canceled"}
@@ -97,11 +106,21 @@ def beat(study: optuna.Study, wid: str, trial: int | None, state: str = "running
     study.set_user_attr(WORKER_PREFIX + wid, record)
 
 
+def beat_trial(study: optuna.Study, trial: FrozenTrial | optuna.Trial, pid: int = 0) -> None:
+    """Write a detached trial's own heartbeat; ``pid`` (0: none) is the process that runs it on this host.
+
+    Without a pid only the heartbeat's age tells whether the trial is alive (``hpo.grace_s``).
+    """
+    record = {"host": socket.gethostname(), "pid": pid, "heartbeat": time.time(), "state": "running"}
+    storage_of(study).set_trial_user_attr(trial_id(trial), TRIAL_BEAT, record)
+
+
 def worker_alive(record: dict[str, Any] | None, grace_s: float, now: float | None = None) -> bool:
     """Whether a worker record belongs to a live worker."""
     if not record or record.get("state") == "exited":
         return False
-    if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
+    pid = int(record.get("pid", 0))  # 0: no process to look for, only the heartbeat's age
+    if pid > 0 and record.get("host") == socket.gethostname() and not pid_alive(pid):
         return False
     now = now or time.time()
     beat_at = float(record.get("heartbeat", 0.0))
@@ -127,11 +146,19 @@ def refuse_while_running(study: optuna.Study, grace_s: float, what: str) -> None
 
 
 def stale_trials(study: optuna.Study, grace_s: float) -> list[FrozenTrial]:
-    """RUNNING trials whose worker is dead: by pid on this host, else by heartbeat age."""
+    """RUNNING trials whose worker is dead: by pid on this host, else by heartbeat age.
+
+    A detached trial is judged by its own record (see :func:`beat_trial`).
+    """
     known = workers(study)
     now = time.time()
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not worker_alive(known.get(str(t.user_attrs.get("worker", ""))), grace_s, now)
+        if not worker_alive(_record_of(t, known), grace_s, now)
     ]
+
+
+def _record_of(trial: FrozenTrial, known: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    own = trial.user_attrs.get(TRIAL_BEAT)
+    return own if isinstance(own, dict) else known.get(str(trial.user_attrs.get("worker", "")))

@@ -99,6 +99,9 @@ def sweep(
     hpo = params.hpo
     run_params = {"n_trials": hpo.n_trials, "metric": hpo.metric, "n_workers": hpo.n_workers}
     with tracker.run(f"hpo {name}", params=run_params, tags=tags):
+        parent = tracker.run_id()
+        if parent:  # external code that joins this study (hpopipe.connect) nests under this run
+            study.set_user_attr(lifecycle.PARENT_RUN, parent)
         if in_process:
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
         else:

@@ -244,15 +244,26 @@ def sweep_gate(study: optuna.Study, deadline: float | None) -> str | None:
     return "paused" if state == "paused" else None
 
 
-def claim_trial(study: optuna.Study, spec: StorageSpec, wid: str, budget: Budget) -> optuna.Trial | str:
+def claim_trial(
+    study: optuna.Study,
+    spec: StorageSpec,
+    wid: str,
+    budget: Budget,
+    started: Callable[[optuna.Trial], None] | None = None,
+) -> optuna.Trial | str:
     """Under the budget lock: fail dead workers' trials, then start a trial or say ``done``/``wait``.
 
-    The whole section runs again if the database went away inside it (see ``under_budget_lock``).
+    ``started`` runs on a started trial still under the lock (a detached trial's first
+    heartbeat: no other process may judge it stale before it has one). The whole section runs
+    again if the database went away inside it (see ``under_budget_lock``).
     """
 
     def section() -> optuna.Trial | str:
         fail_stale(study, budget.grace_s, budget.max_retry)
-        return next_trial(study, wid, budget.n_trials)
+        trial = next_trial(study, wid, budget.n_trials)
+        if started is not None and not isinstance(trial, str):
+            started(trial)
+        return trial
 
     return under_budget_lock(spec, storage_of(study), study.study_name, section)
 
