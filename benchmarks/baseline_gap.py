@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -110,14 +111,16 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def run_table(name: str, overrides: dict[str, Any], keep: bool) -> dict[str, Any]:
+def run_table(
+    name: str, overrides: dict[str, Any], keep: bool, params: Path = ROOT / "params.yaml"
+) -> dict[str, Any]:
     """Run the pipeline on one table in a temporary copy; its test metrics and timing."""
     loader, target, source = TABLES[name]
     frame = loader()
     work = Path(tempfile.mkdtemp(prefix=f"gap-{name}-"))
     try:
         frame.to_csv(work / "table.csv", index=False)
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        raw = yaml.safe_load(params.read_text())
         _set(raw, "data.path", "table.csv")
         _set(raw, "data.target", target)
         for key, value in overrides.items():
@@ -128,14 +131,14 @@ def run_table(name: str, overrides: dict[str, Any], keep: bool) -> dict[str, Any
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
             "HPOPIPE_TRACKING": "off",
         }
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _children_cpu()
         for stage in STAGES:
             proc = subprocess.run(
                 [sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, capture_output=True, text=True
             )
             if proc.returncode:
                 raise RuntimeError(f"{name}: stage {stage} failed:\n{proc.stderr[-3000:]}")
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
         test = json.loads((work / "metrics" / "test.json").read_text())
         schema = json.loads((work / "data" / "prepared" / "schema.json").read_text())
         best = yaml.safe_load((work / "artifacts" / "best" / "config.yaml").read_text())
@@ -149,6 +152,9 @@ def run_table(name: str, overrides: dict[str, Any], keep: bool) -> dict[str, Any
             "categorical_columns": len(schema["categorical"]),
             "encoded_features": len(schema["feature_columns"]),
             "seconds": round(seconds, 1),
+            "cpu_seconds": round(
+                cpu, 1
+            ),  # the stages' user+system CPU time: steadier than wall time under load
             "network": {k: v for k, v in test.items() if k != "baselines"},
             "baselines": test["baselines"],
             "best_params": best.get("params"),
@@ -160,6 +166,11 @@ def run_table(name: str, overrides: dict[str, Any], keep: bool) -> dict[str, Any
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def gap(task: str, test: dict[str, Any]) -> dict[str, float]:
@@ -212,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="params.yaml override"
     )
     parser.add_argument("--out", default="baseline_gap", help="file stem under benchmarks/results/")
+    parser.add_argument(
+        "--params", type=Path, default=ROOT / "params.yaml", help="the params.yaml to start from"
+    )
     parser.add_argument("--keep", action="store_true", help="keep each table's temporary copy")
     args = parser.parse_args(argv)
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -220,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         if not _available(name):
             print(f"skip {name}: its package is not installed", file=sys.stderr)
             continue
-        row = run_table(name, overrides, args.keep)
-        print(json.dumps({k: row[k] for k in ("table", "gap", "seconds")}), flush=True)
+        row = run_table(name, overrides, args.keep, args.params)
+        print(json.dumps({k: row[k] for k in ("table", "gap", "seconds", "cpu_seconds")}), flush=True)
         rows.append(row)
         _write(args.out, rows, overrides)  # after every table: a long run killed half-way keeps its figures
     print(markdown(rows, _settings(overrides)))
