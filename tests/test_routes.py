@@ -54,11 +54,16 @@ def test_every_listed_builtin_param_changes_the_model(family: str, names: tuple[
         "d_hidden_factor": 3.0,
         "dropout_hidden": 0.41,
         "dropout_residual": 0.13,
+        "norm": "layer",
+        "embedding": "periodic",
+        "embedding_scale": 2.5,
     }
+    needs = {"embedding_scale": {"embedding": "periodic"}}  # read only beside another value
     torch.manual_seed(0)
-    base = str(build(ModelConfig(name=family), {}, 4, 2))  # type: ignore[arg-type]
     for name in names:
-        assert str(build(ModelConfig(name=family), {name: changed[name]}, 4, 2)) != base, name  # type: ignore[arg-type]
+        base = str(build(ModelConfig(name=family), needs.get(name, {}), 4, 2))  # type: ignore[arg-type]
+        model = build(ModelConfig(name=family), {**needs.get(name, {}), name: changed[name]}, 4, 2)  # type: ignore[arg-type]
+        assert str(model) != base, name
 
 
 @pytest.mark.parametrize(
@@ -69,7 +74,12 @@ def test_every_listed_builtin_param_changes_the_model(family: str, names: tuple[
             "mlp",
             "search_space.model.encoder.depth: the mlp model reads no 'encoder.depth'",
         ),
-        (["model.d_main"], "mlp", "the mlp model reads no 'd_main' (it reads n_layers, width, dropout)"),
+        (
+            ["model.d_main"],
+            "mlp",
+            "the mlp model reads no 'd_main' "
+            "(it reads n_layers, width, dropout, norm, embedding, embedding_scale)",
+        ),
         (["optimiser.lr"], "mlp", "a dotted name starts with model., train. or optimizer., not optimiser."),
         (["train.max_epochs"], None, "train.max_epochs is read by nothing"),
         (["optimizer.batch_size"], None, "a trial may set optimizer.lr, optimizer.weight_decay"),

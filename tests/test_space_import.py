@@ -445,7 +445,8 @@ def test_a_dotted_name_nothing_reads_is_refused_naming_the_file(tmp_path: Path) 
         import_sweep(sweep_file, params_path)
     assert str(info.value) == (
         f"{sweep_file} (imported into {params_path}): search_space.model.encoder.depth: "
-        "the mlp model reads no 'encoder.depth' (it reads n_layers, width, dropout)"
+        "the mlp model reads no 'encoder.depth' "
+        "(it reads n_layers, width, dropout, norm, embedding, embedding_scale)"
     )
 
 

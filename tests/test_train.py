@@ -434,3 +434,68 @@ def test_bad_factory_is_a_user_error(factory: str, fragment: str) -> None:
         build(ModelConfig(factory=factory), {}, 5, 2)
     assert str(info.value).startswith("model.factory: ")
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(("norm", "layer"), [("batch", torch.nn.BatchNorm1d), ("layer", torch.nn.LayerNorm)])
+def test_mlp_norm_adds_one_normalisation_per_block(norm: str, layer: type[torch.nn.Module]) -> None:
+    net = build(MLP, {"width": 8, "n_layers": 3, "norm": norm}, 5, 2)
+    norms = [m for m in net.modules() if isinstance(m, layer)]
+    assert len(norms) == 3 and all(
+        n.normalized_shape == (8,) if norm == "layer" else n.num_features == 8 for n in norms
+    )  # type: ignore[union-attr]
+    plain = build(MLP, {"width": 8, "n_layers": 3}, 5, 2)  # default: no normalisation, as before
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)) for m in plain.modules())
+    assert net(torch.zeros(4, 5)).shape == (4, 2)
+
+
+def test_mlp_norm_trains_deterministically(problem: dict[str, np.ndarray]) -> None:
+    tr, val = splits(problem, CLS)
+    params = {**SMALL, "norm": "batch"}
+    runs = [
+        loop.fit(MLP, params, cfg(max_epochs=6, lr=1e-2, batch_size=30), CLS, tr, val, seed=3)
+        for _ in range(2)
+    ]
+    assert same_weights(runs[0].model.state_dict(), runs[1].model.state_dict())  # running stats too
+    assert runs[0].history[-1]["train_loss"] < runs[0].history[0]["train_loss"]
+
+
+def test_mlp_unknown_norm_is_a_user_error() -> None:
+    with pytest.raises(HpopipeError, match=r"^model.norm: 'group' is not one of none, batch, layer"):
+        build(MLP, {"norm": "group"}, 5, 2)
+
+
+def test_periodic_embedding_gives_every_column_a_vector() -> None:
+    from hpopipe.training.models import D_EMBEDDING, PeriodicEmbedding
+
+    net = build(MLP, {"width": 8, "n_layers": 1, "embedding": "periodic", "embedding_scale": 0.5}, 5, 3)
+    embedding, first = net[0], net[1]  # type: ignore[index]
+    assert isinstance(embedding, PeriodicEmbedding) and first.in_features == 5 * D_EMBEDDING
+    assert embedding(torch.zeros(4, 5)).shape == (4, 5 * D_EMBEDDING)
+    assert net(torch.randn(4, 5)).shape == (4, 3)
+    assert not any(isinstance(m, PeriodicEmbedding) for m in build(MLP, {}, 5, 3).modules())  # default: none
+
+
+def test_periodic_embedding_scale_sets_the_initial_frequencies() -> None:
+    stds = []
+    for scale in (0.1, 3.0):
+        torch.manual_seed(0)
+        net = build(MLP, {"embedding": "periodic", "embedding_scale": scale}, 50, 2)
+        stds.append(float(net[0].frequencies.std()))  # type: ignore[index, union-attr]
+    assert stds[0] == pytest.approx(0.1, rel=0.2) and stds[1] == pytest.approx(3.0, rel=0.2)
+
+
+def test_periodic_embedding_trains_deterministically(problem: dict[str, np.ndarray]) -> None:
+    tr, val = splits(problem, REG)
+    params = {**SMALL, "embedding": "periodic", "embedding_scale": 1.0}
+    runs = [
+        loop.fit(MLP, params, cfg(max_epochs=6, lr=1e-2, batch_size=30), REG, tr, val, seed=5)
+        for _ in range(2)
+    ]
+    assert same_weights(runs[0].model.state_dict(), runs[1].model.state_dict())
+    assert runs[0].history[-1]["train_loss"] < runs[0].history[0]["train_loss"]
+    assert runs[0].best_score < 0.5 * float(np.std(val[1]))  # far better than predicting a constant
+
+
+def test_unknown_embedding_is_a_user_error() -> None:
+    with pytest.raises(HpopipeError, match=r"^model.embedding: 'onehot' is not one of none, periodic"):
+        build(MLP, {"embedding": "onehot"}, 5, 2)

@@ -39,7 +39,7 @@ _NAMESPACE_KEYS: dict[str, tuple[str, ...]] = {
 # The params each built-in family reads: the declaration next to hpopipe.training.models'
 # families (config must not import torch); tests/test_routes.py ties the two.
 BUILTIN_MODEL_PARAMS: dict[str, tuple[str, ...]] = {
-    "mlp": ("n_layers", "width", "dropout"),
+    "mlp": ("n_layers", "width", "dropout", "norm", "embedding", "embedding_scale"),
     "resnet": ("n_blocks", "d_main", "d_hidden_factor", "dropout_hidden", "dropout_residual"),
 }
 
