@@ -207,7 +207,7 @@ def test_the_example_twice_at_once_on_postgresql_spends_the_budget_exactly(
     client = MlflowClient(mlflow_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "hpopipe"]
     runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.info.run_name == "hpo"]
+    (parent,) = [r for r in runs if r.info.run_name.startswith("hpo ")]
     assert study.user_attrs["mlflow_parent_run"] == parent.info.run_id
     children = [r for r in runs if r.info.run_name.startswith("trial-")]
     assert len(children) == len(trials)

@@ -177,7 +177,7 @@ def test_trials_of_the_hpo_stages_study_nest_under_its_hpo_run(
     study = sweep(params, prepared[0], prepared[1], sqlite_spec(db), MlflowTracker())  # as the hpo stage
     client = MlflowClient(tracking_on)
     experiment = client.get_experiment_by_name("hpopipe").experiment_id
-    (hpo_run,) = client.search_runs([experiment], "run_name = 'hpo'")
+    (hpo_run,) = client.search_runs([experiment], f"run_name = 'hpo {study.study_name}'")
     assert study.user_attrs[lifecycle.PARENT_RUN] == hpo_run.info.run_id
 
     # External code joins that study (one more trial), then drives a trial through the verbs.
@@ -190,8 +190,8 @@ def test_trials_of_the_hpo_stages_study_nest_under_its_hpo_run(
     answer(trial_cli(tmp_path, "report", "--number", number, "--step", "0", "--value", "0.5", *where))
     answer(trial_cli(tmp_path, "tell", "--number", number, "--value", "0.75", *where))
 
-    assert len(client.search_runs([experiment], "run_name = 'hpo'")) == 1  # no second parent
-    (run,) = client.search_runs([experiment], f"run_name = 'trial-{number}'")
+    assert len(client.search_runs([experiment], "run_name LIKE 'hpo %'")) == 1  # no second parent
+    (run,) = client.search_runs([experiment], f"run_name = 'trial-{int(number):04d}'")
     assert run.data.tags["mlflow.parentRunId"] == hpo_run.info.run_id
     assert (run.info.status, run.data.tags["state"]) == ("FINISHED", "COMPLETE")
     assert run.data.metrics[params.hpo.metric] == 0.75

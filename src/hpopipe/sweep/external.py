@@ -37,7 +37,7 @@ from hpopipe.names import check_name
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.hooks import after_trial_hooks
-from hpopipe.sweep.objective import report_and_decide, sample_trial
+from hpopipe.sweep.objective import report_and_decide, run_name, sample_trial
 from hpopipe.sweep.optuna_internals import storage_of, trial_id
 from hpopipe.sweep.pareto import is_multi_objective
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, RETRY_OF, mark_interrupted
@@ -322,7 +322,9 @@ class Sweep:
         with budget_lock(self.spec, storage_of(self.study), self.name):
             known = self.study.user_attrs.get(PARENT_RUN)
             tags = {"study": self.name, "storage": self.spec.display, "stage": "hpo", "source": "connect"}
-            parent = self.tracker.shared_parent(known if isinstance(known, str) else None, "hpo", tags)
+            parent = self.tracker.shared_parent(
+                known if isinstance(known, str) else None, f"hpo {self.name}", tags
+            )
             if parent != known:
                 self.study.set_user_attr(PARENT_RUN, parent)
         return parent
@@ -333,7 +335,7 @@ class Sweep:
             self._heart.trial = trial.number
         if self.detached and self._parent is None and self.tracker.enabled:
             self._parent = self._shared_parent()
-        run = self.tracker.trial_run(f"trial-{trial.number}", self._parent, sampled)
+        run = self.tracker.trial_run(run_name(trial.number), self._parent, sampled)
         run.set_tags({"trial": str(trial.number), "seed": str(seed), "study": self.name})
         if self.detached:  # the next process finds the run by id; params and tags are sent now
             run.detach()
@@ -346,6 +348,8 @@ class Sweep:
         run.set_tags({"state": frozen.state.name})
         for objective, value in zip(self.params.hpo.objectives, frozen.values or (), strict=False):
             run.log(objective, value)
+        if frozen.values:  # `value`, as hpopipe's own trial runs log it (PRUNED: the last report)
+            run.log("value", frozen.values[0])
         interrupted = bool(frozen.user_attrs.get(INTERRUPTED))
         run.end({TrialState.FAIL: "KILLED" if interrupted else "FAILED"}.get(frozen.state, "FINISHED"))
         if self._heart is not None:
