@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar, cast
 
@@ -74,7 +74,7 @@ def ordered_map(
     tasks: Sequence[T],
     workers: int,
     setup: Callable[[], None] | None = None,
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """``fn(shared, task)`` for every task, yielded in the order of ``tasks``, as soon as each can be.
 
     With ``workers`` <= 1 (or one task) it runs here, one task after another, without ``setup``.
@@ -95,7 +95,7 @@ def ordered_map(
 
 def _pooled(
     fn: Callable[[S, T], R], shared: S, tasks: Sequence[T], n: int, setup: Callable[[], None] | None
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     ctx = multiprocessing.get_context("spawn")
     conns: list[Connection] = []
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -128,9 +128,9 @@ def _pooled(
                 try:
                     _, ok, value = conn.recv()
                 except EOFError:
-                    proc = procs[conns.index(conn)]
-                    proc.join(timeout=5)
-                    raise TaskFailed(index, _death(proc.exitcode)) from None
+                    dead = procs[conns.index(conn)]
+                    dead.join(timeout=5)
+                    raise TaskFailed(index, _death(dead.exitcode)) from None
                 if not ok:
                     raise TaskFailed(index, value)
                 done[index] = value
