@@ -23,10 +23,10 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
 from hpopipe.config import Params
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import HpopipeError, TaskFailed
 from hpopipe.handoffs.cv import CvCandidate, CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
-from hpopipe.process_pool import TaskFailed, ordered_map
+from hpopipe.process_pool import ordered_map
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker

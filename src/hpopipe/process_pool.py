@@ -18,17 +18,11 @@ from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar, cast
 
+from hpopipe.errors import TaskFailed
+
 S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class TaskFailed(Exception):
-    """Task ``index`` raised or its process died; ``reason`` says how, in one line."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(f"task {index}: {reason}")
-        self.index, self.reason = index, reason
 
 
 def _one_line(err: BaseException) -> str:
