@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def params(n_workers: int, trials: int) -> dict[str, Any]:
     return raw
 
 
-def stage(root: Path, module: str) -> float:
-    """Run one stage in ``root``; its wall time."""
+def stage(root: Path, module: str) -> tuple[float, float]:
+    """Run one stage in ``root``; its wall time and CPU time (all its processes)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -51,12 +52,14 @@ def stage(root: Path, module: str) -> float:
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         "HPOPIPE_TRACKING": "off",
     }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{module} failed:\n{proc.stdout}\n{proc.stderr}")
-    return wall
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def outputs(root: Path) -> bytes:
@@ -79,7 +82,7 @@ def main() -> None:
             for n in (1, 2) if r % 2 == 0 else (2, 1):  # interleaved: drift in load hits both alike
                 (root / "params.yaml").write_text(yaml.safe_dump(params(n, args.trials)))
                 load = os.getloadavg()[0]
-                wall = stage(root, "stages.cv")
+                wall, cpu = stage(root, "stages.cv")
                 got = outputs(root)
                 reference = reference or got
                 runs.append(
@@ -87,6 +90,7 @@ def main() -> None:
                         "round": r,
                         "n_workers": n,
                         "wall_s": round(wall, 2),
+                        "cpu_s": round(cpu, 2),
                         "load_1min": load,
                         "identical": got == reference,
                     }

@@ -97,3 +97,9 @@ def dies_when_wide(params: dict[str, Any], n_features: int, n_outputs: int) -> n
     if int(params["width"]) == 32:
         os.kill(os.getpid(), signal.SIGKILL)
     return build_mlp(params, n_features, n_outputs)
+
+
+def nap(shared: object, seconds: float) -> float:
+    """A pool task that only sleeps (tests of hpopipe.process_pool)."""
+    time.sleep(seconds)
+    return seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.cv import write_cv
 from hpopipe.handoffs.ranked import RankedTrial, RankedTrials, write_ranked
 from hpopipe.handoffs.schema import write_schema
+from hpopipe.processes import pid_alive
 from hpopipe.tracking import NullTracker
 from hpopipe.training.loop import task_of
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
@@ -120,3 +122,29 @@ def test_a_failing_candidate_stops_the_stage_with_one_line_and_no_outputs(
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / artifacts.CV_RESULTS).exists()
     assert not (tmp_path / artifacts.metrics_file("cv")).exists()
+
+
+def test_pool_processes_do_not_outlive_a_killed_stage() -> None:
+    """SIGKILL (or DVC's SIGTERM) to the stage leaves no training behind in its pool processes."""
+    script = (
+        "from hpopipe.process_pool import ordered_map\n"
+        "from tests.failing_models import nap\n"
+        "list(ordered_map(nap, None, [600.0, 600.0], 2))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(PYTHONPATH=str(REPO)))
+    children: list[int] = []
+    deadline = time.monotonic() + 300  # a liveness bound, not a timing claim
+    try:
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pgrep = ["pgrep", "-P", str(parent.pid), "-f", "spawn_main"]  # not the resource tracker
+            children = [
+                int(pid) for pid in subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
+            ]
+        assert len(children) == 2
+    finally:
+        parent.kill()
+        parent.wait()
+    while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if pid_alive(pid)]

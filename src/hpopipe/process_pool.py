@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar, cast
@@ -34,6 +36,9 @@ def _serve(
 ) -> None:
     """A pool process: run tasks from ``conn`` until told to stop or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a parent killed outright (SIGKILL, SIGTERM) leaves no orphan training on
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
     if setup is not None:
         setup()
     while True:
@@ -49,6 +54,11 @@ def _serve(
         except Exception as err:
             reply = (index, False, _one_line(err))
         conn.send(reply)
+
+
+def _exit_with(sentinel: int) -> None:
+    wait([sentinel])
+    os._exit(1)
 
 
 def _death(code: int | None) -> str:
