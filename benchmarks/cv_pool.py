@@ -66,6 +66,10 @@ def outputs(root: Path) -> bytes:
     return (root / "artifacts/cv/results.csv").read_bytes() + (root / "metrics/cv.json").read_bytes()
 
 
+def _wall(pair: list[dict[str, Any]], n: int) -> float:
+    return float(next(x["wall_s"] for x in pair if x["n_workers"] == n))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -97,6 +101,8 @@ def main() -> None:
                 )
                 print(json.dumps(runs[-1]), flush=True)
         cv = yaml.safe_load((root / "params.yaml").read_text())["cv"]
+    rounds = [[x for x in runs if x["round"] == r] for r in range(args.rounds)]
+    per_round = [round(_wall(pair, 1) / _wall(pair, 2), 3) for pair in rounds]
     medians = {n: statistics.median(x["wall_s"] for x in runs if x["n_workers"] == n) for n in (1, 2)}
     result = {
         "what": "python -m stages.cv on a finished default pipeline (tracking off), 1 vs 2 workers",
@@ -113,6 +119,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "median_wall_s": {str(n): round(v, 2) for n, v in medians.items()},
         "speedup_2_vs_1": round(medians[1] / medians[2], 3),
+        "speedup_per_round": per_round,
         "all_identical": all(x["identical"] for x in runs),
         "runs": runs,
     }
