@@ -33,6 +33,7 @@ test: lint
 bench: $(STAMP)
 	python benchmarks/overhead.py
 	python benchmarks/strategies.py
+	python benchmarks/cv_pool.py
 
 # 1 vs 2 local workers, and storage cost per trial (needs PostgreSQL at 127.0.0.1:5432).
 bench-scale: $(STAMP)

@@ -23,7 +23,7 @@ def main() -> None:
     study, ranked = ranked_file.study, ranked_file.trials
     settings = {"top_k": params.cv.top_k, "folds": params.cv.folds}
     with tracker.run(f"cv {study}", params=settings, tags={"stage": "cv", "study": study}):
-        results = cross_validate(params, ranked, x, y, task, tracker)
+        results = cross_validate(params, ranked, x, y, task, tracker, params.hpo.n_workers)
     artifacts.write_frame(artifacts.CV_RESULTS, results)
     write_cv(artifacts.metrics_file("cv"), summarise(results, params.hpo.metric))
 

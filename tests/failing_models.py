@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -89,3 +90,16 @@ def fails_late_when_wide(params: dict[str, Any], n_features: int, n_outputs: int
     """Width 32 fails in its second epoch, after a checkpoint; other widths train as usual."""
     model = build_mlp(params, n_features, n_outputs)
     return _FailsAfterAnEpoch(model) if int(params["width"]) == 32 else model
+
+
+def dies_when_wide(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
+    """Width 32 kills its own process (a crash no exception handler sees); other widths train."""
+    if int(params["width"]) == 32:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return build_mlp(params, n_features, n_outputs)
+
+
+def nap(shared: object, seconds: float) -> float:
+    """A pool task that only sleeps (tests of hpopipe.process_pool)."""
+    time.sleep(seconds)
+    return seconds

@@ -2,24 +2,31 @@
 
 Each fold trains with the same :func:`hpopipe.training.loop.fit` as the sweep; early
 stopping uses a validation slice of the fold's training rows, so the held-out
-fold only ever scores.
+fold only ever scores. With ``hpo.n_workers`` > 1 the trainings run on that many local
+processes; every training is seeded by its candidate and fold alone, so the results do not
+depend on the order they run in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
 from hpopipe.config import Params
+from hpopipe.errors import HpopipeError, TaskFailed
 from hpopipe.handoffs.cv import CvCandidate, CvSummary
 from hpopipe.handoffs.ranked import RankedTrial
+from hpopipe.process_pool import ordered_map
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker
@@ -40,31 +47,52 @@ def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[t
     return list(splitter.split(x, y))
 
 
-def evaluate_candidate(
-    params: Params, candidate: RankedTrial, x: np.ndarray, y: np.ndarray, task: Task
-) -> list[dict[str, Any]]:
-    """Score one candidate on every fold: rows of (trial, fold, score, best_epoch).
+@dataclass(frozen=True)
+class FoldData:
+    """What every fold training shares: sent once to each pool process."""
 
-    A multi-objective sweep adds a column per further objective (``hpo.metrics[1:]``),
-    scored on the same held-out fold.
+    params: Params
+    x: np.ndarray
+    y: np.ndarray
+    task: Task
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One training: a candidate on one fold's rows."""
+
+    candidate: RankedTrial
+    fold: int
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def score_fold(data: FoldData, job: FoldJob) -> dict[str, Any]:
+    """Train a candidate on a fold's rows and score it on the held-out ones: one results.csv row.
+
+    Seeded by (``seed``, candidate position, fold) alone, so the row is the same whichever
+    process runs it and in whatever order. A multi-objective sweep adds a column per further
+    objective (``hpo.metrics[1:]``), scored on the same held-out fold.
     """
-    rows = []
-    device = resolve_device(params.train.device)
-    for fold, (train_idx, test_idx) in enumerate(folds(x, y, task, params.cv.folds, params.seed)):
-        seed = derive_seed(params.seed, "cv", candidate.seed_position, fold)
-        inner = split_validation(x[train_idx], y[train_idx], task, params.data.val_size, seed)
-        result = fit(params.model, candidate.params, params.train, task, inner.fit, inner.val, seed=seed)
-        x_test = as_tensor(x[test_idx], device)
-        output = predict(result.model, x_test, task, result.y_scale)
-        value = metrics.score(task.metric, y[test_idx], output, task.n_classes)
-        rows.append(
-            {"trial": candidate.number, "fold": fold, "score": value, "best_epoch": result.best_epoch}
-        )
-        others = params.hpo.objectives[1:]
-        rows[-1] |= objectives.objective_values(
-            others, task, result.model, (x[test_idx], y[test_idx]), result.y_scale
-        )
-    return rows
+    params, x, y, task = data.params, data.x, data.y, data.task
+    train_idx, test_idx = job.train_idx, job.test_idx
+    seed = derive_seed(params.seed, "cv", job.candidate.seed_position, job.fold)
+    inner = split_validation(x[train_idx], y[train_idx], task, params.data.val_size, seed)
+    result = fit(params.model, job.candidate.params, params.train, task, inner.fit, inner.val, seed=seed)
+    output = predict(
+        result.model, as_tensor(x[test_idx], resolve_device(params.train.device)), task, result.y_scale
+    )
+    value = metrics.score(task.metric, y[test_idx], output, task.n_classes)
+    row = {"trial": job.candidate.number, "fold": job.fold, "score": value, "best_epoch": result.best_epoch}
+    others = params.hpo.objectives[1:]
+    return row | objectives.objective_values(
+        others, task, result.model, (x[test_idx], y[test_idx]), result.y_scale
+    )
+
+
+def one_thread() -> None:
+    """Pool processes train with one torch thread each: N processes on N cores, not N × N threads."""
+    torch.set_num_threads(1)
 
 
 def cross_validate(
@@ -74,23 +102,37 @@ def cross_validate(
     y: np.ndarray,
     task: Task,
     tracker: NullTracker,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold)."""
+    """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold).
+
+    ``workers`` > 1 trains the candidate × fold jobs on that many local processes
+    (:mod:`hpopipe.process_pool`); rows, log lines and the nested tracking runs still come
+    in candidate order, from this process, so the results are those of a sequential run.
+    A failed training raises one HpopipeError naming its trial and fold.
+    """
     candidates = pareto.candidates(params, ranked)
+    splits = folds(x, y, task, params.cv.folds, params.seed)
+    jobs = [FoldJob(c, fold, tr, te) for c in candidates for fold, (tr, te) in enumerate(splits)]
+    if workers > 1:
+        log.info("cv: %d trainings on %d local processes", len(jobs), min(workers, len(jobs)))
     rows: list[dict[str, Any]] = []
-    for candidate in candidates:
-        with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
-            fold_rows = evaluate_candidate(params, candidate, x, y, task)
+    results = ordered_map(score_fold, FoldData(params, x, y, task), jobs, workers, setup=one_thread)
+    with contextlib.closing(results):
+        for candidate in candidates:
+            try:
+                fold_rows = [next(results) for _ in splits]
+            except TaskFailed as err:
+                job = jobs[err.index]
+                raise HpopipeError(
+                    f"cv: trial {job.candidate.number}, fold {job.fold} failed: {err.reason}"
+                ) from err
             scores = [r["score"] for r in fold_rows]
-            tracker.log_metrics({"cv_mean": statistics.fmean(scores), "cv_std": statistics.pstdev(scores)})
-        log.info(
-            "trial %d: %s %.4f ± %.4f",
-            candidate.number,
-            task.metric,
-            statistics.fmean(scores),
-            statistics.pstdev(scores),
-        )
-        rows += fold_rows
+            mean, std = statistics.fmean(scores), statistics.pstdev(scores)
+            with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
+                tracker.log_metrics({"cv_mean": mean, "cv_std": std})
+            log.info("trial %d: %s %.4f ± %.4f", candidate.number, task.metric, mean, std)
+            rows += fold_rows
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:]])
 
 

@@ -28,6 +28,14 @@ class TrainingInterrupted(RuntimeError):
         self.epoch = epoch
 
 
+class TaskFailed(RuntimeError):
+    """A task of a local process pool raised, or its process died; the caller names the task."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"task {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that is truncated, corrupt, or holds more than tensors and plain values."""
 

@@ -1,0 +1,134 @@
+"""The cv stage, sequential (hpo.n_workers: 1) against a pool of 2 local processes.
+
+Runs the real ``prepare`` and ``hpo`` stages once with the repository's params.yaml (tracking
+off) in a scratch project, then the real ``python -m stages.cv`` with 1 and with 2 workers,
+interleaved over rounds (1,2 then 2,1, ...), each timed whole (interpreter start-up and shut-down
+included). Every run's results.csv and cv.json must be byte for byte those of the first
+sequential run. The load average is recorded before each run: this machine is shared, so the
+ratio of the two medians measured in the same run is the figure to read, not the seconds.
+
+    python benchmarks/cv_pool.py [--rounds 3] [--trials 30]
+
+Writes benchmarks/results/cv_pool.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def params(n_workers: int, trials: int) -> dict[str, Any]:
+    """The repository's params.yaml; several workers need a shared storage (cv never opens it)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["path"] = str(REPO / raw["data"]["path"])
+    raw["hpo"].update(n_trials=trials, n_workers=n_workers)
+    if n_workers > 1:
+        raw["hpo"]["storage"] = "journal"
+    return raw
+
+
+def stage(root: Path, module: str) -> tuple[float, float]:
+    """Run one stage in ``root``; its wall time and CPU time (all its processes)."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        "HPOPIPE_TRACKING": "off",
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{module} failed:\n{proc.stdout}\n{proc.stderr}")
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def outputs(root: Path) -> bytes:
+    return (root / "artifacts/cv/results.csv").read_bytes() + (root / "metrics/cv.json").read_bytes()
+
+
+def _wall(pair: list[dict[str, Any]], n: int) -> float:
+    return float(next(x["wall_s"] for x in pair if x["n_workers"] == n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=30, help="hpo.n_trials of the finished sweep")
+    args = parser.parse_args()
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "params.yaml").write_text(yaml.safe_dump(params(1, args.trials)))
+        stage(root, "stages.prepare")
+        stage(root, "stages.hpo")
+        reference: bytes | None = None
+        for r in range(args.rounds):
+            for n in (1, 2) if r % 2 == 0 else (2, 1):  # interleaved: drift in load hits both alike
+                (root / "params.yaml").write_text(yaml.safe_dump(params(n, args.trials)))
+                load = os.getloadavg()[0]
+                wall, cpu = stage(root, "stages.cv")
+                got = outputs(root)
+                reference = reference or got
+                runs.append(
+                    {
+                        "round": r,
+                        "n_workers": n,
+                        "wall_s": round(wall, 2),
+                        "cpu_s": round(cpu, 2),
+                        "load_1min": load,
+                        "identical": got == reference,
+                    }
+                )
+                print(json.dumps(runs[-1]), flush=True)
+        cv = yaml.safe_load((root / "params.yaml").read_text())["cv"]
+    rounds = [[x for x in runs if x["round"] == r] for r in range(args.rounds)]
+    per_round = [round(_wall(pair, 1) / _wall(pair, 2), 3) for pair in rounds]
+    medians = {n: statistics.median(x["wall_s"] for x in runs if x["n_workers"] == n) for n in (1, 2)}
+    result = {
+        "what": "python -m stages.cv on a finished default pipeline (tracking off), 1 vs 2 workers",
+        "top_k": cv["top_k"],
+        "folds": cv["folds"],
+        "trials": args.trials,
+        "rounds": args.rounds,
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_end": os.getloadavg(),
+        },
+        "note": "shared machine: other sessions ran alongside; read the ratio, measured interleaved",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "median_wall_s": {str(n): round(v, 2) for n, v in medians.items()},
+        "speedup_2_vs_1": round(medians[1] / medians[2], 3),
+        "speedup_per_round": per_round,
+        "all_identical": all(x["identical"] for x in runs),
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cv_pool.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    if not result["all_identical"]:
+        raise SystemExit("the pooled cv stage wrote other results than the sequential one")
+
+
+if __name__ == "__main__":
+    main()

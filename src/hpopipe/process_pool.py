@@ -1,0 +1,163 @@
+"""Ordered results of independent tasks from a few local processes (CV's candidate × fold trainings).
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its processes dies (killed, out of
+memory, a crash in native code) it breaks every pending future and cannot say which task was
+running. Here each process takes one task at a time over its own pipe, so a process that dies
+names its task, and its siblings are stopped before anything is written.
+
+Processes start with ``spawn`` (a fresh interpreter: no copy of the parent's threads, locks or
+CUDA state) and get ``shared`` once, at start; each task then travels alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Generator, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any, TypeVar, cast
+
+from hpopipe.errors import TaskFailed
+
+S = TypeVar("S")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _serve(
+    conn: Connection, fn: Callable[[Any, Any], Any], shared: Any, setup: Callable[[], None] | None
+) -> None:
+    """A pool process: run tasks from ``conn`` until told to stop or the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a parent killed outright (SIGKILL, SIGTERM) leaves no orphan training on
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    if setup is not None:
+        setup()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, task = message
+        try:
+            reply = (index, True, fn(shared, task))
+        except Exception as err:
+            reply = (index, False, _one_line(err))
+        conn.send(reply)
+
+
+def _exit_with(sentinel: int) -> None:
+    wait([sentinel])
+    os._exit(1)
+
+
+def _death(code: int | None) -> str:
+    if code is None:
+        return "its process stopped answering"
+    if code < 0:
+        try:
+            return f"its process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"its process was killed by signal {-code}"
+    return f"its process exited with status {code}"
+
+
+def ordered_map(
+    fn: Callable[[S, T], R],
+    shared: S,
+    tasks: Sequence[T],
+    workers: int,
+    setup: Callable[[], None] | None = None,
+) -> Generator[R, None, None]:
+    """``fn(shared, task)`` for every task, yielded in the order of ``tasks``, as soon as each can be.
+
+    With ``workers`` <= 1 (or one task) it runs here, one task after another, without ``setup``.
+    Otherwise ``min(workers, len(tasks))`` processes run ``setup()`` once, then tasks. The first
+    failure raises :class:`TaskFailed` (from an exception in ``fn``: its type and message) and
+    stops the other processes; ``fn`` and ``setup`` must be module-level functions (picklable).
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        for index, task in enumerate(tasks):
+            try:
+                result = fn(shared, task)
+            except Exception as err:
+                raise TaskFailed(index, _one_line(err)) from err
+            yield result
+        return
+    yield from _pooled(fn, shared, tasks, min(workers, len(tasks)), setup)
+
+
+def _pooled(
+    fn: Callable[[S, T], R], shared: S, tasks: Sequence[T], n: int, setup: Callable[[], None] | None
+) -> Generator[R, None, None]:
+    ctx = multiprocessing.get_context("spawn")
+    conns: list[Connection] = []
+    procs: list[multiprocessing.process.BaseProcess] = []
+    finished = False
+    try:
+        for _ in range(n):
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child_end, fn, shared, setup), daemon=True)
+            proc.start()
+            child_end.close()  # the child holds the only other end: its death reads as EOF here
+            conns.append(parent_end)
+            procs.append(proc)
+        pending = iter(enumerate(tasks))
+        running: dict[Connection, int] = {}
+
+        def feed(conn: Connection) -> None:
+            item = next(pending, None)
+            if item is not None:
+                conn.send(item)
+                running[conn] = item[0]
+
+        for conn in conns:
+            feed(conn)
+        done: dict[int, R] = {}
+        following = 0
+        while running:
+            for ready in wait(list(running)):
+                conn = cast(Connection, ready)
+                index = running.pop(conn)
+                try:
+                    _, ok, value = conn.recv()
+                except EOFError:
+                    dead = procs[conns.index(conn)]
+                    dead.join(timeout=5)
+                    raise TaskFailed(index, _death(dead.exitcode)) from None
+                if not ok:
+                    raise TaskFailed(index, value)
+                done[index] = value
+                feed(conn)
+            while following in done:
+                yield done.pop(following)
+                following += 1
+        finished = True
+    finally:
+        _close(conns, procs, graceful=finished)
+
+
+def _close(conns: list[Connection], procs: list[multiprocessing.process.BaseProcess], graceful: bool) -> None:
+    """Stop the pool: ask each process to exit after the work is done, terminate it otherwise."""
+    for conn, proc in zip(conns, procs, strict=False):
+        if graceful:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        elif proc.is_alive():
+            proc.terminate()
+    for conn, proc in zip(conns, procs, strict=False):
+        proc.join(timeout=10 if graceful else 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
