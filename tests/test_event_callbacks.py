@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import pytest
@@ -93,7 +93,7 @@ def expected_new_bests(values: list[float], maximize: bool) -> list[tuple[int, f
 def test_new_best_is_strict_and_its_improvement_absolute(
     tmp_path: Path, metric: str, values: list[float], calls: list[tuple[int, float | None]]
 ) -> None:
-    direction = "maximize" if metric == "accuracy" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if metric == "accuracy" else "minimize"
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction=direction)
     hook = NewBestHooks(metric, [on_new_best])
     # As a sweep calls it: right after each trial finishes, with the study as it stands then.

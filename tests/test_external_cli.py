@@ -176,7 +176,9 @@ def test_trials_of_the_hpo_stages_study_nest_under_its_hpo_run(
     db = tmp_path / "study.db"
     study = sweep(params, prepared[0], prepared[1], sqlite_spec(db), MlflowTracker())  # as the hpo stage
     client = MlflowClient(tracking_on)
-    experiment = client.get_experiment_by_name("hpopipe").experiment_id
+    found = client.get_experiment_by_name("hpopipe")
+    assert found is not None
+    experiment = found.experiment_id
     (hpo_run,) = client.search_runs([experiment], f"run_name = 'hpo {study.study_name}'")
     assert study.user_attrs[lifecycle.PARENT_RUN] == hpo_run.info.run_id
 

@@ -128,7 +128,7 @@ def test_a_pruned_trials_checkpoint_is_gone_right_after_it_is_pruned(tmp_path: P
 
 
 def attempt(state: TrialState, phash: str, **attrs: Any) -> FrozenTrial:
-    values = {"value": 0.5} if state == TrialState.COMPLETE else {}
+    values: dict[str, Any] = {"value": 0.5} if state == TrialState.COMPLETE else {}
     return optuna.trial.create_trial(state=state, user_attrs={CHECKPOINT: phash, **attrs}, **values)
 
 

@@ -442,7 +442,7 @@ def test_mlp_norm_adds_one_normalisation_per_block(norm: str, layer: type[torch.
     norms = [m for m in net.modules() if isinstance(m, layer)]
     assert len(norms) == 3 and all(
         n.normalized_shape == (8,) if norm == "layer" else n.num_features == 8 for n in norms
-    )  # type: ignore[union-attr]
+    )
     plain = build(MLP, {"width": 8, "n_layers": 3}, 5, 2)  # default: no normalisation, as before
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)) for m in plain.modules())
     assert net(torch.zeros(4, 5)).shape == (4, 2)
@@ -480,7 +480,7 @@ def test_periodic_embedding_scale_sets_the_initial_frequencies() -> None:
     for scale in (0.1, 3.0):
         torch.manual_seed(0)
         net = build(MLP, {"embedding": "periodic", "embedding_scale": scale}, 50, 2)
-        stds.append(float(net[0].frequencies.std()))  # type: ignore[index, union-attr]
+        stds.append(float(net[0].frequencies.std()))  # type: ignore[index]
     assert stds[0] == pytest.approx(0.1, rel=0.2) and stds[1] == pytest.approx(3.0, rel=0.2)
 
 
