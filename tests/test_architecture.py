@@ -102,3 +102,32 @@ def test_every_exception_class_lives_in_errors() -> None:
             if isinstance(node, ast.ClassDef) and any(b.endswith(("Error", "Exception")) for b in bases):
                 elsewhere.append(f"{path.relative_to(REPO)}:{node.name}")
     assert [e for e in elsewhere if not e.startswith("src/hpopipe/errors.py")] == []
+
+
+def _loaded_at_import(stage: str) -> set[str]:
+    """The top-level packages importing ``stages.<stage>`` loads, in a fresh interpreter, tracking off."""
+    import subprocess
+
+    from tests.conftest import subprocess_env
+
+    code = f"import sys, stages.{stage}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    env = subprocess_env(HPOPIPE_TRACKING="off")
+    env["PYTHONPATH"] = f"{REPO}:{env['PYTHONPATH']}"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+@pytest.mark.parametrize("stage", ["cleanup", "select", "report"])
+def test_stages_that_train_nothing_start_without_torch(stage: str) -> None:
+    """torch costs a second or more to import: the stages that never train must not pay it at start.
+
+    (The report loads torch later, only to predict the test split with the saved model.)
+    """
+    assert "torch" not in _loaded_at_import(stage)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"])
+def test_no_stage_loads_mlflow_at_import(stage: str) -> None:
+    """MLflow (about a second) is loaded only once a tracker is made with tracking on."""
+    assert "mlflow" not in _loaded_at_import(stage)

@@ -218,3 +218,38 @@ def test_the_cleanup_stage_refuses_in_one_line(tmp_path: Path) -> None:
         "refusing to delete in it"
     ]
     assert len(list(outside.iterdir())) == 3
+
+
+def test_the_cleanup_stage_deletes_without_torch_or_mlflow(tmp_path: Path) -> None:
+    """Run end to end as DVC runs it (tracking off): it deletes, writes its metrics, exits 0 through
+    the fast exit (hpopipe.entry.finish), and never imports torch or MLflow, not even at run time."""
+    import json
+
+    import yaml
+
+    from tests.conftest import TINY_PARAMS
+
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["hpo"]["checkpoint_dir"] = "ckpt"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    scratch(tmp_path / "ckpt/study", "aaaa")
+    ranked = tmp_path / "artifacts/hpo/ranked_trials.json"
+    ranked.parent.mkdir(parents=True)
+    ranked.write_text('{"study": "study", "trials": []}')
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "stages.cleanup"],
+        cwd=tmp_path,
+        env=subprocess_env(
+            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]), HPOPIPE_TRACKING="off"
+        ),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line
+    }
+    assert "hpopipe" in imported  # importtime did report the imports
+    assert not imported & {"torch", "mlflow"}
+    assert json.loads((tmp_path / "metrics/cleanup.json").read_text())["deleted"] == 3
+    assert not list((tmp_path / "ckpt/study").glob("*"))

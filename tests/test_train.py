@@ -53,6 +53,15 @@ def val_score(result: loop.FitResult, task: loop.Task, val: tuple[np.ndarray, np
     return metrics.score(task.metric, val[1], output, task.n_classes)
 
 
+def test_threads_auto_is_one_and_an_int_is_taken_as_given(problem: dict[str, np.ndarray]) -> None:
+    """``train.threads`` is applied by fit itself, so every stage and worker that trains follows it."""
+    train, val = splits(problem, CLS)
+    loop.fit(MLP, SMALL, cfg(max_epochs=1, threads=2), CLS, train, val, seed=0)
+    assert torch.get_num_threads() == 2
+    loop.fit(MLP, SMALL, cfg(max_epochs=1), CLS, train, val, seed=0)  # threads: auto
+    assert torch.get_num_threads() == loop.AUTO_THREADS == 1
+
+
 # --- determinism ---------------------------------------------------------------------------------------
 
 

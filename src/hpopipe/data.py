@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from hpopipe.config import DataConfig, Params
 from hpopipe.errors import HpopipeError
@@ -233,6 +232,9 @@ def _check_features(df: pd.DataFrame, cfg: DataConfig) -> None:
 
 
 def _split(df: pd.DataFrame, task: str, cfg: DataConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # scikit-learn (and scipy under it) only where the table is split: readers of data.py stay light.
+    from sklearn.model_selection import train_test_split
+
     stratify = df[cfg.target] if task == "classification" else None
     try:
         train, test = train_test_split(df, test_size=cfg.test_size, random_state=seed, stratify=stratify)

@@ -447,6 +447,9 @@ class TrainConfig(_Strict):
     schedule: ScheduleName = "none"
     step_size: Count = Field(default=10, gt=0)  # schedule: step, epochs between decays
     gamma: float = Field(default=0.1, gt=0, le=1)  # schedule: step, factor per decay
+    # torch intra-op threads per training process; auto = 1 (docs/benchmarks.md, "Threads"). Like
+    # device, how a trial runs, not what it computes: left out of study names.
+    threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
 
     def settings(self, exclude: set[str] | None = None) -> dict[str, Any]:
         """The settings as written to files and hashed into study names: later keys only when set."""
@@ -458,7 +461,7 @@ class TrainConfig(_Strict):
         }
 
 
-_LATER_TRAIN_KEYS = ("optimizer", "momentum", "schedule", "step_size", "gamma")
+_LATER_TRAIN_KEYS = ("optimizer", "momentum", "schedule", "step_size", "gamma", "threads")
 
 
 class BestFirstMetric(_Strict):

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 from optuna.importance import (
     BaseImportanceEvaluator,
     FanovaImportanceEvaluator,
@@ -33,11 +32,9 @@ from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.handoffs.cv import CvSummary, read_cv
 from hpopipe.handoffs.schema import PreparedSchema
-from hpopipe.refit import load_model
 from hpopipe.report import plots
 from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.storage import load_existing
-from hpopipe.training.loop import as_tensor, predict, task_of
 from hpopipe.training.split import validation_rows
 
 log = logging.getLogger(__name__)
@@ -149,6 +146,12 @@ def predict_test_split(
     """
     if not model_path.exists():
         raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
+    # torch only here, where the model runs: importing the report (and hpopipe.report) stays light.
+    import torch
+
+    from hpopipe.refit import load_model
+    from hpopipe.training.loop import as_tensor, predict, task_of
+
     model, bundle = load_model(model_path, trust_factory=trusted_factory)
     schema = bundle.schema
     task = task_of(schema.plain(), bundle.best.metric)

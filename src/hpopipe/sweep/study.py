@@ -18,6 +18,9 @@ from hpopipe.sweep import pareto
 from hpopipe.sweep.sampling import make_pruner, make_sampler
 from hpopipe.training import checkpoints
 
+RUN_ONLY = {"device", "threads"}
+"""Training settings that say where and how a trial runs, not what it computes: not in study names."""
+
 
 def study_name(params: Params, data_fingerprint: str) -> str:
     """``<model>-<8 hex>`` over everything that determines the trials.
@@ -50,7 +53,7 @@ def _setting(params: Params, data_fingerprint: str) -> dict[str, object]:
         "data": data_fingerprint,
         "model": params.model.model_dump(mode="json"),
         "metric": params.hpo.metric,
-        "train": params.train.settings(exclude={"device"}),
+        "train": params.train.settings(exclude=RUN_ONLY),
         "val_size": params.data.val_size,
         "seed": params.seed,
     }
@@ -73,7 +76,7 @@ def external_study_name(params: SweepParams) -> str:
         "sampler": params.hpo.sampler.model_dump(mode="json"),
         "pruner": params.hpo.pruner.model_dump(mode="json"),
         "metrics": params.hpo.objectives,
-        "train": params.train.model_dump(mode="json", exclude={"device"}),
+        "train": params.train.model_dump(mode="json", exclude=RUN_ONLY),
         "seed": params.seed,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]

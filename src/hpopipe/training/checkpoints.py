@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hpopipe import workspace
 from hpopipe.atomic import temp_path
 from hpopipe.errors import CheckpointError, HpopipeError
@@ -60,6 +58,8 @@ def save(path: Path, payload: dict[str, Any], keep_previous: bool = False) -> No
     :func:`previous`, so at every instant one complete checkpoint exists:
     the new one, or (killed between the two renames) the previous one.
     """
+    import torch  # here, not at the top: the cleanup stage deletes checkpoints without loading torch
+
     with temp_path(path) as tmp:
         torch.save(payload, tmp)
         if keep_previous and path.exists():
@@ -68,6 +68,8 @@ def save(path: Path, payload: dict[str, Any], keep_previous: bool = False) -> No
 
 def load(path: Path) -> dict[str, Any]:
     """Load tensors and plain containers only (never arbitrary pickled objects)."""
+    import torch
+
     try:
         with warnings.catch_warnings():
             # Said of files that are not torch.save's (e.g. a planted raw pickle), which are refused

@@ -77,6 +77,26 @@ def check_device(choice: str) -> None:
         )
 
 
+AUTO_THREADS = 1
+"""torch intra-op threads for ``train.threads: auto``: one, in every training process.
+
+Measured (docs/benchmarks.md, "Threads"): on these MLPs a second thread gains a few percent on
+an idle machine for 1.4-1.8x the CPU, and on a busy one makes a sweep several times slower.
+One, not a share of the machine's cores, so that ``auto`` means the same on every machine.
+"""
+
+
+def use_threads(setting: int | str) -> None:
+    """Set torch's intra-op threads for this process from ``train.threads`` (once per fit, not per epoch).
+
+    Whether one process or several share the machine (local workers, Prefect runs), ``auto`` is
+    :data:`AUTO_THREADS`: one thread per trial process. An int is taken as given.
+    """
+    wanted = AUTO_THREADS if setting == "auto" else int(setting)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
 def resolve_device(choice: str) -> torch.device:
     """``auto`` uses CUDA when present."""
     if choice == "auto":
@@ -285,6 +305,7 @@ def fit(
     hears the epoch a resumed run continues from, before anything can prune it.
     """
     device = resolve_device(cfg.device)
+    use_threads(cfg.threads)
     y_scale = (0.0, 1.0)
     if task.kind == "regression":
         y_scale = (float(np.mean(train[1])), float(np.std(train[1])) or 1.0)

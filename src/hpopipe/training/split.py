@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
-from hpopipe.training.loop import Task
+if TYPE_CHECKING:  # the report counts validation rows without loading torch (training.loop)
+    from hpopipe.training.loop import Task
 
 
 @dataclass
@@ -27,6 +28,8 @@ def validation_rows(n_rows: int, val_size: float) -> int:
 
 def split_validation(x: np.ndarray, y: np.ndarray, task: Task, val_size: float, seed: int) -> SweepData:
     """Hold out a (stratified) validation slice of the train split for the objective."""
+    from sklearn.model_selection import train_test_split  # scipy too: only where rows are split
+
     stratify = y if task.kind == "classification" else None
     x_fit, x_val, y_fit, y_val = train_test_split(
         x, y, test_size=val_size, random_state=seed, stratify=stratify
