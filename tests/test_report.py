@@ -526,3 +526,22 @@ def test_dvc_repro_plots_show_and_diff(tmp_path: Path) -> None:
     assert not diff.get("errors"), diff["errors"]
     confusion = diff["data"]["confusion"][0]
     assert set(confusion["revisions"]) == {"HEAD", "workspace"}
+
+
+def test_the_summary_says_what_a_warm_start_gave() -> None:
+    """hpo.warm_start: the report names the trials added from earlier studies and the reused results."""
+    from optuna.trial import create_trial
+
+    from hpopipe.report.render import warm_start_note
+    from hpopipe.sweep.budget import REUSED_FROM, WARM_STARTED
+
+    cold = optuna.create_study()
+    cold.add_trial(create_trial(value=0.5))
+    assert warm_start_note(cold) == ""
+    warm = optuna.create_study()
+    warm.set_user_attr(WARM_STARTED, 4)
+    warm.add_trial(create_trial(value=0.5, user_attrs={REUSED_FROM: "old#2"}))
+    warm.add_trial(create_trial(value=0.6))
+    note = warm_start_note(warm)
+    assert "began with 4 finished trials of earlier studies" in note
+    assert "1 trials took the result of an identical configuration" in note

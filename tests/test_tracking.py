@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from hpopipe.config import parse_params
 from hpopipe.redact import mask_url
-from hpopipe.sweep.objective import INTERMEDIATE, run_name, tracked_values
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import sqlite_spec
+from hpopipe.sweep.trial_steps import INTERMEDIATE, run_name, tracked_values
 from hpopipe.tracking import MlflowTracker, mlflow_run_ids
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 

@@ -33,6 +33,7 @@ from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.handoffs.cv import CvSummary, read_cv
 from hpopipe.handoffs.schema import PreparedSchema
 from hpopipe.report import plots
+from hpopipe.sweep.budget import REUSED_FROM, WARM_STARTED
 from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.storage import load_existing
 from hpopipe.training.split import validation_rows
@@ -344,7 +345,25 @@ def _summary(sources: Sources) -> str:
         f"Study <code>{html.escape(sources.study.study_name)}</code>: {len(trials)} trials ({counts}). "
         f"Metric <code>{html.escape(sources.metric)}</code> ({direction}); "
         f"trial {sources.selected_trial} was selected by cross-validation and refit.{_pareto_note(sources)}"
+        f"{warm_start_note(sources.study)}"
     )
+
+
+def warm_start_note(study: optuna.Study) -> str:
+    """What earlier studies gave this one (``hpo.warm_start``): trials added, results reused."""
+    added = int(study.user_attrs.get(WARM_STARTED, 0))
+    reused = sum(REUSED_FROM in t.user_attrs for t in study.get_trials(deepcopy=False))
+    parts = []
+    if added:
+        parts.append(
+            f" It began with {added} finished trials of earlier studies on the same data and settings "
+            "(warm start): they steered the sampler and are not counted above."
+        )
+    if reused:
+        parts.append(
+            f" {reused} trials took the result of an identical configuration an earlier study trained."
+        )
+    return "".join(parts)
 
 
 def _pareto_note(sources: Sources) -> str:

@@ -17,6 +17,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # User attribute of a trial copied from an earlier study when this one began (warm start):
 # ``"<study>#<number>"``. It was not run by this sweep, so it never counts toward the budget.
 WARM_START_FROM = "warm_start_from"
+WARM_STARTED = "warm_started"  # study user attribute: how many trials the warm start added (once)
+REUSED_FROM = "reused_from"  # trial user attribute: the earlier trial whose result this one took
 
 
 def warm_started(trial: FrozenTrial) -> bool:

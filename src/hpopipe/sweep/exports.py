@@ -18,10 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.handoffs.ranked import RankedTrial
 from hpopipe.sweep import pareto
-from hpopipe.sweep.budget import first_positions, own
+from hpopipe.sweep.budget import REUSED_FROM, WARM_STARTED, first_positions, own
 from hpopipe.sweep.optuna_internals import TrialsView
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
-from hpopipe.sweep.warm_start import REUSED_FROM, WARM_STARTED
 
 
 def within_budget(study: optuna.Study, n_trials: int) -> optuna.Study:

@@ -37,7 +37,6 @@ from hpopipe.names import check_name
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.hooks import after_trial_hooks
-from hpopipe.sweep.objective import report_and_decide, run_name, sample_trial
 from hpopipe.sweep.optuna_internals import storage_of, trial_id
 from hpopipe.sweep.pareto import is_multi_objective
 from hpopipe.sweep.recovery import CRASHES, INTERRUPTED, RETRY_OF, mark_interrupted
@@ -45,6 +44,7 @@ from hpopipe.sweep.sampling import pruning_steps
 from hpopipe.sweep.seeded_sampler import POSITION
 from hpopipe.sweep.storage import StorageSpec, budget_lock, open_storage, resolve, sqlite_spec
 from hpopipe.sweep.study import data_fingerprint, external_study_name, open_study, study_name
+from hpopipe.sweep.trial_steps import report_and_decide, run_name, sample_trial
 from hpopipe.sweep.workers import (
     FailureGuard,
     Heartbeat,

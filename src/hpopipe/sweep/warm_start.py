@@ -55,15 +55,12 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.config import Params, ParamSpec
 from hpopipe.space import suggest
 from hpopipe.sweep.backup import is_backup
-from hpopipe.sweep.budget import WARM_START_FROM, warm_started
+from hpopipe.sweep.budget import REUSED_FROM, WARM_START_FROM, WARM_STARTED, warm_started
 from hpopipe.sweep.optuna_internals import storage_of
 from hpopipe.sweep.study import setting_key
-from hpopipe.training.models import resolve_factory
 
 log = logging.getLogger(__name__)
 
-REUSED_FROM = "reused_from"  # trial user attribute: the earlier trial whose result this one took
-WARM_STARTED = "warm_started"  # study user attribute: how many trials the warm start added (once)
 SETTING = "setting_key"  # study user attribute: what makes trial values comparable across studies
 TRAINING_CODE = "training_code"  # study user attribute: hash of the code that trains a trial
 
@@ -74,8 +71,10 @@ def training_code(params: Params) -> str:
     """A hash of the code that turns a configuration into a result: the training wing, the
     objective and a user model factory's module (its file, when it has one)."""
     here = Path(__file__).resolve().parent
-    files = [*sorted((here.parent / "training").glob("*.py")), here / "objective.py"]
+    files = [*sorted((here.parent / "training").glob("*.py")), here / "objective.py", here / "trial_steps.py"]
     if params.model.factory is not None:
+        from hpopipe.training.models import resolve_factory  # torch, only for a user factory
+
         source = inspect.getsourcefile(resolve_factory(params.model))
         if source is not None:
             files.append(Path(source))
