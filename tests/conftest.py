@@ -27,6 +27,7 @@ pytest_plugins = ["tests.prefect_server"]
 # servers: the Prefect and MLflow-server modules share one group, so never two servers on free ports at
 # once and the first `import prefect` of a worker keeps the server's PREFECT_HOME, as in a serial run.
 XDIST_GROUPS = {
+    "test_api": "api",  # one finished pipeline, copied per test
     "test_bad_input": "bad_input",  # base_project: the pipeline up to refit
     "test_orchestrate": "orchestrate",  # tiny DVC project, the first retrain
     "test_pareto": "pareto",  # two multi-objective sweeps

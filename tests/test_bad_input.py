@@ -188,7 +188,8 @@ BAD_INPUTS: list[BadInput] = [
         "search space",
         VALIDATE,
         "params.yaml: search_space.seed_shift: nothing reads it: the mlp model reads n_layers, width, "
-        "dropout; the training loop reads lr, weight_decay, batch_size, optimizer, schedule, momentum",
+        "dropout, norm, embedding, embedding_scale; the training loop reads lr, weight_decay, batch_size, "
+        "optimizer, schedule, momentum",
         _set("search_space.seed_shift", {"type": "int_uniform", "min": 0, "max": 2}),
     ),
     BadInput(

@@ -31,7 +31,7 @@ from tests.sweeps import load
 
 pytestmark = pytest.mark.slow
 
-N_TRIALS = 8
+N_TRIALS = 6  # 8 until CI time grew past its budget; 6 still spans pruned, retried and late trials
 SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe": {"name": "tpe", "n_startup_trials": 3},
     "random": {"name": "random"},

@@ -222,7 +222,8 @@ def test_a_tuned_name_nothing_reads_is_refused_in_one_line(tmp_path: Path) -> No
     raw["search_space"]["seed_shift"] = {"type": "int_uniform", "min": 0, "max": 2}
     assert error_of(raw) == (
         "params.yaml: search_space.seed_shift: nothing reads it: the mlp model reads n_layers, width, "
-        "dropout; the training loop reads lr, weight_decay, batch_size, optimizer, schedule, momentum"
+        "dropout, norm, embedding, embedding_scale; the training loop reads lr, weight_decay, batch_size, "
+        "optimizer, schedule, momentum"
     )
     raw["model"] = {"name": "resnet"}
     del raw["search_space"]["seed_shift"]

@@ -93,12 +93,16 @@ def storage_url(form: str, name: str) -> str:
 
 @pytest.fixture
 def form_env(form: str, database: str) -> dict[str, str]:
-    """What else the form puts in the workers' environment: MLflow tracking to PostgreSQL."""
-    if form != "mlflow-tracking-uri":
+    """What else the form puts in the workers' environment: the most verbose logs (the canary is
+    looked for in all of them, whatever HPOPIPE_LOG_LEVEL CI runs with), MLflow tracking to PostgreSQL."""
+    if form == "plain":
         return {}
+    verbose = {"HPOPIPE_LOG_LEVEL": "DEBUG"}
+    if form != "mlflow-tracking-uri":
+        return verbose
     name = database.rsplit("/", 1)[1]
     uri = f"postgresql://postgres:{MLFLOW_PW}@127.0.0.1:5432/{name}_mlflow"
-    return {"HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": uri}
+    return {**verbose, "HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": uri}
 
 
 # ---------------------------------------------------------------- the project and the pool
