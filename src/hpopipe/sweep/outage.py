@@ -179,6 +179,11 @@ class Outage:
                 )
             waited = now - self._down_since
             if waited >= self.retry_s:
+                # The silence ends here: past this, nothing of this process beats, so an open span
+                # would keep every heartbeat it judges alive (a process that lives on, or a test).
+                with _downtime_lock:
+                    if self._span is not None:
+                        _downtime[self._span] = (_downtime[self._span][0], time.time())
                 self._gave_up = StorageUnavailable(self._give_up_line(waited, err))
                 raise StorageUnavailable(str(self._gave_up)) from None
 
