@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import subprocess
@@ -67,6 +68,19 @@ def _polling_storage(path: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(sqlite_url(path))
 
 
+def _tables_made(db: Path) -> bool:
+    """Whether the stage has made Optuna's tables in ``db`` (its alembic version row is written
+    last). Opening a storage earlier would create them too, racing the stage's own creation
+    (a UNIQUE constraint on alembic_version then killed the stage)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+            return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:
     """Block until trial ``number`` is RUNNING with at least ``epochs`` epochs reported."""
     deadline = time.monotonic() + 180
@@ -74,7 +88,7 @@ def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epoc
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         try:
-            if not db.exists():
+            if not _tables_made(db):
                 raise ValueError("no study yet")
             storage = _polling_storage(db)
             (name,) = optuna.study.get_all_study_names(storage)
