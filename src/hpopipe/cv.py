@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
@@ -90,11 +89,6 @@ def score_fold(data: FoldData, job: FoldJob) -> dict[str, Any]:
     )
 
 
-def one_thread() -> None:
-    """Pool processes train with one torch thread each: N processes on N cores, not N × N threads."""
-    torch.set_num_threads(1)
-
-
 def cross_validate(
     params: Params,
     ranked: Sequence[RankedTrial],
@@ -117,7 +111,9 @@ def cross_validate(
     if workers > 1:
         log.info("cv: %d trainings on %d local processes", len(jobs), min(workers, len(jobs)))
     rows: list[dict[str, Any]] = []
-    results = ordered_map(score_fold, FoldData(params, x, y, task), jobs, workers, setup=one_thread)
+    results = ordered_map(
+        score_fold, FoldData(params, x, y, task), jobs, workers
+    )  # each fit sets train.threads (auto: one)
     with contextlib.closing(results):
         for candidate in candidates:
             try:

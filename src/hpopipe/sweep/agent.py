@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Callable
 
 from hpopipe import artifacts
@@ -28,15 +27,6 @@ from hpopipe.sweep.warm_start import warm_start
 from hpopipe.tracking import make_tracker
 
 log = logging.getLogger(__name__)
-
-
-def _threads() -> None:
-    """Take the CPU-thread share the coordinator gave this worker (HPOPIPE_THREADS)."""
-    share = os.environ.get("HPOPIPE_THREADS", "")
-    if share.isdigit() and int(share) > 0:
-        import torch
-
-        torch.set_num_threads(int(share))
 
 
 def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callable[[], bool]) -> str:
@@ -57,7 +47,6 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     spec = resolve(params.hpo.storage)
     tracker = make_tracker()
     tracker.check_several_writers("a worker shares the sweep with other processes")
-    _threads()
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
     storage = open_storage(spec, params.hpo.storage_retry_s)

@@ -316,14 +316,13 @@ def spawn_local(
 ) -> list[int]:
     """Run ``n`` worker processes on this machine and wait for them; returns their exit codes.
 
-    Each gets an equal share of the CPU threads. A signal to this process is
-    passed on to them, so they stop after their epoch like a single worker would.
+    Each trains with ``train.threads`` torch threads (set by every ``fit``; ``auto`` is one). A
+    signal to this process is passed on to them, so they stop after their epoch like a single
+    worker would.
     """
-    threads = max(1, (os.cpu_count() or 1) // n)
     cmd = worker_command(params_path, study)
-    child_env = {**os.environ, **(env or {}), "HPOPIPE_THREADS": str(threads)}
-    procs = [subprocess.Popen(cmd, env=child_env) for _ in range(n)]
-    log.info("started %d local workers (%d CPU threads each)", n, threads)
+    procs = [subprocess.Popen(cmd, env={**os.environ, **(env or {})}) for _ in range(n)]
+    log.info("started %d local workers", n)
     return wait_forwarding_stop(procs, stop)
 
 
