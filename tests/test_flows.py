@@ -57,6 +57,16 @@ def served(server: Server, client: Any, tmp_path_factory: pytest.TempPathFactory
         stop(proc)
 
 
+@pytest.fixture(scope="module")
+def retrained(served: Path, server: Server) -> Any:
+    """The first triggered run (``n_trials=3``) of the served deployment, once a module.
+
+    A fixture, not the first test's side effect, so the failed-gate test finds a retrained
+    checkout whatever order the tests run in.
+    """
+    return _trigger(server, n_trials=3)
+
+
 def _deployment_exists(client: Any) -> bool:
     from prefect.exceptions import ObjectNotFound
 
@@ -139,11 +149,11 @@ def test_the_deployment_is_registered_with_a_nightly_schedule(served: Path, clie
 
 @pytest.mark.slow
 def test_a_triggered_run_reproduces_each_stage_as_a_task_and_publishes_a_summary(
-    served: Path, client: Any, server: Server
+    served: Path, client: Any, retrained: Any
 ) -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    run = _trigger(server, n_trials=3)
+    run = retrained
     assert run.state.is_completed(), run.state
     tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     assert sorted(t.name for t in tasks) == sorted(PIPELINE)
@@ -171,8 +181,13 @@ def test_a_triggered_run_reproduces_each_stage_as_a_task_and_publishes_a_summary
 
 @pytest.mark.slow
 def test_a_failed_gate_fails_the_run_and_still_publishes_the_summary(
-    served: Path, client: Any, server: Server
+    served: Path, client: Any, server: Server, retrained: Any
 ) -> None:
+    assert retrained.state.is_completed(), retrained.state
+    assert (served / "metrics/test.json").is_file(), (
+        f"the retrained checkout has no metrics/test.json: {sorted(p.name for p in served.iterdir())}\n"
+        + (served.parent / "serve.log").read_text()[-4000:]
+    )
     (served / "metrics/test.json").write_text(json.dumps({"macro_f1": 1.0}))
     _git(served, "commit", "-qam", "a perfect model was recorded")
     before = _git(served, "rev-parse", "HEAD")
