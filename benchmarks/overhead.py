@@ -112,10 +112,10 @@ def default_workload(base: Params, trials: int | None, epochs: int | None) -> Wo
     rows = len(prepared.train)
     return Workload(
         "default",
-        f"{params.data.path} ({rows} train rows x {len(prepared.schema['feature_columns'])} features)",
+        f"{params.data.path} ({rows} train rows x {len(prepared.schema.feature_columns)} features)",
         params,
         prepared.train,
-        prepared.schema,
+        prepared.schema.plain(),
     )
 
 
@@ -146,7 +146,7 @@ def synthetic_workload(base: Params, rows: int, features: int, trials: int, epoc
         f"make_classification ({len(prepared.train)} train rows x {features} features)",
         params,
         prepared.train,
-        prepared.schema,
+        prepared.schema.plain(),
     )
 
 
