@@ -122,3 +122,37 @@ def test_reading_params_yaml_does_not_import_scikit_learn() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# The per-epoch metrics are numpy, not scikit-learn (speed); scikit-learn stays the reference.
+FAST_METRICS = ("accuracy", "macro_f1", "rmse", "mae")
+
+
+def _sklearn_reference(name: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
+    from sklearn import metrics as sk
+
+    if name == "accuracy":
+        return float(sk.accuracy_score(y, out.argmax(axis=1)))
+    if name == "macro_f1":
+        labels = list(range(n_classes))
+        return float(sk.f1_score(y, out.argmax(axis=1), average="macro", labels=labels, zero_division=0))
+    if name == "rmse":
+        return math.sqrt(sk.mean_squared_error(y, out))
+    return float(sk.mean_absolute_error(y, out))
+
+
+@pytest.mark.parametrize("name", FAST_METRICS)
+@pytest.mark.parametrize("n_classes", [2, 3, 7])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_numpy_metrics_equal_scikit_learns(name: str, n_classes: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, 60))
+    if CATALOGUE[name].task == "classification":
+        # Few rows and many classes: some classes are never true, never predicted, or neither.
+        y = rng.integers(0, n_classes, rows)
+        out = rng.dirichlet(np.ones(n_classes), rows)
+    else:
+        y = rng.normal(1000.0, 300.0, rows).astype(np.float32 if seed % 2 else np.float64)
+        out = rng.normal(1000.0, 300.0, rows)
+    expected = _sklearn_reference(name, y, out, n_classes)
+    assert metrics.score(name, y, out, n_classes) == pytest.approx(expected, rel=1e-12, abs=1e-12)

@@ -33,7 +33,9 @@ from hpopipe.sweep.optuna_internals import (
     stop_requested,
     storage_of,
     trial_id,
+    write_intermediate_values,
 )
+from hpopipe.sweep.trial_steps import Reports
 
 REPO = Path(__file__).resolve().parents[1]
 UPGRADE = f"(optuna_internals was checked against Optuna {CHECKED_WITH}; installed: {optuna.__version__})"
@@ -332,3 +334,45 @@ def test_a_trial_created_from_a_template_is_the_same_trial_as_its_template(study
     assert not same_trial(
         trial, optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"retry_of": 0})
     )
+
+
+# --- write_intermediate_values: the epochs between pruning decisions in one transaction -----------
+
+
+def test_intermediate_values_written_together_are_the_trials_as_if_reported(tmp_path: Path) -> None:
+    import sqlalchemy
+
+    rdb = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="s", storage=rdb, pruner=optuna.pruners.HyperbandPruner())
+    trial = study.ask()
+    commits: list[int] = []
+    sqlalchemy.event.listen(rdb.engine, "commit", lambda conn: commits.append(1))
+    assert write_intermediate_values(trial, [(1, 0.5), (2, 0.25)], storage_of(study)), UPGRADE
+    assert len(commits) == 1, f"two values took {len(commits)} commits {UPGRADE}"
+    assert trial._cached_frozen_trial.intermediate_values == {1: 0.5, 2: 0.25}, UPGRADE
+    trial.report(0.75, 3)  # the live trial carries on as after reports of steps 1 and 2
+    assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.25, 3: 0.75}
+    assert not write_intermediate_values(trial, [(4, 1.0)], optuna.storages.InMemoryStorage())
+
+
+def test_a_trial_reports_every_epoch_but_writes_only_at_the_pruners_steps(tmp_path: Path) -> None:
+    import sqlalchemy
+
+    rdb = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="s", storage=rdb, pruner=optuna.pruners.NopPruner())
+    commits: list[int] = []
+    sqlalchemy.event.listen(rdb.engine, "commit", lambda conn: commits.append(1))
+    counted = {}
+    for steps in ({1, 3, 9}, None):  # Hyperband's decision steps (1, 3, 9), then every epoch
+        trial = study.ask()
+        commits.clear()
+        reports = Reports(trial, steps)
+        for epoch in range(1, 12):
+            assert reports.report(epoch, epoch / 10) is False
+        reports.flush()
+        counted[str(steps)] = len(commits)
+        study.tell(trial, 1.1)
+    for frozen in study.trials:
+        assert frozen.intermediate_values == {e: e / 10 for e in range(1, 12)}
+    # Step 1 alone; at 3 and 9 the values waiting (2; 4-8), then the step's own; 10-11 at the flush.
+    assert counted == {"{1, 3, 9}": 1 + 2 + 2 + 1, "None": 11}, counted

@@ -14,7 +14,7 @@ from hpopipe.sweep.recovery import CHECKPOINT, INTERRUPTED, RETRY_OF, mark_inter
 from hpopipe.sweep.sampling import pruning_steps
 from hpopipe.sweep.trial_steps import (
     INTERMEDIATE,
-    report_and_decide,
+    Reports,
     run_name,
     sample_trial,
     tracked_values,
@@ -55,10 +55,12 @@ class Objective:
         state, started = "FAIL", time.perf_counter()
         pruned: optuna.TrialPruned | None = None
         reported: list[tuple[int, float]] = []  # the trial's intermediate values, pruned or not
+        reports = Reports(trial, pruning_steps(self.params))
         values: float | tuple[float, ...] | None = None
         with self.tracker.run(run_name(trial.number), params=sampled, nested=True):
             try:
-                result = self._fit(trial, sampled, seed, phash, reported)
+                result = self._fit(trial, sampled, seed, phash, _pruning_reporter(reports, reported))
+                reports.flush()
                 self.tracker.log_history(result.history)
                 values = objectives.trial_values(
                     self.params,
@@ -73,6 +75,7 @@ class Objective:
                 state, pruned = "PRUNED", err  # re-raised below: a pruned run finished, it did not fail
             except TrainingInterrupted as err:
                 state = INTERRUPTED
+                reports.flush()
                 self.tracker.end_as_killed()
                 mark_interrupted(trial.study, trial, f"{INTERRUPTED}: {err}")
             except Exception as err:
@@ -117,7 +120,7 @@ class Objective:
         sampled: dict[str, Any],
         seed: int,
         phash: str,
-        reported: list[tuple[int, float]],
+        reporter: Callable[[int, float], None],
     ) -> FitResult:
         return fit(
             self.params.model,
@@ -128,9 +131,7 @@ class Objective:
             self.data.val,
             seed=seed,
             # Optuna refuses intermediate values of a multi-objective trial (it cannot prune one).
-            reporter=None
-            if pareto.is_multi_objective(self.params)
-            else _pruning_reporter(trial, pruning_steps(self.params), reported),
+            reporter=None if pareto.is_multi_objective(self.params) else reporter,
             checkpoint=checkpoints.trial_checkpoint(self.params.hpo.checkpoint_dir, self.study, phash),
             resume=RETRY_OF in trial.user_attrs,
             should_stop=self.stop,
@@ -138,12 +139,10 @@ class Objective:
         )
 
 
-def _pruning_reporter(
-    trial: optuna.Trial, steps: set[int] | None, reported: list[tuple[int, float]]
-) -> Callable[[int, float], None]:
+def _pruning_reporter(reports: Reports, reported: list[tuple[int, float]]) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
         reported.append((epoch, value))
-        if report_and_decide(trial, steps, epoch, value):
+        if reports.report(epoch, value):
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     return report

@@ -52,6 +52,10 @@ hpopipe touches an underscore name of Optuna.
 - :func:`same_trial` (``FrozenTrial.system_attrs``): a trial created from a template whose
   commit looked lost (the connection died) is found before it is created again
   (:mod:`hpopipe.sweep.outage`); a queued retry's parameters are system attributes.
+- :func:`write_intermediate_values` (``RDBStorage._set_trial_intermediate_value_without_commit``,
+  ``optuna.storages._rdb.storage._create_scoped_session``, ``Trial._cached_frozen_trial``):
+  the epochs between a pruner's decision steps are written in one transaction, not one
+  commit each; the live trial's cache learns them as ``Trial.report`` would have told it.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -90,6 +94,30 @@ def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
     """The storage under Optuna's trial cache; ``storage`` itself when it has no cache around it."""
     inner: optuna.storages.BaseStorage = getattr(storage, "_backend", storage)
     return inner
+
+
+def write_intermediate_values(
+    trial: optuna.Trial, points: Sequence[tuple[int, float]], storage: optuna.storages.BaseStorage
+) -> bool:
+    """Write several intermediate values of the live ``trial`` in one transaction.
+
+    ``storage`` is the RDB storage (or Optuna's cache around one) to write through; False,
+    with nothing written, when it is not an RDB storage (a journal): the caller reports the
+    values one by one. Steps the trial already holds are overwritten with the same value
+    (an upsert, so a retried call is harmless). Afterwards the live trial knows them as if
+    ``Trial.report`` had been called for each.
+    """
+    rdb = rdb_of(storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return False
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    tid = trial_id(trial)
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for step, value in points:
+            rdb._set_trial_intermediate_value_without_commit(session, tid, int(step), float(value))
+    trial._cached_frozen_trial.intermediate_values.update({int(s): float(v) for s, v in points})
+    return True
 
 
 def random_states(sampler: BaseSampler) -> list[np.random.RandomState]:

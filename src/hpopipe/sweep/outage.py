@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.atomic import disk_full, no_space
 from hpopipe.errors import StorageReconnected, StorageUnavailable
 from hpopipe.redact import mask_url
-from hpopipe.sweep.optuna_internals import same_trial, trial_id
+from hpopipe.sweep.optuna_internals import same_trial, trial_id, write_intermediate_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -324,6 +324,11 @@ class RetryingStorage(optuna.storages.BaseStorage):
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         self._retry("set_trial_intermediate_value", trial_id, step, intermediate_value)
+
+    def set_trial_intermediate_values(self, trial: optuna.Trial, points: Sequence[tuple[int, float]]) -> bool:
+        """Several intermediate values of the live ``trial`` in one transaction (an upsert: safe
+        to retry); False when the storage is not an RDB (see :func:`write_intermediate_values`)."""
+        return bool(self.outage.call(lambda: write_intermediate_values(trial, points, self._inner)))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._retry("set_trial_user_attr", trial_id, key, value)

@@ -107,13 +107,15 @@ def make_pruner(params: SweepParams) -> optuna.pruners.BasePruner:
 
 
 def pruning_steps(params: SweepParams) -> set[int] | None:
-    """Epochs at which asking the pruner can change anything (None: every epoch).
+    """Epochs at which asking the pruner can change anything (None: every epoch; empty: none).
 
     Successive halving (and so Hyperband) only decides at its rung steps
     (min_resource * rf**k); asking in between always answers "go on" but costs
     a storage round trip per epoch.
     """
     cfg = params.hpo.pruner
+    if cfg.name == "none":
+        return set()  # it never prunes: no step is worth asking at
     if not isinstance(cfg, HyperbandPruner | SuccessiveHalvingPruner):
         return None
     steps, step = set(), cfg.min_resource

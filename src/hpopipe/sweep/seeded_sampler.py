@@ -17,7 +17,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep.budget import warm_started
-from hpopipe.sweep.optuna_internals import all_trials, inherit_sampler_state, pin_to_position, random_states
+from hpopipe.sweep.optuna_internals import (
+    all_trials,
+    inherit_sampler_state,
+    pin_to_position,
+    random_states,
+    storage_of,
+    trial_id,
+)
 from hpopipe.sweep.recovery import INTERRUPTED, RETRY_OF
 
 POSITION = "position"  # user attribute: the trial's place in an uninterrupted sweep
@@ -42,6 +49,18 @@ def sweep_position(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> in
     return sum(
         1 for t in all_trials(study) if t.number < trial.number and not replaced(t) and not warm_started(t)
     )
+
+
+def record_position(study: optuna.Study, trial: FrozenTrial, position: int) -> None:
+    """Store the new trial's place as soon as it is known, before anything samples for it.
+
+    Counting it means reading every trial of the study, and under Hyperband Optuna asks for a
+    trial's bracket (so its place) on every parameter it samples: once stored, each later
+    question is answered from the trial itself. ``trial`` is the live trial's own record, so
+    it learns the attribute too.
+    """
+    storage_of(study).set_trial_user_attr(trial_id(trial), POSITION, position)
+    trial.user_attrs[POSITION] = position
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -74,7 +93,10 @@ class SeededSampler(BaseSampler):
         pin_to_position(self.base, position)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._reseed(sweep_position(study, trial))
+        position = sweep_position(study, trial)
+        if POSITION not in trial.user_attrs:
+            record_position(study, trial, position)
+        self._reseed(position)
         if RETRY_OF in trial.user_attrs:
             origin = int(trial.user_attrs[RETRY_OF])
             inherit_sampler_state(study, trial, next(t for t in all_trials(study) if t.number == origin))

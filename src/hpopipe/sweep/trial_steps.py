@@ -15,6 +15,7 @@ import optuna
 from hpopipe.config import Params, SweepParams
 from hpopipe.seeding import derive_seed
 from hpopipe.space import suggest
+from hpopipe.sweep.optuna_internals import storage_of, write_intermediate_values
 from hpopipe.sweep.seeded_sampler import POSITION, sweep_position
 
 INTERMEDIATE = "intermediate_value"  # the MLflow step series of what a trial reported to Optuna, per epoch
@@ -55,7 +56,8 @@ def sample_trial(trial: optuna.Trial, params: SweepParams) -> tuple[dict[str, An
     """
     sampled = suggest.suggest(trial, params.search_space)
     position = sweep_position(trial.study, trial)
-    trial.set_user_attr(POSITION, position)
+    if trial.user_attrs.get(POSITION) != position:  # the sampler stored it already (record_position)
+        trial.set_user_attr(POSITION, position)
     return sampled, derive_seed(params.seed, "trial", position)
 
 
@@ -67,3 +69,44 @@ def report_and_decide(trial: optuna.Trial, steps: set[int] | None, step: int, va
     """
     trial.report(value, step)
     return (steps is None or step in steps) and trial.should_prune()
+
+
+class Reports:
+    """A trial's intermediate values, written to the study when a pruner can use them.
+
+    At a step where the pruner decides (every step, for pruners that may decide at any), the
+    value goes through ``Trial.report`` and the pruner is asked at once. Values in between
+    wait, and are written in one transaction just before the next decision step's, or by
+    :meth:`flush` when the trial ends: under the default Hyperband pruner (decision steps
+    1, 3, 9, 27, …) a trial costs a few commits instead of one per epoch. Nothing reads a
+    running trial's in-between values: successive halving looks only at its rung steps, and
+    the exports, the report and warm start read finished trials. A trial killed before its
+    flush loses them with the trial, which is retried from its checkpoint and reports again.
+    """
+
+    def __init__(self, trial: optuna.Trial, steps: set[int] | None) -> None:
+        self.trial, self.steps = trial, steps
+        self.pending: list[tuple[int, float]] = []
+
+    def report(self, step: int, value: float) -> bool:
+        """Record ``value`` at ``step``; True when the configured pruner says stop."""
+        if self.steps is not None and step not in self.steps:
+            self.pending.append((step, value))
+            return False
+        self.flush()
+        return report_and_decide(self.trial, self.steps, step, value)
+
+    def flush(self) -> None:
+        """Write the values still waiting (one transaction on an RDB storage)."""
+        if not self.pending:
+            return
+        points, self.pending = self.pending, []
+        storage = storage_of(self.trial.study)
+        batched = getattr(storage, "set_trial_intermediate_values", None)  # RetryingStorage's, with retries
+        if batched is not None:
+            written = batched(self.trial, points)
+        else:
+            written = write_intermediate_values(self.trial, points, storage)
+        if not written:
+            for step, value in points:
+                self.trial.report(value, step)
