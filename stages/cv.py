@@ -21,7 +21,7 @@ def main() -> None:
     task = task_of(schema.plain(), params.hpo.metric)
     tracker = make_tracker()
     study, ranked = ranked_file.study, ranked_file.trials
-    settings = {"top_k": params.cv.top_k, "folds": params.cv.folds}
+    settings = {"top_k": params.cv.top_k, "folds": params.cv.folds, "early_stop": params.cv.early_stop}
     with tracker.run(f"cv {study}", params=settings, tags={"stage": "cv", "study": study}):
         results = cross_validate(params, ranked, x, y, task, tracker, params.hpo.n_workers)
     artifacts.write_frame(artifacts.CV_RESULTS, results)

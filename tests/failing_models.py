@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,3 +104,12 @@ def nap(shared: object, seconds: float) -> float:
     """A pool task that only sleeps (tests of hpopipe.process_pool)."""
     time.sleep(seconds)
     return seconds
+
+
+def leaves_a_mark(folder: str, task: int) -> int:
+    """A pool task that leaves a file named after its number (so a test sees which ran) and fails
+    when the number is negative (tests of hpopipe.process_pool)."""
+    (Path(folder) / str(task)).touch()
+    if task < 0:
+        raise ValueError(f"task {task} fails")
+    return task * task

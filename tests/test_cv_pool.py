@@ -79,7 +79,7 @@ def test_two_workers_write_the_sequential_results_byte_for_byte(
     pooled = outputs(tmp_path, "pooled", 2, data)
     assert pooled == sequential
     rows = sequential[0].decode().splitlines()
-    assert rows[0] == "trial,fold,score,best_epoch"
+    assert rows[0] == "trial,fold,score,best_epoch,stopped_early"
     assert [r.split(",")[:2] for r in rows[1:]] == [[str(n), str(f)] for n in WIDTHS for f in (0, 1)]
 
 

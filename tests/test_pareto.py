@@ -285,7 +285,8 @@ def test_cv_scores_the_top_k_of_the_front_by_the_rule(swept: tuple, prepared: tu
     assert [t.number for t in pareto.candidates(params, ranked)] == [t.number for t in ranked[:2]]
     x, y = to_arrays(prepared[0])
     results = cross_validate(weighted, ranked, x, y, task_of(prepared[1], "macro_f1"), NullTracker())
-    assert list(results.columns) == ["trial", "fold", "score", "best_epoch", "n_params"]
+    assert list(results.columns) == ["trial", "fold", "score", "best_epoch", "n_params", "stopped_early"]
+    assert not results["stopped_early"].any()  # no early stopping in a multi-objective sweep
     cv = summarise(results, "macro_f1")
     for stats in cv.candidates:
         assert stats.objectives is not None and stats.objectives["macro_f1"] == stats.mean

@@ -47,7 +47,12 @@ def test_first_run_writes_every_output(project: Path) -> None:
     hpo = json.loads((project / "metrics/hpo.json").read_text())
     assert hpo["complete"] + hpo["pruned"] + hpo["fail"] == 4 and hpo["complete"] >= 1
     cv = pd.read_csv(project / "artifacts/cv/results.csv")
-    assert len(cv) == min(2, hpo["complete"]) * 2 and set(cv["fold"]) == {0, 1}
+    assert cv["trial"].nunique() == min(2, hpo["complete"]) and set(cv["fold"]) == {0, 1}
+    folds_run = cv.groupby("trial", sort=False)["fold"].apply(list)
+    stopped = cv.groupby("trial", sort=False)["stopped_early"].all()
+    assert all(
+        f == [0] if stopped[t] else f == [0, 1] for t, f in folds_run.items()
+    )  # early stop: fold 0 only
     best = yaml.safe_load((project / "artifacts/best/config.yaml").read_text())
     assert best["model"] == {"name": "mlp", "params": {}}
     assert set(best["params"]) == {"lr", "n_layers", "width", "dropout"}

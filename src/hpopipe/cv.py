@@ -5,12 +5,17 @@ stopping uses a validation slice of the fold's training rows, so the held-out
 fold only ever scores. With ``hpo.n_workers`` > 1 the trainings run on that many local
 processes; every training is seeded by its candidate and fold alone, so the results do not
 depend on the order they run in.
+
+Fold-aware early stopping (``cv.early_stop``, on by default) drops a candidate as soon as its
+folds so far prove it cannot be selected; see :class:`FoldRace` for the rule and why it never
+drops the winner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +39,27 @@ from hpopipe.training.split import split_validation
 
 log = logging.getLogger(__name__)
 RESULT_COLUMNS = ["trial", "fold", "score", "best_epoch"]
+# The last column of results.csv, after a multi-objective sweep's further objectives: True on every
+# row of a candidate that early stopping dropped (its rows are the folds it ran, in order), False
+# for a candidate that ran every fold.
+STOPPED = "stopped_early"
+# The best score each metric can take, the bound early stopping assumes for the folds a candidate
+# has not run. Checked against the catalogue (src/hpopipe/metrics.py): accuracy, macro-F1 and
+# ROC AUC are at most 1; R² = 1 - SS_res/SS_tot is at most 1 (scikit-learn gives 1.0 or 0.0 for a
+# constant fold); log loss, RMSE and MAE are at least 0. A metric missing here (one added to the
+# catalogue without a finite bound) is never stopped early on.
+BEST_SCORE: dict[str, float] = {
+    "accuracy": 1.0,
+    "macro_f1": 1.0,
+    "roc_auc": 1.0,
+    "r2": 1.0,
+    "log_loss": 0.0,
+    "rmse": 0.0,
+    "mae": 0.0,
+}
+# How much worse than the leader's mean the best reachable mean must be to stop: means computed in
+# a different order (here fmean, pandas in summarise) may differ in the last bits, never by this.
+TOLERANCE = 1e-9
 
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -89,6 +115,95 @@ def score_fold(data: FoldData, job: FoldJob) -> dict[str, Any]:
     )
 
 
+def best_reachable_mean(scores: Sequence[float], k: int, best: float) -> float:
+    """The best mean over ``k`` folds a candidate with these first fold ``scores`` can still reach:
+    every fold it has not run scoring ``best``, the best score the metric can take."""
+    return (math.fsum(scores) + (k - len(scores)) * best) / k
+
+
+def cannot_win(scores: Sequence[float], k: int, best: float, leader_mean: float, maximize: bool) -> bool:
+    """True when even ``best`` on every fold left leaves the mean worse than ``leader_mean``.
+
+    Worse by more than :data:`TOLERANCE`: a tie (or one within rounding) is not a stop, because
+    ``summarise`` breaks ties by trial number, so a candidate that ties the leader may still be
+    ranked first. A NaN score or leader never stops anything.
+    """
+    reachable = best_reachable_mean(scores, k, best)
+    gap = leader_mean - reachable if maximize else reachable - leader_mean
+    return gap > TOLERANCE * max(1.0, abs(leader_mean))
+
+
+@dataclass
+class FoldRace:
+    """Fold-aware early stopping: the rule a sequential run applies, fold by fold, in rank order.
+
+    Candidates are taken in rank order (``pareto.candidates``); the leader of candidate ``i`` is
+    the best mean of the candidates before it that ran every fold. After each of its folds,
+    candidate ``i`` stops when :func:`cannot_win`: its best reachable mean, the folds left at the
+    metric's best score (:data:`BEST_SCORE`), is worse than the leader's mean.
+
+    Why this never drops the winner: the folds left can only score ``best`` or worse, so the mean
+    the stopped candidate would have reached is at most its best reachable mean, worse than the
+    leader's; the leader ran every fold, with the same seeds and so the same scores as in a run
+    without early stopping. So the stopped candidate cannot be the best mean of that run either,
+    every candidate that could be is run in full, and ``summarise`` ranks stopped candidates
+    after the complete ones: the selected trial, its mean, std and epochs are those of a run with
+    ``cv.early_stop: false``.
+
+    Only the results so far, taken in (candidate, fold) order, decide, so a process pool that
+    consults :meth:`wanted` records exactly what the sequential run records. ``best`` is None
+    where early stopping is off: every candidate runs every fold.
+    """
+
+    k: int
+    maximize: bool
+    best: float | None
+    scores: dict[int, list[float]]  # candidate position -> its fold scores so far
+    stopped: set[int]
+    leader: tuple[int, float] | None = None  # (position, mean)
+
+    @classmethod
+    def start(cls, params: Params, metric: str, k: int) -> FoldRace:
+        """The race of this run: off with ``cv.early_stop: false``, in a multi-objective sweep
+        (``cv.select`` weighs every objective, not the first's mean alone), or for a metric with no
+        best score."""
+        best = BEST_SCORE.get(metric) if params.cv.early_stop else None
+        if params.cv.early_stop and pareto.is_multi_objective(params):
+            log.info("cv: no early stopping in a multi-objective sweep: cv.select weighs every objective")
+            best = None
+        elif params.cv.early_stop and best is None:
+            log.info("cv: no early stopping: %s has no best score to bound the folds left", metric)
+        maximize = metrics.objective_direction(metric) == "maximize"
+        return cls(k=k, maximize=maximize, best=best, scores={}, stopped=set())
+
+    @property
+    def on(self) -> bool:
+        return self.best is not None
+
+    def _beats(self, mean: float, other: float) -> bool:
+        return mean > other if self.maximize else mean < other
+
+    def wanted(self, job: int) -> bool:
+        """Whether job ``job`` (candidate ``job // k``, fold ``job % k``) is still to be run."""
+        return job // self.k not in self.stopped
+
+    def record(self, position: int, score: float) -> bool:
+        """Add the next fold score of candidate ``position``; True once it is done (all folds or stopped)."""
+        scores = self.scores.setdefault(position, [])
+        scores.append(score)
+        if len(scores) == self.k:
+            mean = statistics.fmean(scores)
+            if not math.isnan(mean) and (self.leader is None or self._beats(mean, self.leader[1])):
+                self.leader = (position, mean)
+            return True
+        if self.best is None or self.leader is None:
+            return False
+        if cannot_win(scores, self.k, self.best, self.leader[1], self.maximize):
+            self.stopped.add(position)
+            return True
+        return False
+
+
 def cross_validate(
     params: Params,
     ranked: Sequence[RankedTrial],
@@ -98,49 +213,93 @@ def cross_validate(
     tracker: NullTracker,
     workers: int = 1,
 ) -> pd.DataFrame:
-    """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold).
+    """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold) run.
 
     ``workers`` > 1 trains the candidate × fold jobs on that many local processes
     (:mod:`hpopipe.process_pool`); rows, log lines and the nested tracking runs still come
     in candidate order, from this process, so the results are those of a sequential run.
-    A failed training raises one HpopipeError naming its trial and fold.
+    With ``cv.early_stop`` (:class:`FoldRace`) a candidate that cannot win runs no more folds; a
+    pool may have started some of them already, and their results are dropped, so the rows are
+    still the sequential run's. A failed training raises one HpopipeError naming its trial and fold.
     """
     candidates = pareto.candidates(params, ranked)
-    splits = folds(x, y, task, params.cv.folds, params.seed)
+    k = params.cv.folds
+    splits = folds(x, y, task, k, params.seed)
     jobs = [FoldJob(c, fold, tr, te) for c in candidates for fold, (tr, te) in enumerate(splits)]
+    race = FoldRace.start(params, task.metric, k)
     if workers > 1:
         log.info("cv: %d trainings on %d local processes", len(jobs), min(workers, len(jobs)))
-    rows: list[dict[str, Any]] = []
+    rows: list[list[dict[str, Any]]] = [[] for _ in candidates]
     results = ordered_map(
-        score_fold, FoldData(params, x, y, task), jobs, workers
+        score_fold, FoldData(params, x, y, task), jobs, workers, wanted=race.wanted if race.on else None
     )  # each fit sets train.threads (auto: one)
     with contextlib.closing(results):
-        for candidate in candidates:
-            try:
-                fold_rows = [next(results) for _ in splits]
-            except TaskFailed as err:
-                job = jobs[err.index]
-                raise HpopipeError(
-                    f"cv: trial {job.candidate.number}, fold {job.fold} failed: {err.reason}"
-                ) from err
-            scores = [r["score"] for r in fold_rows]
-            mean, std = statistics.fmean(scores), statistics.pstdev(scores)
-            with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
-                tracker.log_metrics({"cv_mean": mean, "cv_std": std})
-            log.info("trial %d: %s %.4f ± %.4f", candidate.number, task.metric, mean, std)
-            rows += fold_rows
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:]])
+        try:
+            for index, row in results:
+                position = index // k
+                rows[position].append(row)
+                if race.record(position, row["score"]):
+                    _report(candidates, position, rows[position], race, task.metric, tracker)
+        except TaskFailed as err:
+            job = jobs[err.index]
+            raise HpopipeError(
+                f"cv: trial {job.candidate.number}, fold {job.fold} failed: {err.reason}"
+            ) from err
+    if race.on:
+        run = sum(map(len, rows))
+        log.info(
+            "cv: early stopping ran %d of %d trainings (%d candidate(s) stopped)",
+            run,
+            len(jobs),
+            len(race.stopped),
+        )
+    table = [r | {STOPPED: position in race.stopped} for position, done in enumerate(rows) for r in done]
+    return pd.DataFrame(table, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:], STOPPED])
+
+
+def _report(
+    candidates: Sequence[RankedTrial],
+    position: int,
+    rows: list[dict[str, Any]],
+    race: FoldRace,
+    metric: str,
+    tracker: NullTracker,
+) -> None:
+    """The log line and the nested tracking run of a candidate that is done, complete or stopped."""
+    candidate = candidates[position]
+    scores = [r["score"] for r in rows]
+    mean, std = statistics.fmean(scores), statistics.pstdev(scores)
+    with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
+        tracker.log_metrics({"cv_mean": mean, "cv_std": std, "cv_folds": len(scores)})
+    if len(scores) == race.k:
+        log.info("trial %d: %s %.4f ± %.4f", candidate.number, metric, mean, std)
+        return
+    assert race.best is not None and race.leader is not None  # only early stopping leaves folds out
+    log.info(
+        "trial %d: stopped early after %d of %d folds (%s %s): at best %.4f, worse than trial %d's %.4f",
+        candidate.number,
+        len(scores),
+        race.k,
+        metric,
+        ", ".join(f"{s:.4f}" for s in scores),
+        best_reachable_mean(scores, race.k, race.best),
+        candidates[race.leader[0]].number,
+        race.leader[1],
+    )
 
 
 def summarise(results: pd.DataFrame, metric: str) -> CvSummary:
     """metrics/cv.json: mean and std per candidate, ranked by mean (ties: the lower trial number).
+
+    A candidate early stopping dropped (``stopped_early``) has the mean of the folds it ran, which
+    does not compare with a full mean: it is ranked after every complete candidate.
 
     With further objectives (a multi-objective sweep's extra columns), each
     candidate also gets ``objectives``: the CV mean of every objective, which
     ``select`` applies ``cv.select`` to.
     """
     candidates: list[CvCandidate] = []
-    others = [c for c in results.columns if c not in RESULT_COLUMNS]
+    others = [c for c in results.columns if c not in (*RESULT_COLUMNS, STOPPED)]
     for trial, group in results.groupby("trial", sort=False):
         mean = float(group["score"].mean())
         objectives = {metric: mean} | {c: float(group[c].mean()) for c in others} if others else None
@@ -154,7 +313,8 @@ def summarise(results: pd.DataFrame, metric: str) -> CvSummary:
             )
         )
     sign = -1.0 if metrics.objective_direction(metric) == "maximize" else 1.0
-    candidates.sort(key=lambda c: (sign * c.mean, c.trial))
+    stopped = set(results.loc[results[STOPPED], "trial"]) if STOPPED in results else set()
+    candidates.sort(key=lambda c: (c.trial in stopped, sign * c.mean, c.trial))
     return CvSummary(
         metric=metric,
         folds=int(results["fold"].nunique()),

@@ -7,6 +7,12 @@ names its task, and its siblings are stopped before anything is written.
 
 Processes start with ``spawn`` (a fresh interpreter: no copy of the parent's threads, locks or
 CUDA state) and get ``shared`` once, at start; each task then travels alone.
+
+A caller may refuse tasks as results come in (``wanted``: CV's early stopping drops the folds of a
+candidate that can no longer win). The decision is the caller's sequential one: a task is
+yielded only if ``wanted`` accepts it when its turn comes, after every earlier result was
+consumed; a pool also asks before starting a task, so that a task already known to be refused
+is never run, and discards what it ran ahead for a task refused by then.
 """
 
 from __future__ import annotations
@@ -78,28 +84,48 @@ def ordered_map(
     tasks: Sequence[T],
     workers: int,
     setup: Callable[[], None] | None = None,
-) -> Generator[R, None, None]:
-    """``fn(shared, task)`` for every task, yielded in the order of ``tasks``, as soon as each can be.
+    wanted: Callable[[int], bool] | None = None,
+) -> Generator[tuple[int, R], None, None]:
+    """``(index, fn(shared, task))`` for every task ``wanted`` accepts, in the order of ``tasks``.
 
     With ``workers`` <= 1 (or one task) it runs here, one task after another, without ``setup``.
-    Otherwise ``min(workers, len(tasks))`` processes run ``setup()`` once, then tasks. The first
-    failure raises :class:`TaskFailed` (from an exception in ``fn``: its type and message) and
-    stops the other processes; ``fn`` and ``setup`` must be module-level functions (picklable).
+    Otherwise ``min(workers, len(tasks))`` processes run ``setup()`` once, then tasks.
+    ``fn`` and ``setup`` must be module-level functions (picklable).
+
+    ``wanted(index)`` (default: every task) is asked when the task's turn comes, once every
+    earlier result was consumed, and by a pool also before it starts the task. It must be
+    monotone: a task it refused once stays refused (a pool does not run it). So what is yielded
+    is what the sequential run yields, whatever order the processes finish in.
+
+    Failures raise :class:`TaskFailed` (from an exception in ``fn``: its type and message) and
+    stop the other processes. Without ``wanted``, the first failure to arrive raises; with it, a
+    failed task raises when its turn comes and only if it is still wanted (a task the sequential
+    run would not have run cannot fail the map). A pool process that dies raises at once.
     """
     if workers <= 1 or len(tasks) <= 1:
         for index, task in enumerate(tasks):
+            if wanted is not None and not wanted(index):
+                continue
             try:
                 result = fn(shared, task)
             except Exception as err:
                 raise TaskFailed(index, _one_line(err)) from err
-            yield result
+            yield index, result
         return
-    yield from _pooled(fn, shared, tasks, min(workers, len(tasks)), setup)
+    yield from _pooled(fn, shared, tasks, min(workers, len(tasks)), setup, wanted)
+
+
+_REFUSED = object()  # a task the pool did not start: ``wanted`` refused it before its turn
 
 
 def _pooled(
-    fn: Callable[[S, T], R], shared: S, tasks: Sequence[T], n: int, setup: Callable[[], None] | None
-) -> Generator[R, None, None]:
+    fn: Callable[[S, T], R],
+    shared: S,
+    tasks: Sequence[T],
+    n: int,
+    setup: Callable[[], None] | None,
+    wanted: Callable[[int], bool] | None,
+) -> Generator[tuple[int, R], None, None]:
     ctx = multiprocessing.get_context("spawn")
     conns: list[Connection] = []
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -114,18 +140,22 @@ def _pooled(
             procs.append(proc)
         pending = iter(enumerate(tasks))
         running: dict[Connection, int] = {}
+        # index -> (ok, result or failure reason, or _REFUSED), until its turn to be yielded comes
+        done: dict[int, tuple[bool, Any]] = {}
 
         def feed(conn: Connection) -> None:
-            item = next(pending, None)
-            if item is not None:
-                conn.send(item)
-                running[conn] = item[0]
+            for item in pending:
+                if wanted is None or wanted(item[0]):
+                    conn.send(item)
+                    running[conn] = item[0]
+                    return
+                done[item[0]] = (True, _REFUSED)
 
         for conn in conns:
             feed(conn)
-        done: dict[int, R] = {}
         following = 0
         while running:
+            idle: list[Connection] = []
             for ready in wait(list(running)):
                 conn = cast(Connection, ready)
                 index = running.pop(conn)
@@ -135,14 +165,21 @@ def _pooled(
                     dead = procs[conns.index(conn)]
                     dead.join(timeout=5)
                     raise TaskFailed(index, _death(dead.exitcode)) from None
+                if not ok and wanted is None:
+                    raise TaskFailed(index, value)
+                done[index] = (ok, value)
+                idle.append(conn)
+            while following in done:  # yield first: what the caller learns decides what is fed next
+                index, (ok, value) = following, done.pop(following)
+                following += 1
+                if value is _REFUSED or (wanted is not None and not wanted(index)):
+                    continue
                 if not ok:
                     raise TaskFailed(index, value)
-                done[index] = value
+                yield index, value
+            for conn in idle:
                 feed(conn)
-            while following in done:
-                yield done.pop(following)
-                following += 1
-        finished = True
+        finished = True  # what is left in done was refused
     finally:
         _close(conns, procs, graceful=finished)
 

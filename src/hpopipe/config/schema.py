@@ -495,6 +495,9 @@ SelectRule = Annotated[BestFirstMetric | WeightedSelect, Field(discriminator="ru
 class CvConfig(_Strict):
     top_k: Count = Field(default=3, gt=0)
     folds: Count = Field(default=5, ge=2, le=50)
+    # Fold-aware early stopping: a candidate whose folds so far prove it cannot beat the leader's
+    # mean runs no more folds (hpopipe.cv.FoldRace); the selected trial is the same either way.
+    early_stop: bool = True
     select: SelectRule = Field(default_factory=BestFirstMetric)
 
     @field_validator("select", mode="before")

@@ -412,12 +412,22 @@ def best_config_table(sources: Sources) -> str:
 
 
 def cv_table(sources: Sources) -> str:
-    """Mean ± std of every CV candidate, best first, the selected one highlighted."""
+    """Mean ± std of every CV candidate, best first, the selected one highlighted.
+
+    A candidate stopped early shows the mean of the folds it ran and says so.
+    """
     values = {t.number: _first(t) for t in sources.study.get_trials(deepcopy=False)}
-    folds = sources.cv_results.sort_values("fold").groupby("trial")["score"].apply(list)
+    results = sources.cv_results
+    folds = results.sort_values("fold").groupby("trial")["score"].apply(list)
+    stopped = set(results.loc[results["stopped_early"], "trial"]) if "stopped_early" in results else set()
     rows: list[list[Any]] = []
-    for stats in sources.cv_summary.candidates:  # best CV mean first
-        scores = ", ".join(f"{s:.4f}" for s in folds.get(stats.trial, []))
+    for stats in sources.cv_summary.candidates:  # best CV mean first, then those stopped early
+        run = folds.get(stats.trial, [])
+        scores = ", ".join(f"{s:.4f}" for s in run)
+        if stats.trial in stopped:
+            scores += (
+                f" (stopped early after {len(run)} of {sources.cv_summary.folds} folds: it could not win)"
+            )
         sweep = values.get(stats.trial)
         rows.append(
             [
