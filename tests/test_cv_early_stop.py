@@ -16,7 +16,7 @@ import yaml
 
 from hpopipe import artifacts
 from hpopipe.config import Params, parse_params
-from hpopipe.cv import BEST_SCORE, FoldRace, best_reachable_mean, cannot_win, cross_validate, summarise
+from hpopipe.cv import FoldRace, best_reachable_mean, cannot_win, cross_validate, summarise
 from hpopipe.data import prepare, read_table, to_arrays
 from hpopipe.errors import TaskFailed
 from hpopipe.handoffs.ranked import RankedTrial
@@ -139,7 +139,8 @@ def test_every_catalogue_metric_has_a_best_score_no_prediction_beats(name: str) 
     """The bound is safe: perfect predictions reach it (or come within the clipping of log_loss)
     and no random prediction beats it."""
     spec, rng = CATALOGUE[name], np.random.default_rng(0)
-    best = BEST_SCORE[name]
+    best = CATALOGUE[name].best
+    assert best is not None, f"{name}: give it a best score (MetricSpec.best)"
     n_classes = 3 if spec.task == "classification" else 0
     y: np.ndarray
     perfect: np.ndarray

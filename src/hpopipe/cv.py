@@ -43,20 +43,6 @@ RESULT_COLUMNS = ["trial", "fold", "score", "best_epoch"]
 # row of a candidate that early stopping dropped (its rows are the folds it ran, in order), False
 # for a candidate that ran every fold.
 STOPPED = "stopped_early"
-# The best score each metric can take, the bound early stopping assumes for the folds a candidate
-# has not run. Checked against the catalogue (src/hpopipe/metrics.py): accuracy, macro-F1 and
-# ROC AUC are at most 1; R² = 1 - SS_res/SS_tot is at most 1 (scikit-learn gives 1.0 or 0.0 for a
-# constant fold); log loss, RMSE and MAE are at least 0. A metric missing here (one added to the
-# catalogue without a finite bound) is never stopped early on.
-BEST_SCORE: dict[str, float] = {
-    "accuracy": 1.0,
-    "macro_f1": 1.0,
-    "roc_auc": 1.0,
-    "r2": 1.0,
-    "log_loss": 0.0,
-    "rmse": 0.0,
-    "mae": 0.0,
-}
 # How much worse than the leader's mean the best reachable mean must be to stop: means computed in
 # a different order (here fmean, pandas in summarise) may differ in the last bits, never by this.
 TOLERANCE = 1e-9
@@ -140,7 +126,7 @@ class FoldRace:
     Candidates are taken in rank order (``pareto.candidates``); the leader of candidate ``i`` is
     the best mean of the candidates before it that ran every fold. After each of its folds,
     candidate ``i`` stops when :func:`cannot_win`: its best reachable mean, the folds left at the
-    metric's best score (:data:`BEST_SCORE`), is worse than the leader's mean.
+    metric's best score (``MetricSpec.best`` in :mod:`hpopipe.metrics`), is worse than the leader's mean.
 
     Why this never drops the winner: the folds left can only score ``best`` or worse, so the mean
     the stopped candidate would have reached is at most its best reachable mean, worse than the
@@ -167,7 +153,8 @@ class FoldRace:
         """The race of this run: off with ``cv.early_stop: false``, in a multi-objective sweep
         (``cv.select`` weighs every objective, not the first's mean alone), or for a metric with no
         best score."""
-        best = BEST_SCORE.get(metric) if params.cv.early_stop else None
+        spec = metrics.CATALOGUE.get(metric)
+        best = spec.best if params.cv.early_stop and spec is not None else None
         if params.cv.early_stop and pareto.is_multi_objective(params):
             log.info("cv: no early stopping in a multi-objective sweep: cv.select weighs every objective")
             best = None

@@ -36,6 +36,9 @@ class MetricSpec:
     compute: Callable[[np.ndarray, np.ndarray, int], float]
     # Reported in metrics/test.json for a task with this many classes (0 for regression)?
     on_test: Callable[[int], bool] = lambda n_classes: True
+    # The best score the metric can take (perfect predictions), None if it has no finite one:
+    # the cv stage stops a candidate whose remaining folds, all at this score, could not win.
+    best: float | None = None
 
     @property
     def direction(self) -> Direction:
@@ -112,14 +115,17 @@ def _r2(y_true: np.ndarray, output: np.ndarray, n_classes: int) -> float:
 CATALOGUE: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("accuracy", "classification", True, _accuracy),
-        MetricSpec("macro_f1", "classification", True, _macro_f1),
-        MetricSpec("log_loss", "classification", False, _log_loss),
+        # Accuracy, F1 and ROC AUC are at most 1, R^2 = 1 - SS_res/SS_tot too; the losses are at least 0.
+        MetricSpec("accuracy", "classification", True, _accuracy, best=1.0),
+        MetricSpec("macro_f1", "classification", True, _macro_f1, best=1.0),
+        MetricSpec("log_loss", "classification", False, _log_loss, best=0.0),
         # One-vs-rest AUC of several classes is a fine objective, but the test report keeps the binary one.
-        MetricSpec("roc_auc", "classification", True, _roc_auc, on_test=lambda n_classes: n_classes == 2),
-        MetricSpec("rmse", "regression", False, _rmse),
-        MetricSpec("mae", "regression", False, _mae),
-        MetricSpec("r2", "regression", True, _r2),
+        MetricSpec(
+            "roc_auc", "classification", True, _roc_auc, on_test=lambda n_classes: n_classes == 2, best=1.0
+        ),
+        MetricSpec("rmse", "regression", False, _rmse, best=0.0),
+        MetricSpec("mae", "regression", False, _mae, best=0.0),
+        MetricSpec("r2", "regression", True, _r2, best=1.0),
     )
 }
 METRIC_NAMES = tuple(CATALOGUE)
