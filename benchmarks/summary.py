@@ -29,9 +29,23 @@ OLD = {
 }
 
 
+# A key each script's current output has: a file without it was written by an older version.
+CURRENT = {
+    "overhead.json": "targets",
+    "stage_cpu.json": "ratio_cpu",
+    "workers.json": "load_range",
+    "cv_pool.json": "load_range",
+    "repro_compare.json": "ratio_wall",
+}
+
+
 def _read(out: Path, name: str) -> dict[str, Any] | None:
+    """A script's results, or None when it did not run (or the file predates this summary)."""
     path = out / name
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data if CURRENT[name] in data else None
 
 
 def _x(value: float | None) -> str:
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows(args.out_dir)]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
