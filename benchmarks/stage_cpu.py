@@ -126,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
                 work = fresh(root, n)
                 if side == "stage":
                     got = child([sys.executable, "-m", "stages.hpo"], work, env)
+                    job = job_from(work, 1)
                     if job_path is None:
                         job_path = root / "job.json"
-                        job_path.write_text(json.dumps(job_from(work, 1)))
+                        job_path.write_text(json.dumps(job))
+                    # seeded: every stage run must train the same trials the bare script replays
+                    got["same_trials_as_first"] = job["trials"] == json.loads(job_path.read_text())["trials"]
                 else:
                     if job_path is None:  # the first round runs the stage first
                         raise AssertionError("no job yet")
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio_cpu": round(ratio, 3),
         "ratio_wall": round(wall["stage"] / wall["bare"], 3),
         "target_ratio_cpu": TARGET,
+        "stage_runs_identical": all(x["same_trials_as_first"] for x in runs if x["side"] == "stage"),
         "replay_exact": all(x["replay"]["max_deviation"] == 0.0 for x in runs if x["side"] == "bare"),
         "runs": runs,
     }
