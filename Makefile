@@ -30,14 +30,25 @@ PYTEST_WORKERS ?= 2
 test: lint
 	pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-bench: $(STAMP)
-	python benchmarks/overhead.py
-	python benchmarks/strategies.py
-	python benchmarks/cv_pool.py
+# Issue 16's ratios, each measured interleaved in one run with the load average beside it
+# (benchmarks/README.md): sweep vs bare loop and the Optuna peer, hpo stage CPU vs bare script,
+# 1 vs 2 workers, the CV pool; then benchmarks/results/summary.md. About 25 min on 2 idle cores.
+# QUICK=1: smoke budgets (minutes; not figures to keep). BENCH_OUT=DIR: write there instead.
+# REPRO=1: also a fresh clone's `dvc repro` against commit ca38033 (adds ~5 min).
+BENCH_OUT ?= benchmarks/results
+BENCH_FLAGS = $(if $(QUICK),--quick) --out-dir $(BENCH_OUT)
 
-# 1 vs 2 local workers, and storage cost per trial (needs PostgreSQL at 127.0.0.1:5432).
+bench: $(STAMP)
+	python benchmarks/overhead.py $(BENCH_FLAGS)
+	python benchmarks/stage_cpu.py $(BENCH_FLAGS)
+	python benchmarks/workers.py $(BENCH_FLAGS)
+	python benchmarks/cv_pool.py $(BENCH_FLAGS)
+	$(if $(REPRO),python benchmarks/repro_compare.py $(BENCH_FLAGS))
+	python benchmarks/summary.py --out-dir $(BENCH_OUT)
+
+# Search strategies, and storage cost per trial (the latter needs PostgreSQL at 127.0.0.1:5432).
 bench-scale: $(STAMP)
-	python benchmarks/workers.py
+	python benchmarks/strategies.py
 	python benchmarks/storage_overhead.py
 
 # Needs a Prefect server and PREFECT_API_URL (see README): registers retrain/nightly and runs it here.

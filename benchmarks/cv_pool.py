@@ -8,8 +8,9 @@ sequential run. The load average is recorded before each run: this machine is sh
 ratio of the two medians measured in the same run is the figure to read, not the seconds.
 
     python benchmarks/cv_pool.py [--rounds 3] [--trials 30]
+    python benchmarks/cv_pool.py --quick --out-dir DIR      # smoke test: 1 round, 4 trials, top 2 x 2 folds
 
-Writes benchmarks/results/cv_pool.json.
+Writes DIR/cv_pool.json (default benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -27,17 +28,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def params(n_workers: int, trials: int) -> dict[str, Any]:
+def params(n_workers: int, trials: int, cv: dict[str, int] | None = None) -> dict[str, Any]:
     """The repository's params.yaml; several workers need a shared storage (cv never opens it)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["path"] = str(REPO / raw["data"]["path"])
     raw["hpo"].update(n_trials=trials, n_workers=n_workers)
+    raw["cv"].update(cv or {})
     if n_workers > 1:
         raw["hpo"]["storage"] = "journal"
     return raw
@@ -74,17 +77,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=30, help="hpo.n_trials of the finished sweep")
+    parser.add_argument("--top-k", type=int, help="cv.top_k (default: params.yaml's)")
+    parser.add_argument("--folds", type=int, help="cv.folds (default: params.yaml's)")
+    parser.add_argument("--quick", action="store_true", help="smoke: 1 round, 4 trials, top 2 x 2 folds")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.trials, args.top_k, args.folds = 1, 4, 2, 2
+    cv_set = {k: v for k, v in (("top_k", args.top_k), ("folds", args.folds)) if v}
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "params.yaml").write_text(yaml.safe_dump(params(1, args.trials)))
+        (root / "params.yaml").write_text(yaml.safe_dump(params(1, args.trials, cv_set)))
         stage(root, "stages.prepare")
         stage(root, "stages.hpo")
         reference: bytes | None = None
         for r in range(args.rounds):
             for n in (1, 2) if r % 2 == 0 else (2, 1):  # interleaved: drift in load hits both alike
-                (root / "params.yaml").write_text(yaml.safe_dump(params(n, args.trials)))
+                (root / "params.yaml").write_text(yaml.safe_dump(params(n, args.trials, cv_set)))
                 load = os.getloadavg()[0]
                 wall, cpu = stage(root, "stages.cv")
                 got = outputs(root)
@@ -115,6 +125,9 @@ def main() -> None:
             "python": platform.python_version(),
             "load_end": os.getloadavg(),
         },
+        "commit": common.machine()["git_commit"],
+        "target": 1.6,
+        "load_range": [min(x["load_1min"] for x in runs), max(x["load_1min"] for x in runs)],
         "note": "shared machine: other sessions ran alongside; read the ratio, measured interleaved",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "median_wall_s": {str(n): round(v, 2) for n, v in medians.items()},
@@ -123,8 +136,8 @@ def main() -> None:
         "all_identical": all(x["identical"] for x in runs),
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cv_pool.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "cv_pool.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     if not result["all_identical"]:
         raise SystemExit("the pooled cv stage wrote other results than the sequential one")

@@ -8,9 +8,11 @@ pruning off and a fixed number of epochs so every trial does the same work.
 Configurations are interleaved over rounds and the median is reported; the
 figure that matters is the ratio of the two, measured in the same run.
 
-    python benchmarks/workers.py [--trials 16] [--rounds 3] [--epochs 6] [--rows 20000]
+    python benchmarks/workers.py [--trials 16] [--rounds 3] [--epochs 5] [--rows 20000]
+    python benchmarks/workers.py --quick --out-dir DIR      # smoke test
 
-Writes benchmarks/results/workers.json and workers.md.
+Each run records its wall time, its CPU seconds (every process it started) and the 1-minute load
+average before it. Writes DIR/workers.json and workers.md (default benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,12 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common
 import optuna
 import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+TARGET = 1.6  # the issue's "done when": 2 local workers >= 1.6x one, whole stage
 
 
 def params(n_workers: int, trials: int, epochs: int, data: Path) -> dict[str, Any]:
@@ -67,7 +72,8 @@ def prepare(root: Path, trials: int, epochs: int, data: Path) -> Path:
     """Prepared data, once, shared by every run."""
     (root / "params.yaml").write_text(yaml.safe_dump(params(1, trials, epochs, data)))
     cmd = [sys.executable, "-m", "stages.prepare"]
-    subprocess.run(cmd, cwd=root, env={**env(), "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
+    child_env = {**env(), "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    subprocess.run(cmd, cwd=root, env=child_env, check=True, capture_output=True)
     return root / "data" / "prepared"
 
 
@@ -78,10 +84,14 @@ def run(root: Path, prepared: Path, n_workers: int, trials: int, epochs: int, da
     shutil.copytree(prepared, work / "data" / "prepared")
     (work / "params.yaml").write_text(yaml.safe_dump(params(n_workers, trials, epochs, data)))
     cmd = [sys.executable, "-m", "stages.hpo"]
+    load = common.load1()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    child_env = {**env(), "PYTHONPATH": str(REPO)}
+    child_env = {**env(), "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     proc = subprocess.run(cmd, cwd=work, env=child_env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode != 0:
         raise SystemExit(f"hpo with {n_workers} workers failed:\n{proc.stdout}\n{proc.stderr}")
     storage = optuna.storages.JournalStorage(
@@ -96,6 +106,8 @@ def run(root: Path, prepared: Path, n_workers: int, trials: int, epochs: int, da
     return {
         "n_workers": n_workers,
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "load_before": load,
         "trials": len(trials),
         "trials_per_min": round(len(trials) / wall * 60, 2),
         "peak_rss_mb": [v.get("peak_rss_mb") for v in workers.values()],
@@ -107,9 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 round, 4 trials x 2 epochs, 3000 rows"
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.trials, args.epochs, args.rows = 1, 4, 2, 3000
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -127,6 +145,7 @@ def main() -> None:
         summary[n] = {
             "median_trials_per_min": round(statistics.median(x["trials_per_min"] for x in mine), 2),
             "median_wall_s": round(statistics.median(x["wall_s"] for x in mine), 2),
+            "median_cpu_s": round(statistics.median(x["cpu_s"] for x in mine), 2),
             "max_peak_rss_mb_per_worker": max(max(x["peak_rss_mb"]) for x in mine),
         }
     speedup = summary[2]["median_trials_per_min"] / summary[1]["median_trials_per_min"]
@@ -137,13 +156,16 @@ def main() -> None:
         "epochs": args.epochs,
         "rounds": args.rounds,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
+        "commit": common.machine()["git_commit"],
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "summary": summary,
         "speedup_2_vs_1": round(speedup, 3),
+        "target": TARGET,
+        "load_range": [min(x["load_before"] for x in runs), max(x["load_before"] for x in runs)],
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "workers.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "workers.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "| workers | trials/min (median) | wall s (median) | peak RSS per worker (MB, max) |",
         "|---|---|---|---|",
@@ -152,10 +174,12 @@ def main() -> None:
         s = summary[n]
         cells = [n, s["median_trials_per_min"], s["median_wall_s"], s["max_peak_rss_mb_per_worker"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines.append(f"\n2 workers / 1 worker: **{speedup:.2f}x** trials per minute (target >= 1.7 on 2 cores).")
+    lines.append(
+        f"\n2 workers / 1 worker: **{speedup:.2f}x** trials per minute (target >= {TARGET} on 2 cores)."
+    )
     load = os.getloadavg()
     lines.append(f"Load average at the end: {load}; {args.rounds} interleaved rounds, {args.trials} trials.")
-    (RESULTS / "workers.md").write_text("\n".join(lines) + "\n")
+    (args.out_dir / "workers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

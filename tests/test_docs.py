@@ -317,6 +317,75 @@ def test_the_name_check_catches_the_old_flat_layout() -> None:
     assert not resolves("hpopipe.fanout.run_workers")
 
 
+# ---------------------------------------------------------------------------- benchmark commands
+
+BENCH_PAGES = [*PAGES, REPO / "benchmarks" / "README.md"]
+BENCH_COMMAND = re.compile(r"python[ \t]+(benchmarks/[\w-]+\.py)([^\n#`|;&>]*)")
+
+
+@cache
+def benchmark_options(script: Path) -> frozenset[str]:
+    """The ``--options`` a benchmark script's argparse defines, read from its source (not run:
+    the scripts import torch); ``--no-X`` counts where ``--X`` is a boolean option."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            for arg in node.args:
+                flag = arg.value if isinstance(arg, ast.Constant) else None
+                if isinstance(flag, str) and flag.startswith("--"):
+                    found |= {flag, f"--no-{flag[2:]}"}
+    return frozenset(found | {"--help"})
+
+
+def check_benchmark_command(script: str, args: list[str]) -> list[str]:
+    """Problems with one shown ``python benchmarks/X.py ...`` line: no such script, or no such option."""
+    path = REPO / script
+    if not path.is_file():
+        return [f"{script}: no such script"]
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    return [f"{script}: no option {f}" for f in flags if f not in benchmark_options(path)]
+
+
+def shown_benchmark_commands(page: Path) -> Iterator[tuple[str, list[str]]]:
+    blocks, _, _ = split_page(page.read_text(encoding="utf-8"))
+    for block in blocks:
+        for line in block.splitlines():
+            for m in BENCH_COMMAND.finditer(line):
+                yield m.group(1), m.group(2).split()
+
+
+@pytest.mark.parametrize("page", BENCH_PAGES, ids=page_id)
+def test_every_benchmark_command_shown_exists(page: Path) -> None:
+    problems = [
+        p for script, args in shown_benchmark_commands(page) for p in check_benchmark_command(script, args)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_benchmark_command_check_catches_a_stale_option() -> None:
+    assert (
+        check_benchmark_command("benchmarks/overhead.py", ["--quick", "--out-dir", "/tmp/b", "--no-peer"])
+        == []
+    )
+    assert check_benchmark_command("benchmarks/overhead.py", ["--out", "x"])  # renamed to --out-dir
+    assert check_benchmark_command("benchmarks/nothing.py", [])
+    assert {script for script, _ in shown_benchmark_commands(REPO / "benchmarks" / "README.md")} >= {
+        f"benchmarks/{name}.py" for name in ("overhead", "stage_cpu", "workers", "cv_pool", "repro_compare")
+    }
+
+
+def test_make_bench_runs_scripts_that_exist() -> None:
+    """Every script the Makefile's bench targets run is there, with the options they pass."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    shown = [
+        (m.group(1), m.group(2).replace("$(BENCH_FLAGS)", "--quick --out-dir D").split())
+        for m in BENCH_COMMAND.finditer(text)
+    ]
+    assert len(shown) >= 5
+    problems = [p for script, args in shown for p in check_benchmark_command(script, args)]
+    assert not problems, "\n".join(problems)
+
+
 # -------------------------------------------------------------------------------------- links
 
 
