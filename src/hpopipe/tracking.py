@@ -26,12 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe import workspace
+from hpopipe.background import InOrder, Pending
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
 from hpopipe.processes import pid_alive
 from hpopipe.redact import mask_url, register_url
 
 log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
 
 DEFAULT_EXPERIMENT = "hpopipe"
 DEFAULT_STORE = "mlflow.db"  # in the workspace, when MLFLOW_TRACKING_URI is not set
@@ -101,6 +107,9 @@ class NullTracker:
     def run_id(self) -> str | None:
         """The current run's id, if any."""
         return None
+
+    def drain(self) -> None:
+        """Wait until every run this tracker sends in the background is written."""
 
     def check_several_writers(self, why: str) -> None:
         """Refuse a tracking store that several processes cannot write to at once."""
@@ -183,6 +192,8 @@ class MlflowTracker(NullTracker):
         db = local_sqlite_file(uri)
         self._lock_path = None if db is None else db.with_name(db.name + ".hpopipe-lock")
         self._pending: list[_Batch] = []
+        self._sender = InOrder("mlflow-trial-runs")
+        self._context_tags: dict[str, str] | None = None
         with self._writing():  # a new store's tables are created here, by one process only
             self._client = mlflow.MlflowClient()
             self._experiment = self._open_experiment(experiment, artifacts)
@@ -256,11 +267,14 @@ class MlflowTracker(NullTracker):
         masked.update({"hpopipe.host": socket.gethostname(), "hpopipe.pid": str(os.getpid())})
         if os.environ.get("DVC_EXP_NAME"):  # the DVC experiment this run belongs to, to filter by
             masked["hpopipe.dvc_exp"] = mask_url(os.environ["DVC_EXP_NAME"])
-        # A worker process nests its trial runs under the coordinator's hpo run.
-        parent = os.environ.get("HPOPIPE_PARENT_RUN_ID") if nested and not mlflow.active_run() else None
+        batch = _Batch({k: mask_url(str(v)) for k, v in (params or {}).items()})
+        if nested:
+            with self._in_background(name, masked, batch):
+                yield
+            return
         with self._writing():
-            active = mlflow.start_run(run_name=name, nested=nested, tags=masked, parent_run_id=parent or None)
-        self._pending.append(_Batch({k: mask_url(str(v)) for k, v in (params or {}).items()}))
+            active = mlflow.start_run(run_name=name, tags=masked)
+        self._pending.append(batch)
         status = "FINISHED"
         try:
             yield
@@ -271,10 +285,74 @@ class MlflowTracker(NullTracker):
             status = "FAILED"
             raise
         finally:
-            batch = self._pending.pop()
+            self._pending.pop()
+            try:
+                self._sender.drain()  # its nested runs are all in the store before it ends
+            finally:
+                with self._writing():
+                    self._flush(active.info.run_id, batch)
+                    mlflow.end_run(status=batch.status if status == "FINISHED" else status)
+
+    @contextmanager
+    def _in_background(self, name: str, tags: dict[str, str], batch: _Batch) -> Iterator[None]:
+        """A nested run (a trial, a CV candidate) sent to the store by a background thread.
+
+        Its creation is queued at the start and its batch and end at the end, in order, so
+        the store's round trips overlap training; the parent run's end (or :meth:`drain`)
+        waits for them. Under the active run, or the run ``HPOPIPE_PARENT_RUN_ID`` names
+        (a worker process nesting under the coordinator's ``hpo`` run).
+        """
+        active = self._mlflow.active_run()
+        parent = active.info.run_id if active else os.environ.get("HPOPIPE_PARENT_RUN_ID") or None
+        tags = {**self._default_tags(), **tags, "mlflow.runName": name}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        started = _now_ms()
+        experiment = self._experiment.experiment_id
+
+        def create() -> str:
             with self._writing():
-                self._flush(active.info.run_id, batch)
-                mlflow.end_run(status=batch.status if status == "FINISHED" else status)
+                return str(
+                    self._client.create_run(
+                        experiment, start_time=started, tags=tags, run_name=name
+                    ).info.run_id
+                )
+
+        created = self._sender.submit(create)
+        self._pending.append(batch)
+        status = "FINISHED"
+        try:
+            yield
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            self._pending.pop()
+            self._sender.submit(lambda: self._end_run(created, batch, status, _now_ms()))
+
+    def _end_run(self, created: Pending, batch: _Batch, status: str, ended: int) -> None:
+        """Send a background run's batch and end it (not if its creation failed: that error is raised)."""
+        if created.error is not None:
+            return
+        with self._writing():
+            self._flush(created.value, batch)
+            final = batch.status if status == "FINISHED" else status
+            self._client.set_terminated(created.value, status=final, end_time=ended)
+
+    def _default_tags(self) -> dict[str, str]:
+        """The tags MLflow's ``start_run`` adds to every run (source, user, git commit), once a process."""
+        if self._context_tags is None:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            self._context_tags = {k: str(v) for k, v in resolve_tags({}).items()}
+        return self._context_tags
+
+    def drain(self) -> None:
+        """Wait until every nested run handed to the background thread is in the store."""
+        self._sender.drain()
 
     def _flush(self, run_id: str, batch: _Batch) -> None:
         from mlflow.entities import Metric, Param, RunTag

@@ -240,3 +240,4 @@ def join(
         return work(study, spec, objective, budget_of(params), hooks, stop or (lambda: False), wid)
     finally:
         progress.close()
+        tracker.drain()  # a worker process's trial runs are in the store before it exits
