@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def test_truncated_latest_falls_back_to_the_previous_one_and_names_it(
     tr, val = splits(problem)
     ckpt = tmp_path / "trial.pt"
     straight = loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=5)
-    loop.fit(MLP, PARAMS, SETTINGS, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
+    every_epoch = SETTINGS.model_copy(update={"checkpoint_every_s": 0.0})  # a previous file of epoch 2
+    loop.fit(MLP, PARAMS, every_epoch, CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
     blob = ckpt.read_bytes()
     ckpt.write_bytes(blob[: len(blob) // 2])  # the disk lost the end of the newest file
     with caplog.at_level(logging.WARNING, logger="hpopipe.training.checkpoints"):
@@ -253,3 +255,91 @@ def test_the_cleanup_stage_deletes_without_torch_or_mlflow(tmp_path: Path) -> No
     assert not imported & {"torch", "mlflow"}
     assert json.loads((tmp_path / "metrics/cleanup.json").read_text())["deleted"] == 3
     assert not list((tmp_path / "ckpt/study").glob("*"))
+
+
+# --- the interval (train.checkpoint_every_s) ---------------------------------------------------------------
+
+SLOW = ModelConfig(factory="tests.failing_models:slow")  # sleeps HPOPIPE_TEST_DELAY s per forward pass
+INTERVAL = 0.3
+# A save is decided right before the report that timestamps it: slack for that, and for the set-up
+# between the start timestamp and the first epoch.
+SLACK = 0.1
+
+# A child that trains the slow model with a checkpoint every INTERVAL s and prints "epoch monotonic-time"
+# after each epoch (and "0 time" before it starts), until the parent SIGKILLs it.
+_TRAIN_UNTIL_KILLED = """
+import sys, time
+import numpy as np
+from hpopipe.config import ModelConfig, TrainConfig
+from hpopipe.training import loop
+data = np.load(sys.argv[1])
+settings = TrainConfig(max_epochs=1000, patience=1000, batch_size=32, device="cpu",
+                       checkpoint_every_s=float(sys.argv[3]))
+print(0, time.monotonic(), flush=True)
+loop.fit(ModelConfig(factory="tests.failing_models:slow"), {"width": 16, "n_layers": 2, "dropout": 0.2},
+         settings, loop.Task("classification", 2, "accuracy"), (data["x"][:240], data["y"][:240]),
+         (data["x"][240:], data["y"][240:]), seed=3, checkpoint=__import__("pathlib").Path(sys.argv[2]),
+         reporter=lambda epoch, value: print(epoch, time.monotonic(), flush=True))
+"""
+
+
+def test_the_checkpoint_is_never_older_than_the_interval_and_not_written_every_epoch(
+    problem: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPOPIPE_TEST_DELAY", "0.005")  # ~0.05 s an epoch: several epochs per interval
+    tr, val = splits(problem)
+    ckpt = tmp_path / "trial.pt"
+    ended = {0: time.monotonic()}  # epoch -> when it ended (0: before the run)
+    on_disk: list[tuple[int, int]] = []  # (epoch, the checkpoint's epoch right after it)
+
+    def reporter(epoch: int, value: float) -> None:
+        ended[epoch] = time.monotonic()
+        on_disk.append((epoch, checkpoints.load(ckpt)["epoch"] if ckpt.exists() else 0))
+
+    settings = SETTINGS.model_copy(update={"max_epochs": 30, "patience": 100, "checkpoint_every_s": INTERVAL})
+    loop.fit(SLOW, PARAMS, settings, CLS, tr, val, seed=3, checkpoint=ckpt, reporter=reporter)
+    for epoch, saved in on_disk:  # what a kill right after this epoch would resume from
+        assert ended[epoch] - ended[saved] < INTERVAL + SLACK, (epoch, saved, on_disk)
+    saves = {saved for _, saved in on_disk if saved}
+    assert 1 < len(saves) <= len(on_disk) // 2, on_disk  # time-based: some, far fewer than the epochs
+    assert checkpoints.load(ckpt)["epoch"] == 30  # and the end of the run
+
+
+def test_a_killed_run_resumes_from_a_checkpoint_no_older_than_the_interval(
+    problem: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, ckpt = tmp_path / "data.npz", tmp_path / "trial.pt"
+    np.savez(data, x=problem["x"], y=problem["y_cls"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_UNTIL_KILLED, str(data), str(ckpt), str(INTERVAL)],
+        env=subprocess_env(PYTHONPATH=str(REPO), HPOPIPE_TEST_DELAY="0.005"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ended: dict[int, float] = {}
+    while not ended or max(ended) < 25:  # ~1.2 s of training: several intervals
+        line = proc.stdout.readline()
+        assert line, f"the child ended early (exit {proc.wait()})"
+        epoch, when = line.split()
+        ended[int(epoch)] = float(when)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ended.update((int(e), float(t)) for e, t in (line.split() for line in proc.stdout.read().splitlines()))
+    last = max(ended)  # the last epoch the child finished (a later one may be saved: it was killed mid-way)
+    monkeypatch.setenv("HPOPIPE_TEST_DELAY", "0")  # the same network, at full speed
+    resumed = loop.fit(
+        SLOW, PARAMS, TrainConfig(max_epochs=last + 3, patience=1000, batch_size=32, device="cpu"), CLS,
+        *splits(problem), seed=3, checkpoint=ckpt, resume=True,
+    )  # fmt: skip
+    start = resumed.resumed_from_epoch
+    assert start > 0  # ~1.2 s of training: at least one interval's checkpoint
+    if start < last:  # the newest file holds an epoch at most INTERVAL older than the last one trained
+        assert ended[last] - ended[start] < INTERVAL + SLACK, (start, ended)
+    straight = loop.fit(
+        SLOW, PARAMS, TrainConfig(max_epochs=last + 3, patience=1000, batch_size=32, device="cpu"), CLS,
+        *splits(problem), seed=3,
+    )  # fmt: skip
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.history == straight.history

@@ -160,6 +160,8 @@ def test_good_n_trials(raw: dict[str, Any], value: Any) -> None:
         ("train.patience", "many"),
         ("train.device", "tpu"),
         ("train.min_delta", -0.1),
+        ("train.checkpoint_every_s", -1),
+        ("train.checkpoint_every_s", "often"),
         ("hpo.timeout", 0),
         ("hpo.sampler.name", "bayes"),
         ("hpo.pruner.name", "sometimes"),

@@ -23,6 +23,7 @@ import yaml
 from optuna.trial import TrialState
 
 import hpopipe
+from hpopipe.artifacts import sqlite_url
 from hpopipe.config import TrainConfig, parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, Source
@@ -30,7 +31,7 @@ from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import sqlite_spec
 from hpopipe.sweep.study import study_name
 from hpopipe.tracking import NullTracker
-from hpopipe.training import checkpoints, loop
+from hpopipe.training import loop
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 SPACE: dict[str, Any] = {
@@ -138,15 +139,24 @@ def test_a_sweep_with_optimizer_and_schedule_in_the_space_runs(tmp_path: Path, p
     assert len({tuple(v.values()) for v in values.values()}) == len(values)
 
 
-def _stop_after_epoch(root: Path, epoch: int) -> Callable[[], bool]:
-    """True once a trial checkpoint under ``root`` holds ``epoch`` epochs (a graceful stop then)."""
+def _stop_after_epoch(db: Path, epoch: int) -> Callable[[], bool]:
+    """True once the study in ``db`` has a trial with ``epoch`` epochs reported (a graceful stop then).
+
+    Read from the study, not from a checkpoint: under the default ``train.checkpoint_every_s`` a
+    trial this short writes its checkpoint only when it stops.
+    """
+    storages: list[optuna.storages.RDBStorage] = []
 
     def stop() -> bool:
-        return any(
-            checkpoints.load(p)["epoch"] >= epoch
-            for p in root.rglob("*.pt")
-            if not p.name.endswith(".prev.pt")
-        )
+        if not db.exists():
+            return False
+        if not storages:
+            storages.append(optuna.storages.RDBStorage(sqlite_url(db)))
+        names = optuna.study.get_all_study_names(storages[0])
+        if not names:
+            return False
+        trials = optuna.load_study(study_name=names[0], storage=storages[0]).get_trials(deepcopy=False)
+        return any(len(t.intermediate_values) >= epoch for t in trials)
 
     return stop
 
@@ -168,7 +178,7 @@ def test_an_interrupted_then_resumed_cosine_trial_equals_the_straight_run(
     straight = run(params(tmp_path / "a"), prepared, tmp_path / "a.db")
     (done,) = straight.trials
     interrupted = run(
-        params(tmp_path / "b"), prepared, tmp_path / "b.db", _stop_after_epoch(tmp_path / "b", 2)
+        params(tmp_path / "b"), prepared, tmp_path / "b.db", _stop_after_epoch(tmp_path / "b.db", 2)
     )
     first = interrupted.trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("interrupted")

@@ -79,7 +79,9 @@ def tiny_params(tmp_path: Path, **hpo: Any) -> Params:
         callbacks=["tests.test_scratch_bound:census"],
         **hpo,
     )
-    raw["train"].update(max_epochs=2, patience=5)
+    # Every epoch saved (the most files a sweep can leave): each pruned or failed trial has a checkpoint
+    # to delete. Under the default interval these trials would save only when they complete.
+    raw["train"].update(max_epochs=2, patience=5, checkpoint_every_s=0)
     raw["cv"]["top_k"] = 3
     raw["cleanup"]["keep_best"] = 1
     return parse_params(raw)

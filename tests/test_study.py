@@ -50,6 +50,7 @@ def test_name_ignores_budget_but_not_space(tmp_path: Path) -> None:
     assert study_name(changed, "fp") != base
     # How a trial runs is not what it computes: threads and device keep the study.
     assert study_name(make_params(tmp_path, train__threads=3, train__device="cpu"), "fp") == base
+    assert study_name(make_params(tmp_path, train__checkpoint_every_s=0), "fp") == base
 
 
 def test_rerun_reuses_and_more_trials_extend(tmp_path: Path, prepared: tuple) -> None:

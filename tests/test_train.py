@@ -14,7 +14,7 @@ import torch
 
 from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import HpopipeError, TrainingInterrupted
 from hpopipe.training import checkpoints, loop
 from hpopipe.training.models import build
 
@@ -158,8 +158,9 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("every_s", [30.0, 0.0], ids=["default", "every-epoch"])
 def test_reporter_sees_every_epoch_and_can_stop_training(
-    problem: dict[str, np.ndarray], tmp_path: Path
+    problem: dict[str, np.ndarray], tmp_path: Path, every_s: float
 ) -> None:
     tr, val = splits(problem, CLS)
     calls: list[tuple[int, float]] = []
@@ -170,10 +171,14 @@ def test_reporter_sees_every_epoch_and_can_stop_training(
             raise Stop
 
     ckpt = tmp_path / "trial.pt"
+    settings = cfg(max_epochs=10, checkpoint_every_s=every_s)
     with pytest.raises(Stop):
-        loop.fit(MLP, SMALL, cfg(max_epochs=10), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
+        loop.fit(MLP, SMALL, settings, CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
     assert [epoch for epoch, _ in calls] == [1, 2]
-    saved = checkpoints.load(ckpt)
+    if every_s:  # a pruned run writes nothing more (its checkpoint would be deleted right after)
+        assert not ckpt.exists()
+        return
+    saved = checkpoints.load(ckpt)  # due at every epoch: written before the report
     assert saved["epoch"] == 2
     assert [row["val_accuracy"] for row in saved["history"]] == [value for _, value in calls]
 
@@ -197,6 +202,43 @@ def test_reporter_is_not_called_without_validation(problem: dict[str, np.ndarray
 # --- checkpoints and resume -----------------------------------------------------------------------------
 
 
+def test_by_default_a_short_run_writes_one_checkpoint_at_its_end(
+    problem: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    assert TrainConfig().checkpoint_every_s == 30.0
+    tr, val = splits(problem, CLS)
+    ckpt = tmp_path / "scratch" / "trial.pt"
+    seen: list[bool] = []
+    result = loop.fit(
+        MLP, SMALL, cfg(max_epochs=4), CLS, tr, val, seed=0, checkpoint=ckpt,
+        reporter=lambda epoch, value: seen.append(ckpt.exists()),
+    )  # fmt: skip
+    assert seen == [False] * 4  # no epoch of a run shorter than 30 s is saved on its own
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["trial.pt"]  # one save: nothing rotated
+    final = checkpoints.load(ckpt)
+    assert final["epoch"] == 4 and final["history"] == result.history
+
+
+def test_a_graceful_stop_saves_its_epoch_before_it_raises(
+    problem: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Under the default interval too: the retry of a stopped trial goes on from the epoch it stopped at."""
+    tr, val = splits(problem, CLS)
+    ckpt = tmp_path / "trial.pt"
+    straight = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3)
+    epochs: list[int] = []
+    with pytest.raises(TrainingInterrupted):
+        loop.fit(
+            MLP, SMALL, cfg(), CLS, tr, val, seed=3, checkpoint=ckpt,
+            reporter=lambda epoch, value: epochs.append(epoch), should_stop=lambda: len(epochs) >= 2,
+        )  # fmt: skip
+    assert checkpoints.load(ckpt)["epoch"] == 2
+    resumed = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, checkpoint=ckpt, resume=True)
+    assert resumed.resumed_from_epoch == 2
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.history == straight.history
+
+
 def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndarray], tmp_path: Path) -> None:
     tr, val = splits(problem, CLS)
     ckpt = tmp_path / "scratch" / "trial.pt"
@@ -210,7 +252,8 @@ def test_checkpoint_is_replaced_atomically_each_epoch(problem: dict[str, np.ndar
         os.link(ckpt, snapshots / f"{epoch}.pt")
         listings.append(sorted(p.name for p in ckpt.parent.iterdir()))
 
-    result = loop.fit(MLP, SMALL, cfg(max_epochs=3), CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
+    every_epoch = cfg(max_epochs=3, checkpoint_every_s=0)  # the mechanism each save goes through
+    result = loop.fit(MLP, SMALL, every_epoch, CLS, tr, val, seed=0, reporter=reporter, checkpoint=ckpt)
     # No temp file left behind; from epoch 2 on the epoch before is kept as a fallback.
     assert listings == [["trial.pt"], ["trial.prev.pt", "trial.pt"], ["trial.prev.pt", "trial.pt"]]
     assert checkpoints.load(checkpoints.previous(ckpt))["epoch"] == 2
@@ -276,6 +319,8 @@ def test_damaged_checkpoint_is_ignored(problem: dict[str, np.ndarray], tmp_path:
     ckpt = tmp_path / "trial.pt"
     loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=3, checkpoint=ckpt)
     for path in (ckpt, checkpoints.previous(ckpt)):  # both damaged: nothing to fall back to
+        if not path.exists():  # one save (the default's, at the end): no previous file
+            continue
         blob = path.read_bytes()
         path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
     straight = loop.fit(MLP, SMALL, cfg(), CLS, tr, val, seed=3, epochs=4)

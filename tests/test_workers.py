@@ -214,13 +214,16 @@ def test_signal_constants_are_what_the_coordinator_forwards() -> None:
 # ---------------------------------------------------------------- the hpo stage with several workers
 
 
-def stage_project(workdir: Path, prepared: Path, n_trials: int, **hpo: Any) -> Path:
+def stage_project(
+    workdir: Path, prepared: Path, n_trials: int, train: dict[str, Any] | None = None, **hpo: Any
+) -> Path:
     import shutil
 
     from tests.sweeps import sweep_params
 
     raw = sweep_params(**hpo)
     raw["hpo"]["n_trials"] = n_trials
+    raw["train"].update(train or {})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
     shutil.copytree(prepared, workdir / "data/prepared")
@@ -293,8 +296,16 @@ def cli(workdir: Path, *args: str) -> str:
 def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prepared_dir: Path) -> None:
     from tests.sweeps import start
 
+    # A checkpoint every 0.2 s: a trial at epoch 2 (~0.35 s an epoch here) has one to go on from.
     workdir = stage_project(
-        tmp_path, prepared_dir, 6, n_workers=2, storage="journal", grace_s=5, heartbeat_s=1
+        tmp_path,
+        prepared_dir,
+        6,
+        train={"checkpoint_every_s": 0.2},
+        n_workers=2,
+        storage="journal",
+        grace_s=5,
+        heartbeat_s=1,
     )
     proc = start(workdir, HPOPIPE_TEST_DELAY="0.05", HPOPIPE_LOG_LEVEL="INFO")
     victim = None

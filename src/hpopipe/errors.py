@@ -21,7 +21,10 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); raised after the epoch's checkpoint is saved."""
+    """A stop was requested (SIGINT/SIGTERM); raised after the epoch's checkpoint is saved.
+
+    Saved whatever ``train.checkpoint_every_s``: the retry goes on from the epoch the stop ended.
+    """
 
     def __init__(self, epoch: int) -> None:
         super().__init__(f"interrupted by a stop request after epoch {epoch}")

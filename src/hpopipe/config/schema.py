@@ -450,6 +450,12 @@ class TrainConfig(_Strict):
     # torch intra-op threads per training process; auto = 1 (docs/benchmarks.md, "Threads"). Like
     # device, how a trial runs, not what it computes: left out of study names.
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    # Seconds between a sweep trial's crash-recovery checkpoints (0: every epoch), also written before a
+    # graceful stop and once at the end. 30: a kill loses at most 30 s plus the epoch in progress, trained
+    # again with the same result (seeded; RNG states are in the file); a save (1.6 ms for the default
+    # MLP, more for a large model) then costs well under 1 % of a trial that runs that long, and a
+    # trial shorter than 30 s writes one checkpoint, not one per epoch. Run-only, like threads.
+    checkpoint_every_s: float = Field(default=30.0, ge=0)
 
     def settings(self, exclude: set[str] | None = None) -> dict[str, Any]:
         """The settings as written to files and hashed into study names: later keys only when set."""
@@ -461,7 +467,15 @@ class TrainConfig(_Strict):
         }
 
 
-_LATER_TRAIN_KEYS = ("optimizer", "momentum", "schedule", "step_size", "gamma", "threads")
+_LATER_TRAIN_KEYS = (
+    "optimizer",
+    "momentum",
+    "schedule",
+    "step_size",
+    "gamma",
+    "threads",
+    "checkpoint_every_s",
+)
 
 
 class BestFirstMetric(_Strict):

@@ -18,7 +18,7 @@ from hpopipe.sweep import pareto
 from hpopipe.sweep.sampling import make_pruner, make_sampler
 from hpopipe.training import checkpoints
 
-RUN_ONLY = {"device", "threads"}
+RUN_ONLY = {"device", "threads", "checkpoint_every_s"}
 """Training settings that say where and how a trial runs, not what it computes: not in study names."""
 
 

@@ -3,7 +3,8 @@
 Trial checkpoints live in a scratch folder that is never a DVC output, so
 deleting them never makes ``dvc repro`` re-run a stage. Each save keeps the
 previous checkpoint beside the new one (``<hash>.prev.pt``): a kill between
-writing and renaming, or a file the disk truncated, costs one epoch, not the trial.
+writing and renaming, or a file the disk truncated, costs one save's worth of training
+(``train.checkpoint_every_s``), not the trial.
 """
 
 from __future__ import annotations

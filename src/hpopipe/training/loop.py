@@ -1,15 +1,18 @@
 """THE training loop: the sweep, cross-validation and the refit all call :func:`fit`.
 
 Data stays in memory as tensors and is batched by slicing a shuffled index,
-which for tables is several times faster than a DataLoader. Every epoch can
-be checkpointed atomically (model, optimiser, learning-rate schedule, RNG
-states, early-stopping state), so a killed run continues where it stopped.
+which for tables is several times faster than a DataLoader. A run can be
+checkpointed atomically at the end of an epoch (model, optimiser, learning-rate
+schedule, RNG states, early-stopping state), so a killed run continues where it
+stopped: every ``train.checkpoint_every_s`` seconds, before a graceful stop and
+once at the end (:class:`_Checkpointer`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +265,38 @@ class _Loop:
         self.generator.set_state(ckpt["rng_generator"])
 
 
+class _Checkpointer:
+    """When a run writes its crash-recovery checkpoint: time-based, not every epoch.
+
+    A save costs the same whatever happened since the last one, so it is written at the end of an
+    epoch once ``every_s`` seconds (monotonic clock) have passed since the run's last save (or its
+    start): a kill loses at most that much training plus the epoch in progress, which the retry
+    trains again, with the same result (every epoch is seeded; the RNG states are in the file; a
+    run with no checkpoint yet starts over from its seed). ``every_s`` 0 saves every epoch. A save
+    is forced before a graceful stop (the retry goes on from exactly there) and once at the end
+    (:meth:`finish`): the cleanup stage keeps the best trials' files (``cleanup.keep_best``), and
+    a retry after a kill between the end of training and the study's commit trains nothing again.
+    """
+
+    def __init__(self, path: Path | None, phash: str, every_s: float) -> None:
+        self.path, self.phash, self.every_s = path, phash, every_s
+        self.last_save = time.monotonic()
+        self.saved_epoch = -1  # none by this run yet (a resumed file was written by an earlier one)
+
+    def after_epoch(self, loop: _Loop, force: bool = False) -> None:
+        """Save ``loop`` if forced or due."""
+        if self.path is None or self.saved_epoch == loop.epoch:
+            return
+        if force or time.monotonic() - self.last_save >= self.every_s:
+            checkpoints.save(self.path, loop.state(self.phash), keep_previous=True)
+            self.last_save, self.saved_epoch = time.monotonic(), loop.epoch
+
+    def finish(self, loop: _Loop) -> None:
+        """The run's final state, unless its last epoch is already saved (or it trained none)."""
+        if loop.epoch > 0:
+            self.after_epoch(loop, force=True)
+
+
 def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """float32 tensor on ``device`` from a (possibly read-only) array, copying once."""
     return torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
@@ -296,12 +331,14 @@ def fit(
     With ``val``, every epoch is scored on it, early stopping applies
     (``patience``, ``min_delta``) and the best weights are restored; without
     it (the refit) the model trains for exactly ``epochs`` epochs.
-    ``checkpoint`` enables per-epoch crash recovery (the epoch before is kept
-    as a fallback); with ``resume`` an existing file with the same configuration
-    hash is continued from its last epoch (a retry of a killed trial), otherwise
-    it is overwritten; the
+    ``checkpoint`` enables crash recovery: the file is written at the end of an
+    epoch every ``cfg.checkpoint_every_s`` seconds, before a graceful stop and at the
+    end (:class:`_Checkpointer`; the save before is kept as a fallback); with
+    ``resume`` an existing file with the same configuration hash is continued from
+    its epoch (a retry of a killed trial), otherwise it is overwritten; the
     restored epochs are reported again so the pruner sees the whole curve.
-    ``should_stop`` is polled after every epoch's checkpoint; ``on_resume``
+    ``should_stop`` is polled after every epoch's report; a stop saves the
+    checkpoint, then raises :class:`TrainingInterrupted`. ``on_resume``
     hears the epoch a resumed run continues from, before anything can prune it.
     """
     device = resolve_device(cfg.device)
@@ -322,6 +359,7 @@ def fit(
     x_tr, y_tr = _tensors(*train, task, device, y_scale)
     x_val = as_tensor(val[0], device) if val is not None else None
     max_epochs = epochs or cfg.max_epochs
+    saver = _Checkpointer(checkpoint, phash, cfg.checkpoint_every_s)
     while loop.epoch < max_epochs and not loop.stopped:
         loss = loop.train_epoch(x_tr, y_tr)
         if loop.schedule is not None:
@@ -341,12 +379,13 @@ def fit(
                 loop.best_state = copy.deepcopy(loop.model.state_dict())
             loop.stopped = loop.epoch - loop.best_epoch >= cfg.patience
         loop.history.append(row)
-        if checkpoint is not None:
-            checkpoints.save(checkpoint, loop.state(phash), keep_previous=True)
+        saver.after_epoch(loop)
         if reporter is not None and val is not None:
             reporter(loop.epoch, row[f"val_{task.metric}"])
         if should_stop is not None and should_stop() and not loop.stopped and loop.epoch < max_epochs:
+            saver.after_epoch(loop, force=True)
             raise TrainingInterrupted(loop.epoch)
+    saver.finish(loop)
     if loop.best_state is not None:
         loop.model.load_state_dict(loop.best_state)
     else:
