@@ -167,6 +167,9 @@ def test_an_interrupted_then_resumed_cosine_trial_equals_the_straight_run(
     # sgd with momentum and a cosine schedule: both the optimiser's and the schedule's state must come back.
     def params(where: Path) -> dict[str, Any]:
         raw = raw_params(where, n_trials=1, sampler={"name": "random"})
+        # A pruner that may decide at every epoch, so the study holds each epoch's value as it
+        # ends (under Hyperband the ones between its rungs wait for the next rung): the stop reads them.
+        raw["hpo"]["pruner"] = {"name": "median"}
         raw["train"].update(max_epochs=5, optimizer="sgd", momentum=0.9, schedule="cosine", lr=0.05)
         # dropout: the RNG state must come back too.
         raw["search_space"] = {
