@@ -43,6 +43,7 @@ bench: $(STAMP)
 	python benchmarks/stage_cpu.py $(BENCH_FLAGS)
 	python benchmarks/workers.py $(BENCH_FLAGS)
 	python benchmarks/cv_pool.py $(BENCH_FLAGS)
+	python benchmarks/cv_pool.py --rows 20000 $(BENCH_FLAGS)
 	$(if $(REPRO),python benchmarks/repro_compare.py $(BENCH_FLAGS))
 	python benchmarks/summary.py --out-dir $(BENCH_OUT)
 

@@ -3,6 +3,7 @@ a failed training is one error line naming its trial and fold, and leaves no out
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.cv import write_cv
 from hpopipe.handoffs.ranked import RankedTrial, RankedTrials, write_ranked
 from hpopipe.handoffs.schema import write_schema
+from hpopipe.process_pool import ordered_map, pool_pays
 from hpopipe.processes import pid_alive
 from hpopipe.tracking import NullTracker
 from hpopipe.training.loop import task_of
@@ -65,7 +67,7 @@ def data() -> tuple[Any, Any, Any]:
 def outputs(tmp_path: Path, name: str, workers: int, data: tuple[Any, Any, Any]) -> tuple[bytes, bytes]:
     """results.csv and cv.json as the cv stage writes them."""
     params = parse_params(raw_params(hpo={"n_workers": workers}))
-    results = cross_validate(params, ranked(), *data, NullTracker(), workers)
+    results = cross_validate(params, ranked(), *data, NullTracker(), workers, start_cost_s=None)
     csv, summary = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
     artifacts.write_frame(csv, results)
     write_cv(summary, summarise(results, params.hpo.metric))
@@ -88,7 +90,7 @@ def test_a_crashed_pool_process_names_its_trial_and_fold(data: tuple[Any, Any, A
     with pytest.raises(
         HpopipeError, match=r"^cv: trial 1, fold [01] failed: its process was killed by SIGKILL$"
     ):
-        cross_validate(params, ranked(), *data, NullTracker(), 2)
+        cross_validate(params, ranked(), *data, NullTracker(), 2, start_cost_s=None)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -148,3 +150,23 @@ def test_pool_processes_do_not_outlive_a_killed_stage() -> None:
     while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in children if pid_alive(pid)]
+
+
+def _pid_after(shared: None, seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_the_pool_starts_only_when_the_rest_of_the_work_pays_for_its_processes() -> None:
+    assert pool_pays(task_s=1.0, remaining=14, workers=2, start_cost_s=4.0)  # 14 s here vs ~11 s
+    assert not pool_pays(task_s=0.2, remaining=14, workers=2, start_cost_s=4.0)  # 2.8 s here vs ~5.4 s
+    assert not pool_pays(task_s=10.0, remaining=3, workers=1, start_cost_s=0.0)
+    tasks = [0.05] * 4
+    # Four 50 ms tasks cannot pay for a process that costs 10 s to start: all run here.
+    here = list(ordered_map(_pid_after, None, tasks, 2, start_cost_s=10.0))
+    assert [i for i, _ in here] == [0, 1, 2, 3] and {pid for _, pid in here} == {os.getpid()}
+    # Free to start: the first two run here (they were timed), the rest on the pool, still in order.
+    pooled = list(ordered_map(_pid_after, None, tasks, 2, start_cost_s=0.0))
+    assert [i for i, _ in pooled] == [0, 1, 2, 3]
+    assert {pid for _, pid in pooled[:2]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, pid in pooled[2:]}

@@ -46,6 +46,11 @@ STOPPED = "stopped_early"
 # How much worse than the leader's mean the best reachable mean must be to stop: means computed in
 # a different order (here fmean, pandas in summarise) may differ in the last bits, never by this.
 TOLERANCE = 1e-9
+# Seconds a CV pool process costs before its first training: a fresh interpreter importing torch,
+# pandas, scikit-learn and hpopipe. Measured (benchmarks/results/cv_pool.json): a 2-process pool
+# added 8.7 s of CPU to a 5.5 s cv stage on the default table, ~4 s a process. The first two folds run
+# here and time the rest: a pool that could not pay for its start-up is not started.
+POOL_START_S = 4.0
 
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -199,12 +204,15 @@ def cross_validate(
     task: Task,
     tracker: NullTracker,
     workers: int = 1,
+    start_cost_s: float | None = POOL_START_S,
 ) -> pd.DataFrame:
     """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold) run.
 
     ``workers`` > 1 trains the candidate × fold jobs on that many local processes
-    (:mod:`hpopipe.process_pool`); rows, log lines and the nested tracking runs still come
-    in candidate order, from this process, so the results are those of a sequential run.
+    (:mod:`hpopipe.process_pool`) when the first two trainings, timed here, say the rest would
+    pay for the processes' start-up (``start_cost_s``, :data:`POOL_START_S`; None: always);
+    rows, log lines and the nested tracking runs still come in candidate order, from this
+    process, so the results are those of a sequential run.
     With ``cv.early_stop`` (:class:`FoldRace`) a candidate that cannot win runs no more folds; a
     pool may have started some of them already, and their results are dropped, so the rows are
     still the sequential run's. A failed training raises one HpopipeError naming its trial and fold.
@@ -215,10 +223,15 @@ def cross_validate(
     jobs = [FoldJob(c, fold, tr, te) for c in candidates for fold, (tr, te) in enumerate(splits)]
     race = FoldRace.start(params, task.metric, k)
     if workers > 1:
-        log.info("cv: %d trainings on %d local processes", len(jobs), min(workers, len(jobs)))
+        log.info("cv: %d trainings, on up to %d local processes", len(jobs), min(workers, len(jobs)))
     rows: list[list[dict[str, Any]]] = [[] for _ in candidates]
     results = ordered_map(
-        score_fold, FoldData(params, x, y, task), jobs, workers, wanted=race.wanted if race.on else None
+        score_fold,
+        FoldData(params, x, y, task),
+        jobs,
+        workers,
+        wanted=race.wanted if race.on else None,
+        start_cost_s=start_cost_s,
     )  # each fit sets train.threads (auto: one)
     with contextlib.closing(results):
         try:

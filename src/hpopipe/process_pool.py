@@ -18,15 +18,20 @@ is never run, and discards what it ran ahead for a task refused by then.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar, cast
 
 from hpopipe.errors import TaskFailed
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -85,12 +90,17 @@ def ordered_map(
     workers: int,
     setup: Callable[[], None] | None = None,
     wanted: Callable[[int], bool] | None = None,
+    start_cost_s: float | None = None,
 ) -> Generator[tuple[int, R], None, None]:
     """``(index, fn(shared, task))`` for every task ``wanted`` accepts, in the order of ``tasks``.
 
     With ``workers`` <= 1 (or one task) it runs here, one task after another, without ``setup``.
     Otherwise ``min(workers, len(tasks))`` processes run ``setup()`` once, then tasks.
     ``fn`` and ``setup`` must be module-level functions (picklable).
+
+    ``start_cost_s``: what starting one pool process costs (a fresh interpreter importing
+    ``fn``'s module). Given, the first two tasks run here, timed, and the pool starts for the
+    rest only if :func:`pool_pays`; otherwise the rest run here too. None: always the pool.
 
     ``wanted(index)`` (default: every task) is asked when the task's turn comes, once every
     earlier result was consumed, and by a pool also before it starts the task. It must be
@@ -103,16 +113,61 @@ def ordered_map(
     run would not have run cannot fail the map). A pool process that dies raises at once.
     """
     if workers <= 1 or len(tasks) <= 1:
-        for index, task in enumerate(tasks):
-            if wanted is not None and not wanted(index):
-                continue
-            try:
-                result = fn(shared, task)
-            except Exception as err:
-                raise TaskFailed(index, _one_line(err)) from err
-            yield index, result
+        yield from _here(fn, shared, tasks, 0, wanted, [])
         return
-    yield from _pooled(fn, shared, tasks, min(workers, len(tasks)), setup, wanted)
+    first = 0
+    if start_cost_s is not None:
+        # The first task in a process pays for warming up (torch's first kernels, lazy imports):
+        # two run here, and the faster tells what the rest will take.
+        first = min(2, len(tasks) - 1)
+        took: list[float] = []
+        yield from _here(fn, shared, tasks[:first], 0, wanted, took)
+        rest, n = len(tasks) - first, min(workers, len(tasks) - first)
+        each = min(took, default=0.0)
+        if not pool_pays(each, rest, n, start_cost_s):
+            log.info(
+                "%d more task(s) of ~%.2f s each: less than %d process(es) would cost to start: run here",
+                rest,
+                each,
+                n,
+            )
+            yield from _here(fn, shared, tasks[first:], first, wanted, [])
+            return
+    yield from _pooled(fn, shared, tasks, min(workers, len(tasks) - first), setup, wanted, first)
+
+
+def pool_pays(task_s: float, remaining: int, workers: int, start_cost_s: float) -> bool:
+    """Whether ``remaining`` tasks of ``task_s`` seconds each finish sooner on ``workers`` processes.
+
+    Here they take ``R = remaining * task_s``; on the pool about ``start_cost_s + R / workers``
+    (the processes start at once, then share the work). So the pool pays when
+    ``R > start_cost_s * workers / (workers - 1)``.
+    """
+    if workers <= 1:
+        return False
+    return remaining * task_s > start_cost_s * workers / (workers - 1)
+
+
+def _here(
+    fn: Callable[[S, T], R],
+    shared: S,
+    tasks: Sequence[T],
+    first: int,
+    wanted: Callable[[int], bool] | None,
+    took: list[float],
+) -> Generator[tuple[int, R], None, None]:
+    """The tasks in this process, one after another (index from ``first``); each one's seconds
+    of ``fn`` appended to ``took``."""
+    for index, task in enumerate(tasks, first):
+        if wanted is not None and not wanted(index):
+            continue
+        began = time.perf_counter()
+        try:
+            result = fn(shared, task)
+        except Exception as err:
+            raise TaskFailed(index, _one_line(err)) from err
+        took.append(time.perf_counter() - began)
+        yield index, result
 
 
 _REFUSED = object()  # a task the pool did not start: ``wanted`` refused it before its turn
@@ -125,7 +180,9 @@ def _pooled(
     n: int,
     setup: Callable[[], None] | None,
     wanted: Callable[[int], bool] | None,
+    first: int = 0,
 ) -> Generator[tuple[int, R], None, None]:
+    """Tasks ``first`` onwards on ``n`` spawned processes, yielded in order (see :func:`ordered_map`)."""
     ctx = multiprocessing.get_context("spawn")
     conns: list[Connection] = []
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -138,7 +195,7 @@ def _pooled(
             child_end.close()  # the child holds the only other end: its death reads as EOF here
             conns.append(parent_end)
             procs.append(proc)
-        pending = iter(enumerate(tasks))
+        pending = itertools.islice(enumerate(tasks), first, None)
         running: dict[Connection, int] = {}
         # index -> (ok, result or failure reason, or _REFUSED), until its turn to be yielded comes
         done: dict[int, tuple[bool, Any]] = {}
@@ -153,7 +210,7 @@ def _pooled(
 
         for conn in conns:
             feed(conn)
-        following = 0
+        following = first
         while running:
             idle: list[Connection] = []
             for ready in wait(list(running)):
