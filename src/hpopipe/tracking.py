@@ -274,6 +274,22 @@ class MlflowTracker(NullTracker):
             return
         with self._writing():
             active = mlflow.start_run(run_name=name, tags=masked)
+
+        def end(status: str) -> None:
+            try:
+                self._sender.drain()  # its nested runs are all in the store before it ends
+            finally:
+                with self._writing():
+                    self._flush(active.info.run_id, batch)
+                    mlflow.end_run(status=batch.status if status == "FINISHED" else status)
+
+        with self._buffering(batch, end):
+            yield
+
+    @contextmanager
+    def _buffering(self, batch: _Batch, end: Callable[[str], None]) -> Iterator[None]:
+        """What the block logs goes to ``batch``; then ``end(status)``: FINISHED, or KILLED (Ctrl-C)
+        or FAILED when the block raises."""
         self._pending.append(batch)
         status = "FINISHED"
         try:
@@ -286,12 +302,7 @@ class MlflowTracker(NullTracker):
             raise
         finally:
             self._pending.pop()
-            try:
-                self._sender.drain()  # its nested runs are all in the store before it ends
-            finally:
-                with self._writing():
-                    self._flush(active.info.run_id, batch)
-                    mlflow.end_run(status=batch.status if status == "FINISHED" else status)
+            end(status)
 
     @contextmanager
     def _in_background(self, name: str, tags: dict[str, str], batch: _Batch) -> Iterator[None]:
@@ -319,19 +330,13 @@ class MlflowTracker(NullTracker):
                 )
 
         created = self._sender.submit(create)
-        self._pending.append(batch)
-        status = "FINISHED"
-        try:
+
+        def end(status: str) -> None:
+            ended = _now_ms()
+            self._sender.submit(lambda: self._end_run(created, batch, status, ended))
+
+        with self._buffering(batch, end):
             yield
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        except BaseException:
-            status = "FAILED"
-            raise
-        finally:
-            self._pending.pop()
-            self._sender.submit(lambda: self._end_run(created, batch, status, _now_ms()))
 
     def _end_run(self, created: Pending, batch: _Batch, status: str, ended: int) -> None:
         """Send a background run's batch and end it (not if its creation failed: that error is raised)."""
