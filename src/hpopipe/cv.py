@@ -147,7 +147,7 @@ class FoldRace:
     """
 
     k: int
-    maximize: bool
+    metric: str
     best: float | None
     scores: dict[int, list[float]]  # candidate position -> its fold scores so far
     stopped: set[int]
@@ -165,15 +165,15 @@ class FoldRace:
             best = None
         elif params.cv.early_stop and best is None:
             log.info("cv: no early stopping: %s has no best score to bound the folds left", metric)
-        maximize = metrics.objective_direction(metric) == "maximize"
-        return cls(k=k, maximize=maximize, best=best, scores={}, stopped=set())
+        return cls(k=k, metric=metric, best=best, scores={}, stopped=set())
 
     @property
     def on(self) -> bool:
         return self.best is not None
 
-    def _beats(self, mean: float, other: float) -> bool:
-        return mean > other if self.maximize else mean < other
+    @property
+    def maximize(self) -> bool:
+        return metrics.objective_direction(self.metric) == "maximize"
 
     def wanted(self, job: int) -> bool:
         """Whether job ``job`` (candidate ``job // k``, fold ``job % k``) is still to be run."""
@@ -185,7 +185,7 @@ class FoldRace:
         scores.append(score)
         if len(scores) == self.k:
             mean = statistics.fmean(scores)
-            if not math.isnan(mean) and (self.leader is None or self._beats(mean, self.leader[1])):
+            if metrics.is_better(self.metric, mean, math.nan if self.leader is None else self.leader[1]):
                 self.leader = (position, mean)
             return True
         if self.best is None or self.leader is None:
@@ -239,7 +239,7 @@ def cross_validate(
                 position = index // k
                 rows[position].append(row)
                 if race.record(position, row["score"]):
-                    _report(candidates, position, rows[position], race, task.metric, tracker)
+                    _report(candidates, position, race, tracker)
         except TaskFailed as err:
             job = jobs[err.index]
             raise HpopipeError(
@@ -257,17 +257,9 @@ def cross_validate(
     return pd.DataFrame(table, columns=[*RESULT_COLUMNS, *params.hpo.objectives[1:], STOPPED])
 
 
-def _report(
-    candidates: Sequence[RankedTrial],
-    position: int,
-    rows: list[dict[str, Any]],
-    race: FoldRace,
-    metric: str,
-    tracker: NullTracker,
-) -> None:
+def _report(candidates: Sequence[RankedTrial], position: int, race: FoldRace, tracker: NullTracker) -> None:
     """The log line and the nested tracking run of a candidate that is done, complete or stopped."""
-    candidate = candidates[position]
-    scores = [r["score"] for r in rows]
+    candidate, scores, metric = candidates[position], race.scores[position], race.metric
     mean, std = statistics.fmean(scores), statistics.pstdev(scores)
     with tracker.run(f"cv-trial-{candidate.number:04d}", params=candidate.params, nested=True):
         tracker.log_metrics({"cv_mean": mean, "cv_std": std, "cv_folds": len(scores)})
