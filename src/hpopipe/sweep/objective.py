@@ -54,12 +54,11 @@ class Objective:
             return self._take(trial, sampled, reused)
         state, started = "FAIL", time.perf_counter()
         pruned: optuna.TrialPruned | None = None
-        reported: list[tuple[int, float]] = []  # the trial's intermediate values, pruned or not
         reports = Reports(trial, pruning_steps(self.params))
         values: float | tuple[float, ...] | None = None
         with self.tracker.run(run_name(trial.number), params=sampled, nested=True):
             try:
-                result = self._fit(trial, sampled, seed, phash, _pruning_reporter(reports, reported))
+                result = self._fit(trial, sampled, seed, phash, _pruning_reporter(reports))
                 reports.flush()
                 self.tracker.log_history(result.history)
                 values = objectives.trial_values(
@@ -83,11 +82,11 @@ class Objective:
                 raise
             finally:
                 self.tracker.set_tags({"state": state, "trial": str(trial.number)})
-                self.tracker.log_series(INTERMEDIATE, reported)
+                self.tracker.log_series(INTERMEDIATE, reports.reported)
                 self.tracker.log_metrics(
                     {
                         "duration_s": time.perf_counter() - started,
-                        **tracked_values(self.params, values, reported, state),
+                        **tracked_values(self.params, values, reports.reported, state),
                     }
                 )
         if pruned is not None:
@@ -139,9 +138,8 @@ class Objective:
         )
 
 
-def _pruning_reporter(reports: Reports, reported: list[tuple[int, float]]) -> Callable[[int, float], None]:
+def _pruning_reporter(reports: Reports) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
-        reported.append((epoch, value))
         if reports.report(epoch, value):
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 

@@ -86,10 +86,12 @@ class Reports:
 
     def __init__(self, trial: optuna.Trial, steps: set[int] | None) -> None:
         self.trial, self.steps = trial, steps
-        self.pending: list[tuple[int, float]] = []
+        self.reported: list[tuple[int, float]] = []  # every (step, value), written or waiting
+        self.pending: list[tuple[int, float]] = []  # those not written yet
 
     def report(self, step: int, value: float) -> bool:
         """Record ``value`` at ``step``; True when the configured pruner says stop."""
+        self.reported.append((step, value))
         if self.steps is not None and step not in self.steps:
             self.pending.append((step, value))
             return False
