@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -35,6 +36,40 @@ def child_env(**extra: str) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         **extra,
     }
+
+
+def timed_run(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``cmd``, which must succeed: its wall and CPU seconds (all its processes, through
+    ``RUSAGE_CHILDREN``), the load average before it and its stdout. A failure exits with the
+    command and the tails of its output."""
+    load = load1()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise SystemExit(f"{' '.join(cmd)} in {cwd} failed ({proc.returncode}):\n{tail}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "load_before": load, "stdout": proc.stdout.strip()}
+
+
+def synthetic_frame(rows: int, features: int, seed: int) -> Any:
+    """The bigger benchmark table: ``make_classification`` rows (``x00``, ``x01``, ... and ``target``)
+    on which an epoch takes a fraction of a second."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=rows,
+        n_features=features,
+        n_informative=features // 2,
+        n_redundant=features // 4,
+        flip_y=0.05,
+        random_state=seed,
+    )
+    return pd.DataFrame(x, columns=[f"x{i:02d}" for i in range(features)]).assign(target=y)
 
 
 def machine() -> dict[str, Any]:

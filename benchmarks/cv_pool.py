@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,12 +40,12 @@ RESULTS = REPO / "benchmarks" / "results"
 def params(
     n_workers: int, trials: int, cv: dict[str, int] | None = None, table: Path | None = None
 ) -> dict[str, Any]:
-    """The repository's params.yaml (on ``table``, target ``y``, when given); several workers
+    """The repository's params.yaml (on ``table``, target ``target``, when given); several workers
     need a shared storage (cv never opens it)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["path"] = str(REPO / raw["data"]["path"])
     if table is not None:
-        raw["data"].update(path=str(table), target="y")
+        raw["data"].update(path=str(table), target="target")
     raw["hpo"].update(n_trials=trials, n_workers=n_workers)
     raw["cv"].update(cv or {})
     if n_workers > 1:
@@ -55,41 +53,16 @@ def params(
     return raw
 
 
-def synthetic_table(path: Path, rows: int, features: int = 40, seed: int = 42) -> Path:
-    """A ``make_classification`` table (as overhead.py's synthetic workload) written as CSV."""
-    import pandas as pd
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(
-        n_samples=rows,
-        n_features=features,
-        n_informative=features // 2,
-        n_redundant=features // 4,
-        flip_y=0.05,
-        random_state=seed,
-    )
-    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)]).assign(y=y)
-    frame.to_csv(path, index=False)
+def synthetic_table(path: Path, rows: int, seed: int = 42) -> Path:
+    """The synthetic table of overhead.py (``rows`` x 40) written as CSV."""
+    common.synthetic_frame(rows, 40, seed).to_csv(path, index=False)
     return path
 
 
 def stage(root: Path, module: str) -> tuple[float, float]:
-    """Run one stage in ``root``; its wall time and CPU time (all its processes)."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
-        "HPOPIPE_TRACKING": "off",
-    }
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{module} failed:\n{proc.stdout}\n{proc.stderr}")
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    """Run one stage in ``root`` (tracking off); its wall time and CPU time (all its processes)."""
+    got = common.timed_run([sys.executable, "-m", module], root, common.child_env(HPOPIPE_TRACKING="off"))
+    return got["wall_s"], got["cpu_s"]
 
 
 def outputs(root: Path) -> bytes:

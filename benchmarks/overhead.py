@@ -56,7 +56,6 @@ import pandas as pd
 import peer
 import torch
 import yaml
-from sklearn.datasets import make_classification
 
 from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
@@ -112,16 +111,7 @@ def default_workload(base: Params, trials: int | None, epochs: int | None) -> Wo
 
 def synthetic_workload(base: Params, rows: int, features: int, trials: int, epochs: int) -> Workload:
     """A bigger table from ``make_classification`` where an epoch takes a fraction of a second."""
-    x, y = make_classification(
-        n_samples=rows,
-        n_features=features,
-        n_informative=features // 2,
-        n_redundant=features // 4,
-        flip_y=0.05,
-        random_state=base.seed,
-    )
-    frame = pd.DataFrame(x, columns=[f"x{i:02d}" for i in range(features)])
-    frame["target"] = y
+    frame = common.synthetic_frame(rows, features, base.seed)
     params = with_budget(
         base,
         trials,

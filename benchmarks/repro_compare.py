@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +61,12 @@ def repro(work: Path) -> dict[str, Any]:
     env["PYTHONPATH"] = os.pathsep.join([str(work / "src"), str(work)])
     for var in ("MLFLOW_TRACKING_URI", "HPOPIPE_TRACKING", "DVC_ROOT"):
         env.pop(var, None)  # as a fresh checkout runs it
-    load = common.load1()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"dvc repro failed in {work}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_before": load}
+    got = common.timed_run(["dvc", "repro"], work, env)
+    return {
+        "wall_s": round(got["wall_s"], 2),
+        "cpu_s": round(got["cpu_s"], 2),
+        "load_before": got["load_before"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +53,8 @@ def scratch_params(trials: int | None, epochs: int | None) -> dict[str, Any]:
 
 def child(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     """Run ``cmd``; its wall and CPU seconds (all its processes) and the load average before it."""
-    load = common.load1()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    out = proc.stdout.strip()
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load_before": load, "stdout": out}
+    got = common.timed_run(cmd, cwd, env)
+    return got | {"wall_s": round(got["wall_s"], 3), "cpu_s": round(got["cpu_s"], 3)}
 
 
 def fresh(root: Path, n: int) -> Path:

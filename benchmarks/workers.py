@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -83,17 +82,9 @@ def run(root: Path, prepared: Path, n_workers: int, trials: int, epochs: int, da
     work.mkdir()
     shutil.copytree(prepared, work / "data" / "prepared")
     (work / "params.yaml").write_text(yaml.safe_dump(params(n_workers, trials, epochs, data)))
-    cmd = [sys.executable, "-m", "stages.hpo"]
-    load = common.load1()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
     child_env = {**env(), "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    proc = subprocess.run(cmd, cwd=work, env=child_env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    if proc.returncode != 0:
-        raise SystemExit(f"hpo with {n_workers} workers failed:\n{proc.stdout}\n{proc.stderr}")
+    got = common.timed_run([sys.executable, "-m", "stages.hpo"], work, child_env)
+    wall, cpu, load = got["wall_s"], got["cpu_s"], got["load_before"]
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(work / "artifacts/hpo/study.journal"))
     )
