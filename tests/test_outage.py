@@ -8,6 +8,7 @@ stage with two workers.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -21,7 +22,7 @@ import pytest
 import sqlalchemy
 import sqlalchemy.exc
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
 from hpopipe.config import parse_params
@@ -193,10 +194,21 @@ def _project(workdir: Path, prepared: Path, **hpo: Any) -> Path:
     return workdir
 
 
-def _study(url: str) -> optuna.Study:
+@contextlib.contextmanager
+def _study(url: str) -> Iterator[optuna.Study]:
+    """The sweep's study, its connections closed afterwards: the test's own cluster takes few
+    clients, and a poll that left one engine per call open ran out of them ("too many clients")."""
     storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://"))
-    (name,) = optuna.study.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
+    try:
+        (name,) = optuna.study.get_all_study_names(storage)
+        yield optuna.load_study(study_name=name, storage=storage)
+    finally:
+        storage.engine.dispose()
+
+
+def _trials(url: str) -> list[FrozenTrial]:
+    with _study(url) as study:
+        return study.get_trials(deepcopy=False)
 
 
 def _wait_mid_sweep(url: str, proc: subprocess.Popen[str]) -> list[int]:
@@ -205,7 +217,7 @@ def _wait_mid_sweep(url: str, proc: subprocess.Popen[str]) -> list[int]:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         try:
-            trials = _study(url).get_trials(deepcopy=False)
+            trials = _trials(url)
         except (ValueError, KeyError, sqlalchemy.exc.SQLAlchemyError):
             trials = []
         running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 1]
@@ -216,7 +228,7 @@ def _wait_mid_sweep(url: str, proc: subprocess.Popen[str]) -> list[int]:
 
 
 def _assert_budget_exact(url: str, running_at_outage: list[int]) -> None:
-    trials = _study(url).get_trials(deepcopy=False)
+    trials = _trials(url)
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert sum(t.state in FINISHED for t in trials) == N_TRIALS  # budget exact
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
