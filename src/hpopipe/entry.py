@@ -125,6 +125,7 @@ def run(main: Callable[[], object]) -> None:
     as_script = getattr(main, "__module__", None) == "__main__"
     if as_script:  # imports are done: what they made lives to the end, the collector need not scan it
         gc.freeze()
+        gc.enable()  # a stage imports with it off (stages/__init__.py)
     try:
         main()
     except HpopipeError as err:

@@ -49,6 +49,7 @@ from hpopipe.atomic import disk_full, no_space
 from hpopipe.errors import StorageReconnected, StorageUnavailable
 from hpopipe.redact import mask_url
 from hpopipe.sweep.optuna_internals import same_trial, trial_id, write_intermediate_values
+from hpopipe.sweep.read_memo import ReadMemo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,16 +252,25 @@ class RetryingStorage(optuna.storages.BaseStorage):
         self.outage = outage
         self.rdb = storage if isinstance(storage, optuna.storages.RDBStorage) else None
         self._inner = optuna.storages.get_storage(storage)  # Optuna's trial cache around an RDB
+        self.memo = ReadMemo()  # repeated reads with nothing written between them (read_memo)
 
     def _retry(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._inner, name)
+        if not name.startswith("get_"):  # a write: what this process read before may be stale
+            self.memo.forget()
         return self.outage.call(lambda: method(*args, **kwargs))
+
+    def forget(self) -> None:
+        """Read the trials afresh from now on (the budget lock counts other workers' trials)."""
+        self.memo.forget()
 
     # -- studies
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        self.memo.forget_study()
         return int(self._retry("create_new_study", directions, study_name=study_name))
 
     def delete_study(self, study_id: int) -> None:
+        self.memo.forget_study()
         self._retry("delete_study", study_id)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
@@ -270,13 +280,13 @@ class RetryingStorage(optuna.storages.BaseStorage):
         self._retry("set_study_system_attr", study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        return int(self._retry("get_study_id_from_name", study_name))
+        return self.memo.study_id(study_name, lambda: int(self._retry("get_study_id_from_name", study_name)))
 
     def get_study_name_from_id(self, study_id: int) -> str:
         return str(self._retry("get_study_name_from_id", study_id))
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return list(self._retry("get_study_directions", study_id))
+        return self.memo.directions(study_id, lambda: list(self._retry("get_study_directions", study_id)))
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         return dict(self._retry("get_study_user_attrs", study_id))
@@ -299,6 +309,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
             return trial_id(max(found, key=lambda t: t.number)) if found else None
 
         create = self._inner.create_new_trial
+        self.memo.forget()
         return int(
             self.outage.call(lambda: create(study_id, template_trial), already if template_trial else None)
         )
@@ -320,6 +331,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
             return True if state.is_finished() and now.state == state and same_values else None
 
         write = self._inner.set_trial_state_values
+        self.memo.forget()
         return bool(self.outage.call(lambda: write(trial_id, state, values), already))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
@@ -328,6 +340,7 @@ class RetryingStorage(optuna.storages.BaseStorage):
     def set_trial_intermediate_values(self, trial: optuna.Trial, points: Sequence[tuple[int, float]]) -> bool:
         """Several intermediate values of the live ``trial`` in one transaction (an upsert: safe
         to retry); False when the storage is not an RDB (see :func:`write_intermediate_values`)."""
+        self.memo.forget()
         return bool(self.outage.call(lambda: write_intermediate_values(trial, points, self._inner)))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
@@ -343,7 +356,11 @@ class RetryingStorage(optuna.storages.BaseStorage):
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        return list(self._retry("get_all_trials", study_id, deepcopy=deepcopy, states=states))
+        if deepcopy:
+            return list(self._retry("get_all_trials", study_id, deepcopy=True, states=states))
+        return self.memo.trials(
+            study_id, states, lambda: list(self._retry("get_all_trials", study_id, False))
+        )
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         trial: FrozenTrial = self._retry("get_best_trial", study_id)

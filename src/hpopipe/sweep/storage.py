@@ -273,10 +273,12 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
 
     Without it two workers could both see one trial left and both start one.
     Files use ``flock`` on a sidecar file; PostgreSQL an advisory lock, which
-    the server releases when a dead worker's connection drops.
+    the server releases when a dead worker's connection drops. Holding it, the storage's
+    remembered reads are dropped (:mod:`hpopipe.sweep.read_memo`): the count sees every worker.
     """
     if spec.kind == "postgresql":
         with _advisory_budget_lock(storage, _lock_key(study_name)):
+            _read_afresh(storage)
             yield
         return
     assert spec.path is not None
@@ -284,9 +286,15 @@ def budget_lock(spec: StorageSpec, storage: optuna.storages.BaseStorage, study_n
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            _read_afresh(storage)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_afresh(storage: optuna.storages.BaseStorage) -> None:
+    if isinstance(storage, RetryingStorage):
+        storage.forget()
 
 
 @contextmanager

@@ -26,8 +26,10 @@ from hpopipe import metrics
 from hpopipe.config import ModelConfig, TrainConfig, check_metric_fits_task
 from hpopipe.config.routes import OPTIMIZERS, SCHEDULES, train_settings
 from hpopipe.errors import HpopipeError, TrainingDiverged, TrainingInterrupted
-from hpopipe.training import checkpoints
+from hpopipe.training import checkpoints, lazy_dynamo
 from hpopipe.training.models import build
+
+lazy_dynamo.defer()  # eager training does not need torch.compile's tracer: ~2 s per process
 
 # Called after every epoch with (epoch, validation score); may raise to stop (pruning).
 Reporter = Callable[[int, float], None]
