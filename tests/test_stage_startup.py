@@ -1,4 +1,4 @@
-"""A stage imports with the garbage collector off and runs with it on (stages/__init__.py, entry.run)."""
+"""Stages and workers import with no garbage collection, then run with it (import_without_collection)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
-AS_STAGE = textwrap.dedent(
+AS_ENTRY = textwrap.dedent(
     """
     import sys
     sys.argv[:] = ["-m"]  # what python -m stages.<name> shows while it imports the package
     import gc
-    import stages
+    import {package}
     print("importing:", gc.isenabled())
 
     from hpopipe.entry import run
@@ -33,9 +35,11 @@ def _python(code: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-def test_a_stage_imports_without_collection_and_runs_with_it() -> None:
-    assert _python(AS_STAGE) == ["importing: False", "running: True"]
+@pytest.mark.parametrize("package", ["stages", "hpopipe.sweep"])
+def test_an_entry_point_imports_without_collection_and_runs_with_it(package: str) -> None:
+    assert _python(AS_ENTRY.format(package=package)) == ["importing: False", "running: True"]
 
 
-def test_importing_the_stages_any_other_way_leaves_the_collector_alone() -> None:
-    assert _python("import gc, stages; print(gc.isenabled())") == ["True"]
+@pytest.mark.parametrize("package", ["stages", "hpopipe.sweep", "hpopipe.cli"])
+def test_importing_them_any_other_way_leaves_the_collector_alone(package: str) -> None:
+    assert _python(f"import gc, {package}; print(gc.isenabled())") == ["True"]
