@@ -233,8 +233,14 @@ def _pooled(
                     continue
                 if conn in starting:  # its "ready"
                     starting.discard(conn)
+                    try:
+                        conn.send(shared)
+                    except OSError as err:  # gone since: as if before its "ready"
+                        log.warning(
+                            "a pool process stopped before its first task (%s): the others go on", err
+                        )
+                        continue
                     ready.add(conn)
-                    conn.send(shared)
                     idle.append(conn)
                     continue
                 index = running.pop(conn)
