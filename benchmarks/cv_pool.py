@@ -12,9 +12,9 @@ ratio of the two medians measured in the same run is the figure to read, not the
     python benchmarks/cv_pool.py --quick --out-dir DIR      # smoke test: 1 round, 4 trials, top 2 x 2 folds
 
 Writes DIR/cv_pool.json (default benchmarks/results/), or DIR/cv_pool_<rows>.json with ``--rows``.
-On the default table the stage's trainings take about a second: the pool would not pay for its
-processes' start-up, and the stage does not start it (``hpopipe.cv.POOL_START_S``); ``--rows``
-gives it trainings long enough to share.
+With 2 workers the stage trains in its own process from the start while the other process
+imports; on the default table the trainings are short, and that process may join in for few of
+them or none; ``--rows`` gives it trainings long enough to share.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -94,8 +95,14 @@ def fails_late_when_wide(params: dict[str, Any], n_features: int, n_outputs: int
 
 
 def dies_when_wide(params: dict[str, Any], n_features: int, n_outputs: int) -> nn.Module:
-    """Width 32 kills its own process (a crash no exception handler sees); other widths train."""
+    """Width 32 kills its own process (a crash no exception handler sees) in a spawned pool
+    process; other widths train. In the stage's own process (the pool's thread there, which would
+    kill the test with it) width 32 waits instead, so that the pool process takes the other wide
+    fold and dies (then, a minute later, it fails)."""
     if int(params["width"]) == 32:
+        if multiprocessing.parent_process() is None:
+            time.sleep(60)
+            raise RuntimeError("width 32 waited for a pool process to die")
         os.kill(os.getpid(), signal.SIGKILL)
     return build_mlp(params, n_features, n_outputs)
 
@@ -113,3 +120,27 @@ def leaves_a_mark(folder: str, task: int) -> int:
     if task < 0:
         raise ValueError(f"task {task} fails")
     return task * task
+
+
+def pid_once_marked(folder: str, task: int) -> int:
+    """A pool task that returns its process's id. Task 0 first waits (five minutes at most) until
+    task 1 has left its mark, so the two must run in different workers at the same time."""
+    mark = Path(folder) / "1"
+    if task == 1:
+        mark.touch()
+    deadline = time.monotonic() + 300
+    while task == 0 and not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()
+
+
+def never_ready() -> None:
+    """A pool process ``setup`` that takes ten minutes: a process that is still importing."""
+    time.sleep(600)
+
+
+def exits_in(pid: int, task: int) -> int:
+    """A pool task that raises SystemExit (not an Exception) in the process ``pid``."""
+    if os.getpid() == pid:
+        raise SystemExit(f"task {task} exits")
+    return task

@@ -220,7 +220,7 @@ def data() -> tuple[Any, Any, Any]:
 
 def run_cv(data: tuple[Any, Any, Any], workers: int = 1, **cv: Any) -> tuple[Params, pd.DataFrame]:
     params = parse_params(raw_params(**cv))
-    return params, cross_validate(params, candidates(), *data, NullTracker(), workers, start_cost_s=None)
+    return params, cross_validate(params, candidates(), *data, NullTracker(), workers)
 
 
 def test_a_weak_candidate_stops_after_its_first_fold_and_is_recorded(

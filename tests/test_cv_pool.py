@@ -1,10 +1,13 @@
-"""CV on a local process pool (hpo.n_workers > 1): the sequential run's results, byte for byte;
-a failed training is one error line naming its trial and fold, and leaves no outputs."""
+"""CV on a local pool (hpo.n_workers > 1: this process and spawned ones): the sequential run's
+results, byte for byte; a failed training is one error line naming its trial and fold,
+and leaves no outputs."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,15 +21,16 @@ from hpopipe import artifacts
 from hpopipe.config import parse_params
 from hpopipe.cv import cross_validate, summarise
 from hpopipe.data import prepare, read_table, to_arrays
-from hpopipe.errors import HpopipeError
+from hpopipe.errors import HpopipeError, TaskFailed
 from hpopipe.handoffs.cv import write_cv
 from hpopipe.handoffs.ranked import RankedTrial, RankedTrials, write_ranked
 from hpopipe.handoffs.schema import write_schema
-from hpopipe.process_pool import ordered_map, pool_pays
+from hpopipe.process_pool import ordered_map
 from hpopipe.processes import pid_alive
 from hpopipe.tracking import NullTracker
 from hpopipe.training.loop import task_of
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
+from tests.failing_models import exits_in, never_ready, pid_once_marked
 
 WIDTHS = {4: 16, 1: 32, 7: 16}  # trial number -> width, best first
 
@@ -67,7 +71,7 @@ def data() -> tuple[Any, Any, Any]:
 def outputs(tmp_path: Path, name: str, workers: int, data: tuple[Any, Any, Any]) -> tuple[bytes, bytes]:
     """results.csv and cv.json as the cv stage writes them."""
     params = parse_params(raw_params(hpo={"n_workers": workers}))
-    results = cross_validate(params, ranked(), *data, NullTracker(), workers, start_cost_s=None)
+    results = cross_validate(params, ranked(), *data, NullTracker(), workers)
     csv, summary = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
     artifacts.write_frame(csv, results)
     write_cv(summary, summarise(results, params.hpo.metric))
@@ -90,7 +94,7 @@ def test_a_crashed_pool_process_names_its_trial_and_fold(data: tuple[Any, Any, A
     with pytest.raises(
         HpopipeError, match=r"^cv: trial 1, fold [01] failed: its process was killed by SIGKILL$"
     ):
-        cross_validate(params, ranked(), *data, NullTracker(), 2, start_cost_s=None)
+        cross_validate(params, ranked(), *data, NullTracker(), 2)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -131,7 +135,7 @@ def test_pool_processes_do_not_outlive_a_killed_stage() -> None:
     script = (
         "from hpopipe.process_pool import ordered_map\n"
         "from tests.failing_models import nap\n"
-        "list(ordered_map(nap, None, [600.0, 600.0], 2))\n"
+        "list(ordered_map(nap, None, [600.0, 600.0, 600.0], 3))\n"  # the stage's thread and 2 processes
     )
     parent = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(PYTHONPATH=str(REPO)))
     children: list[int] = []
@@ -152,21 +156,29 @@ def test_pool_processes_do_not_outlive_a_killed_stage() -> None:
     assert not [pid for pid in children if pid_alive(pid)]
 
 
-def _pid_after(shared: None, seconds: float) -> int:
-    time.sleep(seconds)
-    return os.getpid()
+def test_with_two_workers_this_process_trains_beside_a_spawned_one(tmp_path: Path) -> None:
+    """Task 0 waits until task 1 has run: they run at once, task 0 here (it starts at once), task 1
+    in the spawned process."""
+    got = list(ordered_map(pid_once_marked, str(tmp_path), [0, 1], 2))
+    assert [i for i, _ in got] == [0, 1]
+    assert got[0][1] == os.getpid() and got[1][1] != os.getpid()
 
 
-def test_the_pool_starts_only_when_the_rest_of_the_work_pays_for_its_processes() -> None:
-    assert pool_pays(task_s=1.0, remaining=14, workers=2, start_cost_s=4.0)  # 14 s here vs ~11 s
-    assert not pool_pays(task_s=0.2, remaining=14, workers=2, start_cost_s=4.0)  # 2.8 s here vs ~5.4 s
-    assert not pool_pays(task_s=10.0, remaining=3, workers=1, start_cost_s=0.0)
-    tasks = [0.05] * 4
-    # Four 50 ms tasks cannot pay for a process that costs 10 s to start: all run here.
-    here = list(ordered_map(_pid_after, None, tasks, 2, start_cost_s=10.0))
-    assert [i for i, _ in here] == [0, 1, 2, 3] and {pid for _, pid in here} == {os.getpid()}
-    # Free to start: the first two run here (they were timed), the rest on the pool, still in order.
-    pooled = list(ordered_map(_pid_after, None, tasks, 2, start_cost_s=0.0))
-    assert [i for i, _ in pooled] == [0, 1, 2, 3]
-    assert {pid for _, pid in pooled[:2]} == {os.getpid()}
-    assert os.getpid() not in {pid for _, pid in pooled[2:]}
+def test_a_process_still_starting_when_the_work_is_done_is_terminated_not_waited_for() -> None:
+    """Its setup takes ten minutes: this process does every task, and the map ends by terminating it."""
+    children: list[multiprocessing.process.BaseProcess] = []
+    got = []
+    tasks = [2, 3, 4]  # none waits for a mark
+    for index, pid in ordered_map(pid_once_marked, "", tasks, 2, setup=never_ready):
+        children = children or multiprocessing.active_children()
+        got.append((index, pid))
+    assert got == [(0, os.getpid()), (1, os.getpid()), (2, os.getpid())]
+    assert len(children) == 1
+    assert children[0].exitcode == -signal.SIGTERM
+
+
+def test_a_base_exception_in_this_process_s_worker_fails_its_task() -> None:
+    """SystemExit in the thread ends it as a death would end a process: its task fails, nothing hangs."""
+    with pytest.raises(TaskFailed, match=r"worker thread stopped: SystemExit: task 5 exits") as caught:
+        list(ordered_map(exits_in, os.getpid(), [5, 6, 7], 2))
+    assert caught.value.index == 0

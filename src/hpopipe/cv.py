@@ -2,9 +2,10 @@
 
 Each fold trains with the same :func:`hpopipe.training.loop.fit` as the sweep; early
 stopping uses a validation slice of the fold's training rows, so the held-out
-fold only ever scores. With ``hpo.n_workers`` > 1 the trainings run on that many local
-processes; every training is seeded by its candidate and fold alone, so the results do not
-depend on the order they run in.
+fold only ever scores. With ``hpo.n_workers`` = N > 1 the trainings run on N local workers:
+this process, training from the start, and N - 1 spawned processes that join in once they have
+imported (:mod:`hpopipe.process_pool`); every training is seeded by its candidate and fold alone,
+so the results do not depend on the order they run in or on where.
 
 Fold-aware early stopping (``cv.early_stop``, on by default) drops a candidate as soon as its
 folds so far prove it cannot be selected; see :class:`FoldRace` for the rule and why it never
@@ -46,11 +47,6 @@ STOPPED = "stopped_early"
 # How much worse than the leader's mean the best reachable mean must be to stop: means computed in
 # a different order (here fmean, pandas in summarise) may differ in the last bits, never by this.
 TOLERANCE = 1e-9
-# Seconds a CV pool process costs before its first training: a fresh interpreter importing torch,
-# pandas, scikit-learn and hpopipe. Measured (benchmarks/results/cv_pool.json): a 2-process pool
-# added 8.7 s of CPU to a 5.5 s cv stage on the default table, ~4 s a process. The first two folds run
-# here and time the rest: a pool that could not pay for its start-up is not started.
-POOL_START_S = 4.0
 
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -204,15 +200,14 @@ def cross_validate(
     task: Task,
     tracker: NullTracker,
     workers: int = 1,
-    start_cost_s: float | None = POOL_START_S,
 ) -> pd.DataFrame:
     """Evaluate the ``cv.top_k`` best trials (see pareto.candidates); one row per (trial, fold) run.
 
-    ``workers`` > 1 trains the candidate × fold jobs on that many local processes
-    (:mod:`hpopipe.process_pool`) when the first two trainings, timed here, say the rest would
-    pay for the processes' start-up (``start_cost_s``, :data:`POOL_START_S`; None: always);
-    rows, log lines and the nested tracking runs still come in candidate order, from this
-    process, so the results are those of a sequential run.
+    ``workers`` > 1 trains the candidate × fold jobs on that many local workers
+    (:mod:`hpopipe.process_pool`): this process from the first moment, the others once they have
+    started (a process still importing when the work is done is not waited for). Rows, log
+    lines and the nested tracking runs still come in candidate order, from this process, so the
+    results are those of a sequential run.
     With ``cv.early_stop`` (:class:`FoldRace`) a candidate that cannot win runs no more folds; a
     pool may have started some of them already, and their results are dropped, so the rows are
     still the sequential run's. A failed training raises one HpopipeError naming its trial and fold.
@@ -223,7 +218,9 @@ def cross_validate(
     jobs = [FoldJob(c, fold, tr, te) for c in candidates for fold, (tr, te) in enumerate(splits)]
     race = FoldRace.start(params, task.metric, k)
     if workers > 1:
-        log.info("cv: %d trainings, on up to %d local processes", len(jobs), min(workers, len(jobs)))
+        log.info(
+            "cv: %d trainings, on this process and up to %d more", len(jobs), min(workers, len(jobs)) - 1
+        )
     rows: list[list[dict[str, Any]]] = [[] for _ in candidates]
     results = ordered_map(
         score_fold,
@@ -231,7 +228,6 @@ def cross_validate(
         jobs,
         workers,
         wanted=race.wanted if race.on else None,
-        start_cost_s=start_cost_s,
     )  # each fit sets train.threads (auto: one)
     with contextlib.closing(results):
         try:
