@@ -15,9 +15,10 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
+from hpopipe.sweep import lifecycle
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 N_TRIALS = 5
@@ -79,6 +80,23 @@ def _tables_made(db: Path) -> bool:
             return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
     except sqlite3.Error:
         return False
+
+
+_joined: list[bool] = []  # this process has seen a second worker join (second_worker_joined)
+
+
+def second_worker_joined(study: optuna.Study, trial: FrozenTrial) -> None:
+    """An ``hpo.callbacks`` hook: a worker waits after its first trial until a second worker has joined.
+
+    The hpo stage is a worker too, already imported: on small trials it would otherwise run them
+    all before the process beside it has started, and a test of two workers would see one.
+    """
+    deadline = time.monotonic() + 120
+    while not _joined and time.monotonic() < deadline:
+        if sum(r.get("state") != "exited" for r in lifecycle.workers(study).values()) >= 2:
+            _joined.append(True)
+        else:
+            time.sleep(0.1)
 
 
 def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:

@@ -177,7 +177,7 @@ def test_a_symlinked_study_folder_is_never_deleted_through(tmp_path: Path) -> No
 def test_two_worker_processes_keep_the_bound(tmp_path: Path, prepared_dir: Path) -> None:
     from tests.sweeps import run_stage, sweep_params
 
-    callbacks = ["tests.test_scratch_bound:census_to_file"]
+    callbacks = ["tests.sweeps:second_worker_joined", "tests.test_scratch_bound:census_to_file"]
     hpo = {"sampler": {"name": "random"}, "callbacks": callbacks, "max_failures": 100}
     raw = sweep_params(n_trials=16, n_workers=2, storage="journal", **hpo)
     raw["model"] = {"factory": "tests.failing_models:fails_late_when_wide", "params": {}}

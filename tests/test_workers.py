@@ -8,6 +8,9 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +18,14 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED
 from hpopipe.sweep.storage import StorageSpec, open_storage, resolve
-from hpopipe.sweep.workers import Budget, fail_stale, work
+from hpopipe.sweep.workers import Budget, LocalWorkers, fail_stale, work
 from tests.conftest import REPO, TINY_PARAMS
 
 BUDGET = Budget(n_trials=12, timeout_s=None, max_failures=5, grace_s=30.0, heartbeat_s=0.5, max_retry=2)
@@ -211,6 +214,29 @@ def test_signal_constants_are_what_the_coordinator_forwards() -> None:
     assert signal.SIGTERM == 15  # children map it to exit 143, like a single worker
 
 
+def _child(ignore_sigterm: bool) -> subprocess.Popen[str]:
+    """A process that sleeps, ready once it says so; it may ignore SIGTERM as C code in a busy loop may."""
+    handler = "signal.SIG_IGN" if ignore_sigterm else "signal.SIG_DFL"
+    code = f"import signal, time; signal.signal(signal.SIGTERM, {handler}); print('ready', flush=True)"
+    code += "; time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_workers_beside_this_one_get_the_stop_this_process_got() -> None:
+    stopped = threading.Event()
+    children = LocalWorkers([_child(False), _child(False)], stopped.is_set)
+    stopped.set()  # as a SIGTERM to this process sets GracefulStop
+    assert children.wait() == [-signal.SIGTERM, -signal.SIGTERM]
+
+
+def test_workers_beside_a_failed_one_are_terminated_and_killed_if_they_ignore_it() -> None:
+    polite, stubborn = _child(False), _child(True)
+    LocalWorkers([polite, stubborn], lambda: False).stop(timeout_s=1)
+    assert (polite.returncode, stubborn.returncode) == (-signal.SIGTERM, -signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- the hpo stage with several workers
 
 
@@ -223,6 +249,8 @@ def stage_project(
 
     raw = sweep_params(**hpo)
     raw["hpo"]["n_trials"] = n_trials
+    if hpo.get("n_workers", 1) > 1 and "callbacks" not in hpo:  # the stage lets the other join first
+        raw["hpo"]["callbacks"] = ["tests.sweeps:second_worker_joined"]
     raw["train"].update(train or {})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -258,14 +286,17 @@ def assert_exact(study: optuna.Study, n_trials: int) -> set[str]:
 
 @pytest.mark.slow
 def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, prepared_dir: Path) -> None:
-    from tests.sweeps import run_stage
+    from tests.sweeps import run_stage, start
 
     workdir = stage_project(tmp_path, prepared_dir, 6, n_workers=2, storage="journal")
-    proc = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_LOG_LEVEL="INFO")
+    stage = start(workdir, HPOPIPE_TEST_DELAY="0.03", HPOPIPE_LOG_LEVEL="INFO")
+    out, _ = stage.communicate(timeout=600)
+    proc = subprocess.CompletedProcess(stage.args, stage.returncode, out, "")
     assert proc.returncode == 0, proc.stdout
     workers = assert_exact(load_study(workdir, "journal"), 6)
-    assert len(workers) == 2
-    assert "started 2 local workers" in proc.stdout
+    # Two workers: the stage process itself (already imported) and one process beside it.
+    assert len(workers) == 2 and f"{socket.gethostname()}:{stage.pid}" in workers
+    assert "started 1 local worker process beside this one (2 workers)" in proc.stdout
     assert "2 workers: trials are proposed in the order results arrive" in proc.stdout  # said at start-up
     assert (workdir / "artifacts/hpo/trials.csv").exists()
     status = cli(workdir, "status")
@@ -281,9 +312,6 @@ def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, pre
 
 
 def cli(workdir: Path, *args: str) -> str:
-    import subprocess
-    import sys
-
     from tests.conftest import subprocess_env
 
     cmd = [sys.executable, "-m", "hpopipe.cli", *args]
@@ -316,13 +344,13 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prep
             running = load_study(workdir, "journal").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         except (ValueError, KeyError, OSError):
             running = []
-        with_epochs = [t for t in running if len(t.intermediate_values) >= 2]
+        # the other process's trial: the stage is a worker too, and killing it would end the sweep
+        with_epochs = [t for t in running if len(t.intermediate_values) >= 2 and _pid(t) != proc.pid]
         if with_epochs:
             victim = with_epochs[0]
         time.sleep(0.1)
     assert victim is not None, "no trial got to epoch 2"
-    pid = int(str(victim.user_attrs["worker"]).rsplit(":", 1)[1])
-    os.kill(pid, signal.SIGKILL)
+    os.kill(_pid(victim), signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     study = load_study(workdir, "journal")
@@ -336,6 +364,94 @@ def test_a_worker_killed_mid_trial_is_replaced_by_the_other(tmp_path: Path, prep
     assert retry.state in FINISHED and retry.user_attrs["worker"] != victim.user_attrs["worker"]
     assert retry.user_attrs.get("resumed_from_epoch", 0) >= 1  # it went on from the dead trial's checkpoint
     assert "1 of 2 workers exited with codes [-9]" in out
+
+
+def _pid(trial: FrozenTrial) -> int:
+    """The process of the worker that ran ``trial`` (worker ids are ``host:pid``)."""
+    return int(str(trial.user_attrs["worker"]).rsplit(":", 1)[1])
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_stage_stops_both_workers_after_their_epoch(
+    tmp_path: Path, prepared_dir: Path
+) -> None:
+    from tests.sweeps import run_stage, start
+
+    never_prunes = {"name": "median", "n_startup_trials": 100}  # epochs are reported, none is pruned
+    train = {"max_epochs": 12, "patience": 20}  # a trial polled at epoch <= 8 is still training when stopped
+    workdir = stage_project(
+        tmp_path, prepared_dir, 8, train, n_workers=2, storage="journal", pruner=never_prunes
+    )
+    proc = start(workdir, HPOPIPE_TEST_DELAY="0.05", HPOPIPE_LOG_LEVEL="INFO")
+    running: list[FrozenTrial] = []
+    deadline = time.monotonic() + 180
+    while len({_pid(t) for t in running}) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None
+        try:
+            trials = load_study(workdir, "journal").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (ValueError, KeyError, OSError):
+            trials = []
+        running = [t for t in trials if 1 <= len(t.intermediate_values) <= 8]
+        time.sleep(0.1)
+    pids = {_pid(t) for t in running}
+    assert len(pids) == 2 and proc.pid in pids, "the two workers were never training at once"
+    os.kill(proc.pid, signal.SIGTERM)  # the stage only: it passes the stop on to the other worker
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out, out
+    assert "worker stopped: stopped" in out, out  # the other process's last word
+    study = load_study(workdir, "journal")
+    records = lifecycle.workers(study)
+    assert {int(r["pid"]) for r in records.values()} == pids
+    assert all(r["state"] == "exited" for r in records.values())
+    for trial in running:  # each worker stopped after an epoch of its trial, which is queued again
+        stopped = study.trials[trial.number]
+        assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"].startswith(
+            "interrupted"
+        )
+        assert [t.state for t in study.trials if t.user_attrs.get("retry_of") == trial.number] == [
+            TrialState.WAITING
+        ]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert (workdir / "artifacts/hpo/trials.csv").exists()
+    again = run_stage(workdir, HPOPIPE_TEST_DELAY="0.03")
+    assert again.returncode == 0, again.stdout
+    assert_exact(load_study(workdir, "journal"), 8)
+
+
+def fail_in_the_stage(study: optuna.Study, trial: FrozenTrial) -> None:
+    """An ``hpo.callbacks`` hook that breaks the stage's own worker once the other one is mid-trial."""
+    records = lifecycle.workers(study).values()
+    if any(int(r["pid"]) == os.getppid() for r in records):
+        return  # the worker process beside the stage
+    if any(int(r["pid"]) != os.getpid() and r.get("trial") is not None for r in records):
+        raise HpopipeError("the stage's own worker broke")
+
+
+@pytest.mark.slow
+def test_a_stage_whose_own_worker_raises_stops_the_other_before_it_exits(
+    tmp_path: Path, prepared_dir: Path
+) -> None:
+    from tests.sweeps import start
+
+    hpo: dict[str, Any] = {
+        "callbacks": ["tests.test_workers:fail_in_the_stage"],
+        "heartbeat_s": 0.5,
+        "grace_s": 5,
+    }
+    workdir = stage_project(tmp_path, prepared_dir, 30, n_workers=2, storage="journal", **hpo)
+    proc = start(workdir, HPOPIPE_TEST_DELAY="0.05", HPOPIPE_LOG_LEVEL="INFO")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith("hpopipe: error: the stage's own worker broke"), out
+    assert "worker stopped: stopped" in out  # the other one stopped after its epoch, then the stage left
+    study = load_study(workdir, "journal")
+    records = lifecycle.workers(study)
+    assert len(records) == 2 and all(r["state"] == "exited" for r in records.values())
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    (other,) = [int(r["pid"]) for r in records.values() if int(r["pid"]) != proc.pid]
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert [_pid(t) for t in interrupted] == [other]  # its trial is queued again for the next run
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from hpopipe.sweep.recovery import start_fresh
 from hpopipe.sweep.storage import StorageSpec, open_storage, sweep_lock, under_budget_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.warm_start import Reuse, warm_start
-from hpopipe.sweep.workers import budget_of, fail_stale, spawn_local, wait_forwarding_stop, work
+from hpopipe.sweep.workers import budget_of, fail_stale, start_local, wait_forwarding_stop, work
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import task_of
@@ -55,8 +55,8 @@ def sweep(
     """The whole hpo stage: open (or resume) the study for these settings and run it to budget.
 
     The stage is the sweep's coordinator: it creates the study, fails trials of
-    dead workers, runs the workers (itself, N local processes, or Prefect
-    deployment runs) and returns once the budget is spent. ``stop`` is polled
+    dead workers, runs the workers (itself; itself and N-1 local processes; or
+    Prefect deployment runs) and returns once the budget is spent. ``stop`` is polled
     between epochs and trials (see signals.GracefulStop).
     """
     params = params.for_task(schema["task"])  # hpo.metric: auto follows the prepared data
@@ -104,8 +104,10 @@ def sweep(
             study.set_user_attr(lifecycle.PARENT_RUN, parent)
         if in_process:
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
+        elif hpo.backend == "local":
+            healthy = _join_beside_local(params, train, schema, study, spec, tracker, stop, params_path)
         else:
-            healthy = _fan_out(params, name, params_path, tracker, stop)
+            healthy = _fan_out(params, name, params_path, stop)
         tracker.log_metrics(outcome_metrics(within_budget(study, params.hpo.n_trials)))
     _end(study, params, healthy)
     for hook in at_end:  # once, by the coordinator: budget met, or stopped (a signal, a hook, the timeout)
@@ -169,26 +171,55 @@ def _log_plan(study: optuna.Study, n_trials: int) -> None:
         log.info("study %s: %d finished trials, running up to %d more", study.study_name, done, more)
 
 
-def _fan_out(
-    params: Params, name: str, params_path: str, tracker: NullTracker, stop: Callable[[], bool] | None
+def _join_beside_local(
+    params: Params,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    study: optuna.Study,
+    spec: StorageSpec,
+    tracker: NullTracker,
+    stop: Callable[[], bool] | None,
+    params_path: str,
 ) -> bool:
-    """Run the workers elsewhere: N local processes, or N runs of the Prefect worker deployment.
+    """N local workers: this process, already imported and holding the study, and N-1 processes beside it.
+
+    A fresh worker process pays seconds of imports before its first trial; the stage would only
+    wait. The processes' trial runs nest under the hpo run through ``HPOPIPE_PARENT_RUN_ID``,
+    this process's through ``tracker``. If this worker raises, the others are stopped before
+    the error goes on. Returns False when a worker crashed or the sweep failed.
+    """
+    env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
+    never: Callable[[], bool] = lambda: False  # noqa: E731
+    children = start_local(params.hpo.n_workers - 1, study.study_name, params_path, stop or never, env)
+    try:
+        reason = join(params, train, schema, study, spec, tracker, stop)
+        codes = children.wait()
+    except BaseException as err:  # a storage outage, a full disk, a second signal: none is orphaned
+        children.stop(now=isinstance(err, KeyboardInterrupt))
+        raise
+    return _codes_healthy(codes, params.hpo.n_workers, stop) and reason != "failed"
+
+
+def _fan_out(params: Params, name: str, params_path: str, stop: Callable[[], bool] | None) -> bool:
+    """Run the workers elsewhere: N runs of the Prefect worker deployment.
 
     Returns False when a worker crashed (the others may still have met the budget).
     """
     never: Callable[[], bool] = lambda: False  # noqa: E731
-    if params.hpo.backend == "prefect":  # Prefect runs, started by a process of its own (sweep.fanout)
-        cmd = [sys.executable, "-m", "hpopipe.sweep.fanout", "--n", str(params.hpo.n_workers)]
-        proc = subprocess.Popen([*cmd, "--params", params_path, "--study", name])
-        code = wait_forwarding_stop([proc], stop or never)[0]
-        if code == EXIT_USER_ERROR:
-            raise HpopipeError("hpo.backend: the Prefect fan-out refused to start (its reason is above)")
-        return code == 0
-    env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
-    codes = spawn_local(params.hpo.n_workers, name, params_path, stop or never, env)
+    # Prefect runs, started by a process of its own (sweep.fanout)
+    cmd = [sys.executable, "-m", "hpopipe.sweep.fanout", "--n", str(params.hpo.n_workers)]
+    proc = subprocess.Popen([*cmd, "--params", params_path, "--study", name])
+    code = wait_forwarding_stop([proc], stop or never)[0]
+    if code == EXIT_USER_ERROR:
+        raise HpopipeError("hpo.backend: the Prefect fan-out refused to start (its reason is above)")
+    return code == 0
+
+
+def _codes_healthy(codes: list[int], n_workers: int, stop: Callable[[], bool] | None) -> bool:
+    """Whether the worker processes' exit codes say none crashed; a crash is logged."""
     bad = [c for c in codes if c != 0]
     if bad:  # the sweep may still be whole: the others took over a dead worker's trial
-        log.warning("%d of %d workers exited with codes %s", len(bad), len(codes), bad)
+        log.warning("%d of %d workers exited with codes %s", len(bad), n_workers, bad)
     return not bad or bool(stop and stop())  # workers stopped by our signal are not broken
 
 

@@ -1,4 +1,4 @@
-"""The loop every sweep worker runs: one in-process worker, N local processes, or many machines.
+"""The loop every sweep worker runs: the hpo stage (with N-1 local processes beside it), or many machines.
 
 Each worker, between trials: honours the sweep's lifecycle (paused, canceled),
 fails trials of dead workers and queues their retries, and - holding the
@@ -311,19 +311,76 @@ def work(
                 return ended
 
 
-def spawn_local(
+STOP_WAIT_S = 60.0  # how long workers beside a failed stage get to finish their epoch before SIGKILL
+
+
+class LocalWorkers:
+    """Worker processes running beside this one while this process runs a worker of its own.
+
+    This process is busy training, so a daemon thread waits for them: it passes a graceful
+    stop (``stop``, set by a signal to this process) on to them, once, as
+    :func:`wait_forwarding_stop` does, and keeps their exit codes. :meth:`stop` ends them when
+    this process's own worker raised, so none outlives it.
+    """
+
+    def __init__(self, procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool]) -> None:
+        self.procs = list(procs)
+        self._stop = stop
+        self._abort = threading.Event()
+        self._codes: list[int] = []
+        self._thread = threading.Thread(target=self._wait, name="local-workers", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        self._codes = wait_forwarding_stop(self.procs, lambda: self._stop() or self._abort.is_set())
+
+    def wait(self) -> list[int]:
+        """Wait until all of them have exited (a stop still reaches them); their exit codes."""
+        self._thread.join()
+        return self._codes
+
+    def stop(self, now: bool = False, timeout_s: float = STOP_WAIT_S) -> None:
+        """End them: SIGTERM (one in all with a stop already passed on), so each finishes its epoch;
+        ``now`` sends a second, as a second signal to this process means stop now; whoever is
+        still running after ``timeout_s`` (or a further signal here) is killed."""
+        self._abort.set()
+        try:
+            if now:
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+            self._thread.join(timeout_s)
+        finally:
+            if self._thread.is_alive():
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.kill()
+                self._thread.join()
+
+
+def start_local(
     n: int, study: str, params_path: str, stop: Callable[[], bool], env: dict[str, str] | None = None
-) -> list[int]:
-    """Run ``n`` worker processes on this machine and wait for them; returns their exit codes.
+) -> LocalWorkers:
+    """Start ``n`` worker processes on this machine beside this one, which is a worker too.
 
     Each trains with ``train.threads`` torch threads (set by every ``fit``; ``auto`` is one). A
     signal to this process is passed on to them, so they stop after their epoch like a single
     worker would.
     """
     cmd = worker_command(params_path, study)
-    procs = [subprocess.Popen(cmd, env={**os.environ, **(env or {})}) for _ in range(n)]
-    log.info("started %d local workers", n)
-    return wait_forwarding_stop(procs, stop)
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(cmd, env={**os.environ, **(env or {})}))
+    except BaseException:  # none is left running unwatched
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    log.info(
+        "started %d local worker process%s beside this one (%d workers)", n, "" if n == 1 else "es", n + 1
+    )
+    return LocalWorkers(procs, stop)
 
 
 def wait_forwarding_stop(procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool]) -> list[int]:
