@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
 from hpopipe.sweep import lifecycle
+from hpopipe.sweep.recovery import INTERRUPTED
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 N_TRIALS = 5
@@ -91,10 +92,13 @@ def second_worker_joined(study: optuna.Study, trial: FrozenTrial) -> None:
     The hpo stage is a worker too, already imported: on small trials it would otherwise run them
     all before the process beside it has started, and a test of two workers would see one.
     """
+    if trial.user_attrs.get(INTERRUPTED):
+        return  # this worker is stopping: nobody is left to wait for
     deadline = time.monotonic() + 120
     while not _joined and time.monotonic() < deadline:
-        if sum(r.get("state") != "exited" for r in lifecycle.workers(study).values()) >= 2:
-            _joined.append(True)
+        states = [r.get("state") for r in lifecycle.workers(study).values()]
+        if sum(state != "exited" for state in states) >= 2 or "exited" in states:
+            _joined.append(True)  # two live, or one already gone: the sweep is past its start
         else:
             time.sleep(0.1)
 
