@@ -1,11 +1,13 @@
 """DVC stage `refit`: fit on all training rows, score the test rows and the baselines -> models/model.pt,
-metrics/test.json; the model goes to MLflow as a servable pyfunc, registered."""
+metrics/test.json, artifacts/refit/evaluation.json (what the report draws); the model goes to MLflow
+as a servable pyfunc, registered."""
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
 from hpopipe.data import to_arrays
 from hpopipe.entry import run
 from hpopipe.handoffs.best import read_best
+from hpopipe.handoffs.evaluation import write_evaluation
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.refit import refit, save_model
 from hpopipe.served import log_refit_model, registered_name
@@ -26,6 +28,7 @@ def main() -> None:
         log_refit_model(tracker, params, fitted, best, schema, train_frame, git_commit())
     save_model(artifacts.MODEL, fitted, best, schema)
     artifacts.write_json(artifacts.metrics_file("test"), fitted.metrics_file())
+    write_evaluation(artifacts.REFIT_EVALUATION, fitted.evaluation(schema, test[1]))
 
 
 if __name__ == "__main__":

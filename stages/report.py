@@ -9,7 +9,7 @@ from hpopipe.report.render import REPORT_HTML, load_sources, plot_frames, plot_p
 
 def main() -> None:
     params = load_params()
-    sources = load_sources(params.data, params.model.factory)  # the one factory the model file may name
+    sources = load_sources(params.data)
     frames = plot_frames(sources, params.seed)
     for name, frame in frames.items():
         artifacts.write_frame(plot_path(name), frame)

@@ -619,14 +619,6 @@ BAD_INPUTS: list[BadInput] = [
         "model.factory: 'builtins:print' names Python's",
         damage=_model_naming("builtins:print"),
     ),
-    BadInput(
-        "report-model-file-names-a-factory",
-        "code",
-        ("stage", "report"),
-        "--model: models/model.pt: names the factory 'evilmod:build'",
-        files=IMPORT_TOUCHES,
-        damage=_model_naming("evilmod:build"),
-    ),
     # outputs the pipeline owns
     BadInput(
         "predict-over-the-study",

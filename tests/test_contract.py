@@ -79,7 +79,7 @@ def test_outputs_match_the_library_paths() -> None:
         },
         "cv": {artifacts.CV_RESULTS, artifacts.metrics_file("cv")},
         "select": {artifacts.BEST_CONFIG, artifacts.BEST_PARAMS},
-        "refit": {artifacts.MODEL, artifacts.metrics_file("test")},
+        "refit": {artifacts.MODEL, artifacts.REFIT_EVALUATION, artifacts.metrics_file("test")},
         "report": {render.PLOTS_DIR, render.REPORT_HTML},
         "cleanup": {artifacts.metrics_file("cleanup")},
     }

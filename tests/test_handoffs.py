@@ -27,6 +27,7 @@ from hpopipe.data import prepare, read_table
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import read_best, write_best
 from hpopipe.handoffs.cv import CvSummary, read_cv, write_cv
+from hpopipe.handoffs.evaluation import RefitEvaluation, read_evaluation, write_evaluation
 from hpopipe.handoffs.ranked import RankedTrials, read_ranked, write_ranked
 from hpopipe.handoffs.schema import read_schema, write_schema
 from hpopipe.select import best_config
@@ -286,3 +287,22 @@ def test_bundle_mappings_share_no_objects() -> None:
     assert pickle.dumps(best.plain()) == pickle.dumps(as_read)
     schema_as_read = json.loads((GOLDEN / "schema_mixed.json").read_text())
     assert pickle.dumps(schema.plain()) == pickle.dumps(schema_as_read)
+
+
+def test_refit_evaluation_round_trips_and_refuses_a_short_prediction_list(tmp_path: Path) -> None:
+    path = tmp_path / "evaluation.json"
+    history = [{"epoch": 1.0, "train_loss": 0.5}]
+    written = RefitEvaluation(
+        kind="classification", actual=["a", "b"], predicted=["a", "a"], classes=["a", "b"], history=history
+    )
+    write_evaluation(path, written)
+    assert read_evaluation(path) == written
+    regression = RefitEvaluation(
+        kind="regression", actual=[1.5, 2.0], predicted=[1.0, 2.5], classes=[], history=[]
+    )
+    write_evaluation(path, regression)
+    assert read_evaluation(path).predicted == [1.0, 2.5]
+    broken = json.loads(path.read_text()) | {"predicted": [1.0]}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(HpopipeError, match=r"evaluation\.json: .*2 actual values but 1 predictions"):
+        read_evaluation(path)

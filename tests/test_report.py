@@ -29,7 +29,6 @@ from hpopipe.config import load_params, parse_params
 from hpopipe.data import to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.report import plots, render
-from hpopipe.training import checkpoints
 from hpopipe.training.loop import task_of
 from hpopipe.training.split import split_validation
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
@@ -146,17 +145,24 @@ def test_learning_curve_is_the_selected_trials_reported_epochs(classification: P
     assert list(refit["epoch"]) == list(range(1, best["epochs"] + 1))
 
 
-def test_refit_curve_comes_from_a_history_in_the_model_file(classification: Path, tmp_path: Path) -> None:
-    # What refit.save_model can add ("history": fitted.result.history); plain floats load with weights_only.
+def test_refit_curve_and_predictions_come_from_the_refit_s_evaluation_file(
+    classification: Path, tmp_path: Path
+) -> None:
+    # The report draws what the refit stage wrote (artifacts/refit/evaluation.json), never the model.
     root = tmp_path / "project"
     shutil.copytree(classification, root)
-    bundle = checkpoints.load(root / "models/model.pt")
-    bundle["history"] = [{"epoch": 1.0, "train_loss": 0.6}, {"epoch": 2.0, "train_loss": 0.4}]
-    checkpoints.save(root / "models/model.pt", bundle)
+    evaluation = json.loads((root / "artifacts/refit/evaluation.json").read_text())
+    assert len(evaluation["actual"]) == len(pd.read_parquet(root / "data/prepared/test.parquet"))
+    evaluation["history"] = [{"epoch": 1.0, "train_loss": 0.6}, {"epoch": 2.0, "train_loss": 0.4}]
+    evaluation["predicted"] = [evaluation["classes"][0]] * len(evaluation["actual"])
+    (root / "artifacts/refit/evaluation.json").write_text(json.dumps(evaluation))
+    (root / "models/model.pt").unlink()
     run_stages(root, ["report"])
     curve = plot(root, "refit_curve")
     assert list(curve["epoch"]) == [1, 2] and list(curve["train_loss"]) == [0.6, 0.4]
     assert "The refit&#x27;s training loss per epoch (2 epochs" in (root / render.REPORT_HTML).read_text()
+    confusion = plot(root, "confusion")
+    assert set(confusion["predicted"]) == {evaluation["classes"][0]}
 
 
 def test_confusion_rows_reproduce_the_test_metrics(classification: Path) -> None:

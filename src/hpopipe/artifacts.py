@@ -30,6 +30,7 @@ CV_RESULTS = Path("artifacts/cv/results.csv")
 BEST_CONFIG = Path("artifacts/best/config.yaml")
 BEST_PARAMS = Path("artifacts/best/params.json")
 MODEL = Path("models/model.pt")
+REFIT_EVALUATION = Path("artifacts/refit/evaluation.json")
 METRICS = Path("metrics")
 
 

@@ -22,6 +22,7 @@ from hpopipe.config import RefitConfig
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs import parse
 from hpopipe.handoffs.best import BestConfig
+from hpopipe.handoffs.evaluation import RefitEvaluation
 from hpopipe.handoffs.schema import PreparedSchema
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import FitResult, as_tensor, fit, predict, task_of
@@ -38,6 +39,7 @@ class Refit:
     test_metrics: dict[str, float]
     epochs: int
     baselines: dict[str, dict[str, float]]
+    output: np.ndarray  # the test rows' predictions (class probabilities, or values), as scored
 
     def metrics_file(self) -> dict[str, Any]:
         """``metrics/test.json``: the network's metrics (keys as ever), then the baselines beside them."""
@@ -49,6 +51,21 @@ class Refit:
         for name, scores in self.baselines.items():
             flat |= {f"{name}_test_{k}": v for k, v in scores.items()}
         return flat
+
+    def evaluation(self, schema: PreparedSchema, y_test: np.ndarray) -> RefitEvaluation:
+        """``artifacts/refit/evaluation.json``: what the report draws of this refit (see its module)."""
+        history = self.result.history
+        if schema.task == "regression":
+            actual, predicted = y_test.astype(float).tolist(), self.output.astype(float).ravel().tolist()
+            return RefitEvaluation(
+                kind="regression", actual=actual, predicted=predicted, classes=[], history=history
+            )
+        labels = [str(c) for c in data.decode_target(y_test, schema)]
+        guessed = [str(c) for c in data.decode_target(self.output.argmax(axis=1), schema)]
+        classes = [str(c) for c in schema.classes]
+        return RefitEvaluation(
+            kind="classification", actual=labels, predicted=guessed, classes=classes, history=history
+        )
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,11 @@ def refit(
     output = predict(result.model, as_tensor(test[0], device), task, result.y_scale)
     scores = metrics.evaluation_metrics(task.kind, test[1], output, task.n_classes)
     return Refit(
-        result, scores, epochs, baselines.fit_baselines(task.kind, task.n_classes, train, test, best.seed)
+        result,
+        scores,
+        epochs,
+        baselines.fit_baselines(task.kind, task.n_classes, train, test, best.seed),
+        output,
     )
 
 

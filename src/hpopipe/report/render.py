@@ -27,11 +27,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe import artifacts, baselines, metrics
 from hpopipe.config import DataConfig
-from hpopipe.data import decode_target, to_arrays
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.handoffs.cv import CvSummary, read_cv
-from hpopipe.handoffs.schema import PreparedSchema
+from hpopipe.handoffs.evaluation import read_evaluation
+from hpopipe.handoffs.schema import PreparedSchema, read_schema
 from hpopipe.report import plots
 from hpopipe.sweep.budget import REUSED_FROM, WARM_STARTED
 from hpopipe.sweep.optuna_internals import TrialsView
@@ -93,18 +93,16 @@ class Sources:
         return self.best.source.trial
 
 
-def load_sources(data: DataConfig, trusted_factory: str | None = None) -> Sources:
+def load_sources(data: DataConfig) -> Sources:
     """Read every input of the report from its place in the workspace (see :mod:`hpopipe.artifacts`).
 
-    ``data`` is params.yaml's ``data`` section: the title block names its file.
-
-    ``trusted_factory`` is the ``model.factory`` of params.yaml: the only one the model file
-    may name (see :func:`hpopipe.refit.load_model`).
+    ``data`` is params.yaml's ``data`` section: the title block names its file. The report never
+    loads the model (nor imports torch): the refit stage wrote what it draws of it.
     """
     hpo = artifacts.read_json(artifacts.metrics_file("hpo"))
     if "study" not in hpo:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
-    test, history, schema = predict_test_split(artifacts.MODEL, artifacts.TEST, trusted_factory)
+    test, history = test_split_predictions(artifacts.REFIT_EVALUATION)
     return Sources(
         study=exported_view(
             open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
@@ -117,7 +115,7 @@ def load_sources(data: DataConfig, trusted_factory: str | None = None) -> Source
         test=test,
         refit_history=history,
         data=data,
-        schema=schema,
+        schema=read_schema(artifacts.SCHEMA),
     )
 
 
@@ -137,34 +135,12 @@ def exported_view(study: optuna.Study, trials: pd.DataFrame) -> optuna.Study:
     return TrialsView(study, lambda t: t.number in numbers)
 
 
-def predict_test_split(
-    model_path: Path, test_path: Path, trusted_factory: str | None = None
-) -> tuple[Predictions, list[dict[str, float]], PreparedSchema]:
-    """Predict the untouched test split with the saved model, as ``metrics/test.json`` was scored.
-
-    Also returns the refit's per-epoch history when the model file carries one
-    (an empty list otherwise), and the prepared data's schema the model carries.
-    """
-    if not model_path.exists():
-        raise HpopipeError(f"{model_path}: not found (run the stage that produces it first: dvc repro)")
-    # torch only here, where the model runs: importing the report (and hpopipe.report) stays light.
-    import torch
-
-    from hpopipe.refit import load_model
-    from hpopipe.training.loop import as_tensor, predict, task_of
-
-    model, bundle = load_model(model_path, trust_factory=trusted_factory)
-    schema = bundle.schema
-    task = task_of(schema.plain(), bundle.best.metric)
-    x, y = to_arrays(artifacts.read_frame(test_path))
-    output = predict(model, as_tensor(x, torch.device("cpu")), task, bundle.y_scale)
-    history = bundle.history
-    if task.kind == "regression":
-        return Predictions("regression", y.astype(float).tolist(), output.tolist(), []), history, schema
-    classes = [str(c) for c in schema.classes]
-    actual = [str(c) for c in decode_target(y, schema)]
-    predicted = [str(c) for c in decode_target(output.argmax(axis=1), schema)]
-    return Predictions("classification", actual, predicted, classes), history, schema
+def test_split_predictions(path: Path) -> tuple[Predictions, list[dict[str, float]]]:
+    """The refit's predictions on the untouched test split (those ``metrics/test.json`` was scored
+    from) and its per-epoch history, as the refit stage wrote them (:mod:`hpopipe.handoffs.evaluation`)."""
+    found = read_evaluation(path)
+    predictions = Predictions(found.kind, list(found.actual), list(found.predicted), list(found.classes))
+    return predictions, list(found.history)
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
