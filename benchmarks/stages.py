@@ -27,14 +27,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import common  # benchmarks/ is on sys.path: the scripts run as `python benchmarks/X.py`
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -69,17 +69,10 @@ def workspace_copy(source: Path, into: Path) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
-    """Wall and child CPU seconds of one command, which must succeed."""
-    load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} in {cwd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "load": load}
+    """Wall and child CPU seconds of one command, which must succeed (:func:`common.timed_run`),
+    with the load average before it under this script's key, ``load``."""
+    run = common.timed_run(cmd, cwd, env)
+    return {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "load": run["load_before"]}
 
 
 def env_for(tree: Path, **extra: str) -> dict[str, str]:
