@@ -30,7 +30,7 @@ from hpopipe.config import DataConfig
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.best import BestConfig, read_best
 from hpopipe.handoffs.cv import CvSummary, read_cv
-from hpopipe.handoffs.evaluation import read_evaluation
+from hpopipe.handoffs.evaluation import RefitEvaluation, read_evaluation
 from hpopipe.handoffs.schema import PreparedSchema, read_schema
 from hpopipe.report import plots
 from hpopipe.sweep.budget import REUSED_FROM, WARM_STARTED
@@ -58,16 +58,6 @@ CURVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 
-@dataclass(frozen=True)
-class Predictions:
-    """Actual and predicted targets of the test split; class labels as text for classification."""
-
-    kind: str
-    actual: list[Any]
-    predicted: list[Any]
-    classes: list[str]
-
-
 @dataclass
 class Sources:
     """Everything the report shows, read once from the pipeline's outputs."""
@@ -77,10 +67,14 @@ class Sources:
     cv_summary: CvSummary
     best: BestConfig
     test_metrics: dict[str, Any]  # the network's metrics, and the baselines' under "baselines"
-    test: Predictions
-    refit_history: list[dict[str, float]]
+    test: RefitEvaluation  # the refit's test-split predictions and its per-epoch history
     data: DataConfig  # the data file, and the share of the train split the sweep validates on
     schema: PreparedSchema  # target, task, classes and row counts, as prepare wrote them
+
+    @property
+    def refit_history(self) -> list[dict[str, float]]:
+        """The refit's training loss (and the rest) per epoch."""
+        return self.test.history
 
     @property
     def metric(self) -> str:
@@ -102,7 +96,6 @@ def load_sources(data: DataConfig) -> Sources:
     hpo = artifacts.read_json(artifacts.metrics_file("hpo"))
     if "study" not in hpo:
         raise HpopipeError(f"{artifacts.metrics_file('hpo')}: no 'study' field (re-run the hpo stage)")
-    test, history = test_split_predictions(artifacts.REFIT_EVALUATION)
     return Sources(
         study=exported_view(
             open_study(str(hpo.get("storage", "sqlite")), str(hpo["study"])),
@@ -112,8 +105,7 @@ def load_sources(data: DataConfig) -> Sources:
         cv_summary=read_cv(artifacts.metrics_file("cv")),
         best=read_best(artifacts.BEST_CONFIG),
         test_metrics=artifacts.read_json(artifacts.metrics_file("test")),
-        test=test,
-        refit_history=history,
+        test=read_evaluation(artifacts.REFIT_EVALUATION),  # never the model: no torch here
         data=data,
         schema=read_schema(artifacts.SCHEMA),
     )
@@ -133,14 +125,6 @@ def exported_view(study: optuna.Study, trials: pd.DataFrame) -> optuna.Study:
     """
     numbers = frozenset(int(n) for n in trials["number"])
     return TrialsView(study, lambda t: t.number in numbers)
-
-
-def test_split_predictions(path: Path) -> tuple[Predictions, list[dict[str, float]]]:
-    """The refit's predictions on the untouched test split (those ``metrics/test.json`` was scored
-    from) and its per-epoch history, as the refit stage wrote them (:mod:`hpopipe.handoffs.evaluation`)."""
-    found = read_evaluation(path)
-    predictions = Predictions(found.kind, list(found.actual), list(found.predicted), list(found.classes))
-    return predictions, list(found.history)
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
@@ -233,14 +217,14 @@ def refit_curve_frame(history: list[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PLOT_COLUMNS["refit_curve"])
 
 
-def confusion_frame(test: Predictions) -> pd.DataFrame:
+def confusion_frame(test: RefitEvaluation) -> pd.DataFrame:
     """One (actual, predicted) row per test row: the input DVC's ``confusion`` template counts."""
     if test.kind != "classification":
         return pd.DataFrame(columns=PLOT_COLUMNS["confusion"])
     return pd.DataFrame({"actual": test.actual, "predicted": test.predicted})
 
 
-def residuals_frame(test: Predictions) -> pd.DataFrame:
+def residuals_frame(test: RefitEvaluation) -> pd.DataFrame:
     """One (actual, predicted, residual) row per test row, for regression."""
     if test.kind != "regression":
         return pd.DataFrame(columns=PLOT_COLUMNS["residuals"])
@@ -497,7 +481,7 @@ def _curves_figure(sources: Sources) -> str:
     return _figure(plots.to_svg(fig, "curves"), caption, wide=True)
 
 
-def _test_figure(test: Predictions, frames: dict[str, pd.DataFrame]) -> str:
+def _test_figure(test: RefitEvaluation, frames: dict[str, pd.DataFrame]) -> str:
     if test.kind == "classification":
         svg = plots.to_svg(plots.confusion(frames["confusion"], test.classes), "confusion")
         return _figure(svg, f"Confusion matrix on the test split ({len(test.actual)} rows).")
