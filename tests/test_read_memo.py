@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from hpopipe.sweep.optuna_internals import trial_id
 from hpopipe.sweep.outage import RetryingStorage
 from hpopipe.sweep.storage import budget_lock, open_storage, sqlite_spec
 
@@ -101,3 +102,34 @@ def test_a_study_deleted_and_made_again_is_found_under_its_new_id(
     new_id = mine.get_study_id_from_name(NAME)  # SQLite may give it the old id again
     assert mine.get_study_directions(new_id) == [optuna.study.StudyDirection.MAXIMIZE]
     assert mine.get_all_trials(new_id, deepcopy=False) == []
+
+
+def test_this_process_s_writes_to_its_trial_are_read_back_without_a_query_as_the_database_has_them(
+    two: tuple[RetryingStorage, RetryingStorage, int],
+) -> None:
+    mine, theirs, study_id = two
+    mine.memo.ttl_s = 60.0  # a slow machine does not expire what this test reads back
+    _add_trial(theirs)
+    study = optuna.load_study(study_name=NAME, storage=mine)
+    live = study.ask()
+    before = mine.get_all_trials(study_id, deepcopy=False)  # read once: remembered
+    seen = _queries(mine)
+    live.suggest_float("lr", 1e-4, 1e-1, log=True)
+    live.suggest_int("layers", 1, 4)
+    live.suggest_categorical("act", ["relu", "gelu"])
+    live.report(0.5, step=0)
+    live.report(float("inf"), step=1)
+    live.set_user_attr("pair", (1, "a"))  # JSON: a tuple reads back as a list
+    mine.set_trial_system_attr(trial_id(live), "rung", 2)
+    writes = len(seen)
+    after = mine.get_all_trials(study_id, deepcopy=False)
+    one = mine.get_trial(trial_id(live))
+    assert len(seen) == writes  # no read went to the database
+    assert before[1].params == {}  # what an earlier read returned is not changed under its holder
+    theirs.forget()
+    fresh = theirs.get_all_trials(study_id, deepcopy=False)
+    assert after == fresh and one == fresh[1]
+    assert list(after[1].params) == list(fresh[1].params)  # same order too
+    assert after[1].user_attrs["pair"] == [1, "a"]
+    one.params["lr"] = -1.0  # a caller's copy: optuna.Trial fills in what it gets
+    assert mine.get_trial(trial_id(live)).params["lr"] == fresh[1].params["lr"]

@@ -56,6 +56,9 @@ hpopipe touches an underscore name of Optuna.
   ``optuna.storages._rdb.storage._create_scoped_session``, ``Trial._cached_frozen_trial``):
   the epochs between a pruner's decision steps are written in one transaction, not one
   commit each; the live trial's cache learns them as ``Trial.report`` would have told it.
+- :func:`own_copy` and :func:`set_system_attr` (``FrozenTrial.system_attrs``): the storage's
+  read memo (:mod:`hpopipe.sweep.read_memo`) writes this process's writes to a trial into the
+  trials it remembers, on a copy whose dicts are its own, as a re-read would return them.
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -65,6 +68,7 @@ hpopipe touches an underscore name of Optuna.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -88,6 +92,20 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
 def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage's id of a trial (not its number): what ``BaseStorage`` methods take."""
     return int(trial._trial_id)
+
+
+def own_copy(trial: FrozenTrial) -> FrozenTrial:
+    """A shallow copy of ``trial`` with its own dicts: changing them leaves ``trial`` as it was."""
+    new = copy.copy(trial)
+    new.params, new.distributions = dict(trial.params), dict(trial.distributions)
+    new.user_attrs, new.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
+    new.intermediate_values = dict(trial.intermediate_values)
+    return new
+
+
+def set_system_attr(trial: FrozenTrial, key: str, value: Any) -> None:
+    """Set a system attribute on a (copied) frozen trial, as the storage stores it: through JSON."""
+    trial.system_attrs[key] = json.loads(json.dumps(value))
 
 
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:

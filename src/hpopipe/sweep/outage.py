@@ -31,6 +31,7 @@ down, so a live worker is not failed as dead just because it could not beat.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import threading
@@ -48,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe.atomic import disk_full, no_space
 from hpopipe.errors import StorageReconnected, StorageUnavailable
 from hpopipe.redact import mask_url
-from hpopipe.sweep.optuna_internals import same_trial, trial_id, write_intermediate_values
+from hpopipe.sweep.optuna_internals import same_trial, set_system_attr, trial_id, write_intermediate_values
 from hpopipe.sweep.read_memo import ReadMemo
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,19 @@ class RetryingStorage(optuna.storages.BaseStorage):
         """Read the trials afresh from now on (the budget lock counts other workers' trials)."""
         self.memo.forget()
 
+    def _trial_write(
+        self, name: str, trial_id: int, change: Callable[[FrozenTrial], None], *args: Any
+    ) -> None:
+        """A write to one trial, then shown in the remembered reads as a re-read would show it
+        (:meth:`ReadMemo.patch`); a write that raised may or may not have landed: forgotten."""
+        method = getattr(self._inner, name)
+        try:
+            self.outage.call(lambda: method(trial_id, *args))
+        except BaseException:
+            self.memo.forget()
+            raise
+        self.memo.patch(trial_id, change)
+
     # -- studies
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
         self.memo.forget_study()
@@ -317,7 +331,11 @@ class RetryingStorage(optuna.storages.BaseStorage):
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
     ) -> None:
-        self._retry("set_trial_param", trial_id, param_name, param_value_internal, distribution)
+        def change(t: FrozenTrial) -> None:
+            t.params[param_name] = distribution.to_external_repr(param_value_internal)
+            t.distributions[param_name] = distribution
+
+        self._trial_write("set_trial_param", trial_id, change, param_name, param_value_internal, distribution)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         return int(self._retry("get_trial_id_from_study_id_trial_number", study_id, trial_number))
@@ -335,23 +353,41 @@ class RetryingStorage(optuna.storages.BaseStorage):
         return bool(self.outage.call(lambda: write(trial_id, state, values), already))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self._retry("set_trial_intermediate_value", trial_id, step, intermediate_value)
+        def change(t: FrozenTrial) -> None:
+            t.intermediate_values[int(step)] = float(intermediate_value)
+
+        self._trial_write("set_trial_intermediate_value", trial_id, change, step, intermediate_value)
 
     def set_trial_intermediate_values(self, trial: optuna.Trial, points: Sequence[tuple[int, float]]) -> bool:
         """Several intermediate values of the live ``trial`` in one transaction (an upsert: safe
         to retry); False when the storage is not an RDB (see :func:`write_intermediate_values`)."""
-        self.memo.forget()
-        return bool(self.outage.call(lambda: write_intermediate_values(trial, points, self._inner)))
+        try:
+            written = bool(self.outage.call(lambda: write_intermediate_values(trial, points, self._inner)))
+        except BaseException:
+            self.memo.forget()
+            raise
+
+        def change(t: FrozenTrial) -> None:
+            t.intermediate_values.update((int(step), float(value)) for step, value in points)
+
+        if written:
+            self.memo.patch(trial_id(trial), change)
+        return written
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._retry("set_trial_user_attr", trial_id, key, value)
+        def change(t: FrozenTrial) -> None:
+            t.user_attrs[key] = json.loads(json.dumps(value))  # stored as JSON, read back from it
+
+        self._trial_write("set_trial_user_attr", trial_id, change, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._retry("set_trial_system_attr", trial_id, key, value)
+        def change(t: FrozenTrial) -> None:
+            set_system_attr(t, key, value)
+
+        self._trial_write("set_trial_system_attr", trial_id, change, key, value)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        trial: FrozenTrial = self._retry("get_trial", trial_id)
-        return trial
+        return self.memo.trial(trial_id, lambda: self._retry("get_trial", trial_id))
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
