@@ -122,9 +122,16 @@ def _loaded_at_import(stage: str) -> set[str]:
 def test_stages_that_train_nothing_start_without_torch(stage: str) -> None:
     """torch costs a second or more to import: the stages that never train must not pay it at start.
 
-    (The report loads torch later, only to predict the test split with the saved model.)
+    (The report never loads it: it draws the refit's predictions from artifacts/refit/evaluation.json.)
     """
     assert "torch" not in _loaded_at_import(stage)
+
+
+@pytest.mark.parametrize("stage", ["cleanup", "select"])
+def test_stages_that_read_no_table_start_without_pandas(stage: str) -> None:
+    """pandas (a fifth of a second) is imported by ``artifacts.read_frame``/``write_frame``, not by
+    ``artifacts`` itself: select and cleanup read JSON and YAML only."""
+    assert "pandas" not in _loaded_at_import(stage)
 
 
 @pytest.mark.parametrize("stage", ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"])

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from hpopipe.atomic import atomic_write_bytes, atomic_write_text
 from hpopipe.errors import HpopipeError
+
+if TYPE_CHECKING:  # pandas is imported by the frame readers: select and cleanup read none
+    import pandas as pd
 
 PREPARED = Path("data/prepared")
 TRAIN = PREPARED / "train.parquet"
@@ -88,6 +90,8 @@ def write_frame(path: Path, frame: pd.DataFrame) -> None:
 
 def read_frame(path: Path) -> pd.DataFrame:
     """Read a frame an earlier stage wrote."""
+    import pandas as pd
+
     if not path.exists():
         raise HpopipeError(f"{path}: not found (run the stage that produces it first: dvc repro)")
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
