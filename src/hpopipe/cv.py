@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from hpopipe import metrics
 from hpopipe.config import Params
@@ -35,6 +34,7 @@ from hpopipe.process_pool import ordered_map
 from hpopipe.seeding import derive_seed
 from hpopipe.sweep import objectives, pareto
 from hpopipe.tracking import NullTracker
+from hpopipe.training.kfold import kfold, stratified_kfold
 from hpopipe.training.loop import Task, as_tensor, fit, predict, resolve_device
 from hpopipe.training.split import split_validation
 
@@ -50,13 +50,14 @@ TOLERANCE = 1e-9
 
 
 def folds(x: np.ndarray, y: np.ndarray, task: Task, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds for classification, plain shuffled folds for regression."""
-    splitter = (
-        StratifiedKFold(k, shuffle=True, random_state=seed)
-        if task.kind == "classification"
-        else KFold(k, shuffle=True, random_state=seed)
-    )
-    return list(splitter.split(x, y))
+    """Stratified folds for classification, plain shuffled folds for regression.
+
+    scikit-learn's ``StratifiedKFold`` / ``KFold(k, shuffle=True, random_state=seed)`` folds,
+    computed without importing it (see :mod:`hpopipe.training.kfold`).
+    """
+    if task.kind == "classification":
+        return stratified_kfold(y, k, seed)
+    return kfold(len(x), k, seed)
 
 
 @dataclass(frozen=True)
