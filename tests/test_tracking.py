@@ -243,3 +243,39 @@ def test_the_retrain_summary_finds_each_stages_run_by_the_first_word_of_its_name
                 with tracker.run("trial-0000", nested=True):
                     pass
     assert mlflow_run_ids(tmp_path, ["hpo", "cv", "refit", "cleanup"], 0) == ids
+
+
+def test_the_requirement_check_gets_our_module_map_and_says_what_mlflow_s_own_map_would(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """log_model's requirement check answers the same without MLflow's scan of every distribution."""
+    import importlib.metadata
+
+    from mlflow.utils import requirements_utils
+
+    from hpopipe.served import REQUIRED
+    from hpopipe.tracking import _requirements_known
+
+    numpy_now = importlib.metadata.version("numpy")
+    asked = ["numpy==" + numpy_now, "scikit-learn==0.0.1", "pyyaml==" + importlib.metadata.version("pyyaml")]
+    scans: list[int] = []
+    scan = requirements_utils.importlib_metadata.packages_distributions
+
+    def counted() -> Any:  # the real scan, counted
+        scans.append(1)
+        return scan()
+
+    monkeypatch.setattr(requirements_utils.importlib_metadata, "packages_distributions", counted)
+
+    def warnings() -> list[str]:
+        caplog.clear()
+        requirements_utils.warn_dependency_requirement_mismatches(asked)
+        return [r.getMessage() for r in caplog.records]
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    with _requirements_known(REQUIRED):
+        ours = warnings()
+    assert scans == [] and requirements_utils._MODULES_TO_PACKAGES is None  # spared, and put back
+    theirs = warnings()  # MLflow builds its own map now
+    assert scans == [1]
+    assert ours == theirs and "scikit-learn (current: " in ours[0] and "numpy" not in ours[0]

@@ -49,6 +49,18 @@ class ModelPackage:
     tags: dict[str, str]
     code: Path  # the hpopipe package, shipped with the model
     requirements: list[str]
+    modules: dict[str, str]  # each requirement's distribution name -> the module it installs
+
+
+# What the model's code imports (``hpopipe.refit``'s closure): distribution -> module.
+REQUIRED = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "scikit-learn": "sklearn",
+    "pydantic": "pydantic",
+    "pyyaml": "yaml",
+}
 
 
 class Predictor:
@@ -123,7 +135,7 @@ def model_tags(
 
 
 def requirements() -> list[str]:
-    """What the model's code imports (``hpopipe.refit``'s closure), pinned to the versions that trained it."""
+    """What the model's code imports (:data:`REQUIRED`), pinned to the versions that trained it."""
     import numpy
     import pydantic
     import sklearn
@@ -137,7 +149,7 @@ def requirements() -> list[str]:
         "pydantic": pydantic.VERSION,
         "pyyaml": yaml.__version__,
     }
-    return [f"{name}=={version}" for name, version in versions.items()]
+    return [f"{name}=={versions[name]}" for name in REQUIRED]
 
 
 def log_refit_model(
@@ -186,4 +198,5 @@ def package(
             tags=tags,
             code=PACKAGE_DIR,
             requirements=requirements(),
+            modules=dict(REQUIRED),
         )

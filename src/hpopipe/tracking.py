@@ -169,6 +169,33 @@ class _Batch:
     status: str = "FINISHED"
 
 
+@contextmanager
+def _requirements_known(modules: dict[str, str]) -> Iterator[None]:
+    """MLflow's module map, given for our requirements while it logs the model (MLflow internals).
+
+    Before saving a model MLflow warns about requirements this environment does not satisfy
+    (``requirements_utils.warn_dependency_requirement_mismatches``). It reads each version with
+    ``importlib.metadata.version``, but first maps every module of every installed distribution
+    (``packages_distributions()``, cached in ``_MODULES_TO_PACKAGES``): 0.5 s, an eighth of the
+    refit stage, for a fallback used only when that read fails. ``modules`` (distribution ->
+    module, :data:`hpopipe.served.REQUIRED`) is that map for the requirements we pass; it is put
+    in place for the call when MLflow has not built its own, and taken out afterwards. The
+    check's outcome is the same; tests/test_tracking.py pins the name.
+    """
+    from mlflow.utils import requirements_utils
+
+    if requirements_utils._MODULES_TO_PACKAGES is not None:  # already built: nothing to spare
+        yield
+        return
+    given = {module: [name] for name, module in modules.items()} | {"mlflow": ["mlflow"]}
+    requirements_utils._MODULES_TO_PACKAGES = given  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = None
+        requirements_utils._PACKAGES_TO_MODULES = None
+
+
 class MlflowTracker(NullTracker):
     """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
 
@@ -412,7 +439,11 @@ class MlflowTracker(NullTracker):
 
         from mlflow.models import infer_signature
 
-        with tempfile.TemporaryDirectory(prefix="hpopipe-code-") as tmp, self._writing():
+        with (
+            tempfile.TemporaryDirectory(prefix="hpopipe-code-") as tmp,
+            self._writing(),
+            _requirements_known(package.modules),
+        ):
             code = Path(tmp) / "hpopipe"
             shutil.copytree(package.code, code, ignore=shutil.ignore_patterns("__pycache__"))
             info = self._mlflow.pyfunc.log_model(
