@@ -24,8 +24,9 @@ from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.local import LocalWorkers
 from hpopipe.sweep.storage import StorageSpec, open_storage, resolve
-from hpopipe.sweep.workers import Budget, LocalWorkers, fail_stale, work
+from hpopipe.sweep.workers import Budget, fail_stale, work
 from tests.conftest import REPO, TINY_PARAMS
 
 BUDGET = Budget(n_trials=12, timeout_s=None, max_failures=5, grace_s=30.0, heartbeat_s=0.5, max_retry=2)
@@ -544,3 +545,106 @@ def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
     assert len(trials) == len(load_study(workdir, "journal").trials) >= 4
     assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {parent.info.run_id}
     assert len({r.data.tags["hpopipe.pid"] for r in trials}) == 2  # written by both workers
+
+
+# ---------------------------------------------------------------- workers started before the stage imports
+
+
+def test_an_early_worker_waits_for_its_own_token_not_an_earlier_runs(tmp_path: Path) -> None:
+    from hpopipe.sweep.agent import wait_for_stage
+
+    spec = journal(tmp_path)
+    study = new_study(spec)
+    storage = open_storage(spec)
+    token = f"{os.getppid()}:new"  # as the stage that started this process would give it
+    lifecycle.announce(study, f"{os.getppid()}:old", "run-of-an-earlier-stage")  # left by the last run
+    study.set_user_attr(lifecycle.PARENT_RUN, "run-of-an-earlier-stage")
+    assert lifecycle.announced(storage, "s", token) is None
+    assert lifecycle.announced(storage, "no-such-study", token) is None
+    assert wait_for_stage(storage, "s", token, lambda: True) is None  # a signal ends the wait
+    later = threading.Timer(0.3, lambda: lifecycle.announce(study, token, "this-run"))
+    later.start()
+    assert wait_for_stage(storage, "s", token, lambda: False, poll_s=0.05) == {
+        "token": token,
+        "parent_run": "this-run",
+    }
+    later.join()
+
+
+def test_an_early_worker_whose_stage_is_gone_stops_with_one_line(tmp_path: Path) -> None:
+    from hpopipe.sweep.agent import wait_for_stage
+
+    spec = journal(tmp_path)
+    new_study(spec)
+    gone = "999999:token"  # not this process's parent: the stage died and the worker was reparented
+    with pytest.raises(HpopipeError, match=r"^the hpo stage that started this worker \(pid 999999\) exited"):
+        wait_for_stage(open_storage(spec), "s", gone, lambda: False)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("hpo", "env", "error", "started"),
+    [
+        # refused in the sweep, after the worker beside the stage was started
+        (
+            {"metrics": ["macro_f1", "rmse"], "pruner": {"name": "none"}},
+            {},
+            "hpopipe: error: hpo.metrics: 'rmse' is for regression",
+            True,
+        ),
+        # refused before any worker starts: an MLflow SQLite store takes one writer
+        ({}, {"HPOPIPE_TRACKING": "on"}, "hpopipe: error: MLflow: sqlite:///", False),
+    ],
+)
+def test_a_stage_that_fails_before_its_sweep_leaves_no_worker_running(
+    tmp_path: Path, prepared_dir: Path, hpo: dict[str, Any], env: dict[str, str], error: str, started: bool
+) -> None:
+    from tests.sweeps import start
+
+    workdir = stage_project(tmp_path, prepared_dir, 4, n_workers=2, storage="journal", **hpo)
+    proc = start(workdir, HPOPIPE_LOG_LEVEL="INFO", **env)
+    out, _ = proc.communicate(timeout=300)  # a worker left running would hold the pipe open
+    assert proc.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith(error), out
+    assert "Traceback" not in out, out
+    assert ("started 1 local worker process beside this one" in out) is started, out
+    assert not _group_alive(proc.pid), "a worker process outlived the stage"
+    assert "worker stopped:" not in out or "worker stopped: interrupted" in out  # it never ran a trial
+
+
+@pytest.mark.slow
+def test_early_workers_nest_under_this_runs_hpo_run_not_a_stale_one_in_the_study(
+    tmp_path: Path, prepared_dir: Path, mlflow_server: str
+) -> None:
+    from mlflow import MlflowClient
+
+    from tests.sweeps import run_stage
+
+    workdir = stage_project(tmp_path / "w", prepared_dir, 3, n_workers=2, storage="journal")
+    tracking = {"HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": mlflow_server}
+    assert run_stage(workdir, **tracking).returncode == 0
+    first = load_study(workdir, "journal").user_attrs[lifecycle.PARENT_RUN]
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    raw["hpo"]["n_trials"] = 6  # the same study, extended: it still names the first run as its parent
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_stage(workdir, **tracking)
+    assert proc.returncode == 0, proc.stdout
+    client = MlflowClient(mlflow_server)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "hpopipe"]
+    runs = client.search_runs([experiment.experiment_id])
+    (second,) = [r for r in runs if r.info.run_name.startswith("hpo ") and r.info.run_id != first]
+    study = load_study(workdir, "journal")
+    assert study.user_attrs[lifecycle.PARENT_RUN] == second.info.run_id
+    newer = {f"trial-{t.number:04d}" for t in study.trials if t.number >= 3}
+    trials = [r for r in runs if r.info.run_name in newer]
+    assert len(trials) == len(newer) >= 3
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {second.info.run_id}
+    assert len({r.data.tags["hpopipe.pid"] for r in trials}) == 2  # the early worker's among them

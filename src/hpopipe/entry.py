@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hpopipe.errors import HpopipeError
@@ -22,6 +23,7 @@ from hpopipe.redact import mask_url
 
 EXIT_USER_ERROR = 2
 _SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"}
+_as_script = False  # run() started a stage run as a script (see late_imports)
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +138,8 @@ def run(main: Callable[[], object]) -> None:
     setup_logging()
     if os.environ.get("DVC_STAGE"):
         watch_launcher()
-    as_script = getattr(main, "__module__", None) == "__main__"
+    global _as_script
+    as_script = _as_script = getattr(main, "__module__", None) == "__main__"
     if as_script:  # imports are done: what they made lives to the end, the collector need not scan it
         gc.freeze()
         gc.enable()  # off while it imported (import_without_collection)
@@ -151,6 +154,25 @@ def run(main: Callable[[], object]) -> None:
         _refuse(f"{err.filename or 'a write'}: no space left on device (free some space and run again)")
     if as_script:
         finish()
+
+
+@contextmanager
+def late_imports() -> Iterator[None]:
+    """Imports a stage makes once :func:`run` has started it, treated as its imports at start are:
+    no garbage collection while they run, and what they made frozen after.
+
+    The hpo stage starts its local workers first and imports the sweep (torch, MLflow, Optuna)
+    only then. Outside a stage run as a script (tests, a zygote) it changes nothing.
+    """
+    if not _as_script:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _refuse(message: str) -> None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import time
 from collections.abc import Callable
+from typing import Any
+
+import optuna
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
@@ -18,7 +23,8 @@ from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.names import check_name
-from hpopipe.sweep.lifecycle import worker_id
+from hpopipe.sweep.lifecycle import announced, worker_id
+from hpopipe.sweep.local import COORDINATOR_ENV, parse_token
 from hpopipe.sweep.runner import join
 from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import open_storage, resolve, under_budget_lock
@@ -50,12 +56,41 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
     storage = open_storage(spec, params.hpo.storage_retry_s)
+    token = os.environ.get(COORDINATOR_ENV)
+    if token:  # started early by the hpo stage: not before its sweep is ready
+        ready = wait_for_stage(storage, name, token, stop)
+        if ready is None:
+            return "interrupted"
+        tracker.nest_under(ready.get("parent_run"))
     study_ = open_study(params, name, storage)
     # A worker that starts the study first warm-starts it (once).
     under_budget_lock(spec, storage, name, lambda: warm_start(study_, params, fingerprint))
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason
+
+
+def wait_for_stage(
+    storage: optuna.storages.BaseStorage, name: str, token: str, stop: Callable[[], bool], poll_s: float = 0.1
+) -> dict[str, Any] | None:
+    """Wait until the hpo stage that started this worker has announced its sweep with ``token``
+    (see :mod:`hpopipe.sweep.local`); its record, or None when a signal stopped the wait.
+
+    The stage stops its workers when it fails before announcing; a stage that died unable to
+    (SIGKILL) leaves this process to another parent, and the wait ends with an error.
+    """
+    stage = parse_token(token)
+    while True:
+        record = announced(storage, name, token)
+        if record is not None:
+            return record
+        if stop():
+            return None
+        if os.getppid() != stage:
+            raise HpopipeError(
+                f"the hpo stage that started this worker (pid {stage}) exited before its sweep began"
+            )
+        time.sleep(poll_s)
 
 
 def run_worker(params_path: str, study: str | None = None, wid: str | None = None) -> None:
@@ -75,7 +110,7 @@ def run_worker(params_path: str, study: str | None = None, wid: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hpopipe.sweep.agent --params P [--study S] [--id W]`` (see workers.worker_command)."""
+    """``python -m hpopipe.sweep.agent --params P [--study S] [--id W]`` (see local.worker_command)."""
     parser = argparse.ArgumentParser(prog="hpopipe-worker")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--study")
