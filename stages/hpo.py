@@ -19,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, imports_late=True)

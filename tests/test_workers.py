@@ -299,6 +299,7 @@ def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, pre
     assert len(workers) == 2 and f"{socket.gethostname()}:{stage.pid}" in workers
     assert "started 1 local worker process beside this one (2 workers)" in proc.stdout
     assert "2 workers: trials are proposed in the order results arrive" in proc.stdout  # said at start-up
+    assert "A new study created" not in proc.stdout  # Optuna's INFO lines stay quiet, imported late or not
     assert (workdir / "artifacts/hpo/trials.csv").exists()
     status = cli(workdir, "status")
     assert re.search(r"state +finished", status) and re.search(r"finished +6 of 6", status)
