@@ -3,6 +3,7 @@ and the storages they share (Optuna journal file, PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -551,35 +552,32 @@ def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
 # ---------------------------------------------------------------- workers started before the stage imports
 
 
-def test_an_early_worker_waits_for_its_own_token_not_an_earlier_runs(tmp_path: Path) -> None:
+def test_an_early_worker_waits_for_the_stages_go_on_its_stdin() -> None:
     from hpopipe.sweep.agent import wait_for_stage
 
-    spec = journal(tmp_path)
-    study = new_study(spec)
-    storage = open_storage(spec)
-    token = f"{os.getppid()}:new"  # as the stage that started this process would give it
-    lifecycle.announce(study, f"{os.getppid()}:old", "run-of-an-earlier-stage")  # left by the last run
-    study.set_user_attr(lifecycle.PARENT_RUN, "run-of-an-earlier-stage")
-    assert lifecycle.announced(storage, "s", token) is None
-    assert lifecycle.announced(storage, "no-such-study", token) is None
-    assert wait_for_stage(storage, "s", token, lambda: True) is None  # a signal ends the wait
-    later = threading.Timer(0.3, lambda: lifecycle.announce(study, token, "this-run"))
+    code = "import sys; print(sys.stdin.readline(), end='', flush=True)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    workers = LocalWorkers([child], lambda: False, early=True)
+    workers.go("the-hpo-run")  # what the stage writes once its sweep is ready
+    assert workers.wait() == [0]
+    assert child.stdout is not None and json.loads(child.stdout.read()) == {"parent_run": "the-hpo-run"}
+
+    read, write = os.pipe()
+
+    def go() -> None:
+        os.write(write, b'{"parent_run": null}\n')
+        os.close(write)
+
+    later = threading.Timer(0.3, go)
     later.start()
-    assert wait_for_stage(storage, "s", token, lambda: False, poll_s=0.05) == {
-        "token": token,
-        "parent_run": "this-run",
-    }
+    assert wait_for_stage(lambda: False, read, poll_s=0.05) == {"parent_run": None}
     later.join()
-
-
-def test_an_early_worker_whose_stage_is_gone_stops_with_one_line(tmp_path: Path) -> None:
-    from hpopipe.sweep.agent import wait_for_stage
-
-    spec = journal(tmp_path)
-    new_study(spec)
-    gone = "999999:token"  # not this process's parent: the stage died and the worker was reparented
-    with pytest.raises(HpopipeError, match=r"^the hpo stage that started this worker \(pid 999999\) exited"):
-        wait_for_stage(open_storage(spec), "s", gone, lambda: False)
+    assert wait_for_stage(lambda: True, read) is None  # a signal ends the wait
+    with pytest.raises(
+        HpopipeError, match=r"^the hpo stage that started this worker exited before its sweep"
+    ):
+        wait_for_stage(lambda: False, read)  # the stage died: its end of the pipe is closed
+    os.close(read)
 
 
 def _group_alive(pgid: int) -> bool:

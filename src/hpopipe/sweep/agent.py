@@ -9,13 +9,12 @@ with other settings can never add trials of another configuration to it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import time
+import select
 from collections.abc import Callable
 from typing import Any
-
-import optuna
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
@@ -23,8 +22,8 @@ from hpopipe.entry import run
 from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.names import check_name
-from hpopipe.sweep.lifecycle import announced, worker_id
-from hpopipe.sweep.local import COORDINATOR_ENV, parse_token
+from hpopipe.sweep.lifecycle import worker_id
+from hpopipe.sweep.local import COORDINATOR_ENV
 from hpopipe.sweep.runner import join
 from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import open_storage, resolve, under_budget_lock
@@ -55,13 +54,12 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     tracker.check_several_writers("a worker shares the sweep with other processes")
     wid = wid or worker_id()
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
-    storage = open_storage(spec, params.hpo.storage_retry_s)
-    token = os.environ.get(COORDINATOR_ENV)
-    if token:  # started early by the hpo stage: not before its sweep is ready
-        ready = wait_for_stage(storage, name, token, stop)
-        if ready is None:
+    if os.environ.pop(COORDINATOR_ENV, None):  # started early by the hpo stage: not before its sweep is ready
+        go = wait_for_stage(stop)
+        if go is None:
             return "interrupted"
-        tracker.nest_under(ready.get("parent_run"))
+        tracker.nest_under(go.get("parent_run"))
+    storage = open_storage(spec, params.hpo.storage_retry_s)
     study_ = open_study(params, name, storage)
     # A worker that starts the study first warm-starts it (once).
     under_budget_lock(spec, storage, name, lambda: warm_start(study_, params, fingerprint))
@@ -70,27 +68,26 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     return reason
 
 
-def wait_for_stage(
-    storage: optuna.storages.BaseStorage, name: str, token: str, stop: Callable[[], bool], poll_s: float = 0.1
-) -> dict[str, Any] | None:
-    """Wait until the hpo stage that started this worker has announced its sweep with ``token``
-    (see :mod:`hpopipe.sweep.local`); its record, or None when a signal stopped the wait.
+def wait_for_stage(stop: Callable[[], bool], fd: int = 0, poll_s: float = 0.1) -> dict[str, Any] | None:
+    """Wait for the go of the hpo stage that started this worker early: one JSON line on ``fd``
+    (stdin, a pipe from the stage; see :mod:`hpopipe.sweep.local`). The line, or None when a
+    signal stopped the wait.
 
-    The stage stops its workers when it fails before announcing; a stage that died unable to
-    (SIGKILL) leaves this process to another parent, and the wait ends with an error.
+    The stage stops its workers when it fails before the go; a stage that died unable to (SIGKILL)
+    closed the pipe, and the wait ends with an error.
     """
-    stage = parse_token(token)
-    while True:
-        record = announced(storage, name, token)
-        if record is not None:
-            return record
+    received = b""
+    while not received.endswith(b"\n"):
         if stop():
             return None
-        if os.getppid() != stage:
-            raise HpopipeError(
-                f"the hpo stage that started this worker (pid {stage}) exited before its sweep began"
-            )
-        time.sleep(poll_s)
+        if not select.select([fd], [], [], poll_s)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise HpopipeError("the hpo stage that started this worker exited before its sweep began")
+        received += chunk
+    go = json.loads(received)
+    return dict(go) if isinstance(go, dict) else {}
 
 
 def run_worker(params_path: str, study: str | None = None, wid: str | None = None) -> None:

@@ -7,8 +7,6 @@ Two kinds of record live in the study's user attributes:
 - ``worker:<id>``: each worker's host, pid, current trial and last heartbeat (epoch seconds).
 - ``mlflow_parent_run``: the MLflow run every process's trials nest under (the hpo stage's run,
   or the one the first external process made).
-- ``coordinator``: ``{"token": ..., "parent_run": ...}``, written by the hpo stage once the sweep is
-  ready; the local workers it started early wait for their token here (:mod:`hpopipe.sweep.local`).
 
 A *detached* trial, driven by separate processes (``hpopipe trial ask|report|tell``), has no
 worker process to beat for it: it carries its own heartbeat record (trial user attribute
@@ -39,7 +37,6 @@ from hpopipe.sweep.outage import downtime_between
 SWEEP = "sweep"
 WORKER_PREFIX = "worker:"
 PARENT_RUN = "mlflow_parent_run"  # study user attribute: the MLflow run every process's trials nest under
-COORDINATOR = "coordinator"  # study user attribute: the hpo stage's token and run, for its early workers
 TRIAL_BEAT = "heartbeat"  # trial user attribute: a detached trial's own heartbeat record
 STATES = ("pending", "running", "paused", "canceled", "failed", "finished")
 # What `hpopipe sweep <action>` sets.
@@ -78,27 +75,6 @@ def begin(study: optuna.Study, n_trials: int) -> str:
         return state
     set_sweep_state(study, "running", n_trials=n_trials)
     return "running"
-
-
-def announce(study: optuna.Study, token: str, parent_run: str | None) -> None:
-    """The hpo stage says its sweep is ready: the workers it gave ``token`` may start, their trial
-    runs nested under ``parent_run`` (the stage's MLflow run; None when tracking is off)."""
-    study.set_user_attr(COORDINATOR, {"token": token, "parent_run": parent_run})
-
-
-def announced(storage: optuna.storages.BaseStorage, study_name: str, token: str) -> dict[str, Any] | None:
-    """The record :func:`announce` wrote with ``token``, or None: no such study yet, or another token
-    (an earlier run's, whose parent run is not this one's).
-
-    Read through the storage by name, not through a study object: with ``hpo.fresh`` the stage
-    deletes the study and makes it again before it announces.
-    """
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-        record = storage.get_study_user_attrs(study_id).get(COORDINATOR)
-    except KeyError:  # not created yet, or deleted by hpo.fresh a moment ago
-        return None
-    return dict(record) if isinstance(record, dict) and record.get("token") == token else None
 
 
 def apply_action(study: optuna.Study, action: str) -> str:

@@ -5,17 +5,20 @@ first trial. So the hpo stage starts them first thing, before its own imports
 (:func:`early_workers`), and the two start-ups overlap. This module is light on purpose (no
 Optuna, torch, MLflow or pandas): the stage imports it before anything heavy.
 
-An early worker must not run a trial before the stage has made the sweep ready: checked the
-model and metric, opened (or, with ``hpo.fresh``, started over) the study, marked the sweep
-running and started its MLflow ``hpo`` run, under which the worker's trial runs nest. The stage
-gives its workers a token (:data:`COORDINATOR_ENV`) and writes it into the study with the hpo
-run's id once it is ready (:func:`hpopipe.sweep.lifecycle.announce`); each worker waits for its
-token before it opens the study (:mod:`hpopipe.sweep.agent`). The study's ``mlflow_parent_run``
-may be a stale one from an earlier run of the same study: the token says which run is this one's.
+An early worker must not touch the study before the stage has made the sweep ready: checked
+the model and metric, opened (or, with ``hpo.fresh``, deleted and made again) the study, marked
+the sweep running and started its MLflow ``hpo`` run, under which the worker's trial runs nest.
+So an early worker (:data:`COORDINATOR_ENV` set) waits, after its imports and before it opens the
+study's storage, for one line on its stdin, a pipe from the stage: the go, with the hpo run's id
+(:meth:`LocalWorkers.go`; :func:`hpopipe.sweep.agent.wait_for_stage`). The id comes from this run
+of the stage, never from the study, whose ``mlflow_parent_run`` may be an earlier run's. The pipe
+also tells a worker that its stage died (end of file), and no worker process can race the stage
+in making a new database's tables.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -23,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -33,7 +35,7 @@ from hpopipe.tracking import check_several_writers_early
 
 log = logging.getLogger(__name__)
 
-# ``<stage pid>:<hex>``: a worker started early waits for the stage to write this into the study.
+# Set (to ``stdin``) for a worker started early: it waits for the stage's go on its stdin.
 COORDINATOR_ENV = "HPOPIPE_COORDINATOR"
 STOP_WAIT_S = 60.0  # how long workers beside a failed stage get to finish their epoch before SIGKILL
 
@@ -44,15 +46,15 @@ class LocalWorkers:
     This process is busy training, so a daemon thread waits for them: it passes a graceful
     stop (``stop``, set by a signal to this process) on to them, once, as
     :func:`wait_forwarding_stop` does, and keeps their exit codes. :meth:`stop` ends them when
-    this process's own worker raised, so none outlives it. ``token`` is set when they were
-    started early and wait for it in the study (see the module's docstring).
+    this process's own worker raised, so none outlives it. ``early``: they were started before
+    the sweep was ready and wait for :meth:`go` (see the module's docstring).
     """
 
     def __init__(
-        self, procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool], token: str | None = None
+        self, procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool], early: bool = False
     ) -> None:
         self.procs = list(procs)
-        self.token = token
+        self.early = early
         self._stop = stop
         self._abort = threading.Event()
         self._codes: list[int] = []
@@ -61,6 +63,18 @@ class LocalWorkers:
 
     def _wait(self) -> None:
         self._codes = wait_forwarding_stop(self.procs, lambda: self._stop() or self._abort.is_set())
+
+    def go(self, parent_run: str | None) -> None:
+        """Tell workers started early that the sweep is ready; their trial runs nest under ``parent_run``."""
+        line = json.dumps({"parent_run": parent_run}) + "\n"
+        for p in self.procs:
+            if p.stdin is None:
+                continue
+            try:
+                p.stdin.write(line.encode())
+                p.stdin.close()
+            except OSError:  # it already exited (BrokenPipeError): its exit code tells
+                pass
 
     def wait(self) -> list[int]:
         """Wait until all of them have exited (a stop still reaches them); their exit codes."""
@@ -92,21 +106,22 @@ def start_local(
     params_path: str,
     stop: Callable[[], bool],
     env: dict[str, str] | None = None,
-    token: str | None = None,
+    early: bool = False,
 ) -> LocalWorkers:
     """Start ``n`` worker processes on this machine beside this one, which is a worker too.
 
     Each trains with ``train.threads`` torch threads (set by every ``fit``; ``auto`` is one). A
     signal to this process is passed on to them, so they stop after their epoch like a single
     worker would. Without ``study`` each works out the study's name from the params and data,
-    as the stage does.
+    as the stage does. ``early`` ones wait for :meth:`LocalWorkers.go` on their stdin.
     """
     cmd = worker_command(params_path, study)
-    env = {**os.environ, **(env or {}), **({COORDINATOR_ENV: token} if token else {})}
+    env = {**os.environ, **(env or {}), **({COORDINATOR_ENV: "stdin"} if early else {})}
+    stdin = subprocess.PIPE if early else None
     procs: list[subprocess.Popen[Any]] = []
     try:
         for _ in range(n):
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(subprocess.Popen(cmd, env=env, stdin=stdin))
     except BaseException:  # none is left running unwatched
         for p in procs:
             p.kill()
@@ -115,7 +130,7 @@ def start_local(
     log.info(
         "started %d local worker process%s beside this one (%d workers)", n, "" if n == 1 else "es", n + 1
     )
-    return LocalWorkers(procs, stop, token)
+    return LocalWorkers(procs, stop, early)
 
 
 def start_early(params_path: str, stop: Callable[[], bool]) -> LocalWorkers | None:
@@ -129,15 +144,14 @@ def start_early(params_path: str, stop: Callable[[], bool]) -> LocalWorkers | No
     if hpo.backend != "local" or hpo.n_workers == 1:
         return None
     check_several_writers_early(f"hpo.n_workers is {hpo.n_workers}")
-    token = f"{os.getpid()}:{uuid.uuid4().hex}"
-    return start_local(hpo.n_workers - 1, None, params_path, stop, token=token)
+    return start_local(hpo.n_workers - 1, None, params_path, stop, early=True)
 
 
 @contextmanager
 def early_workers(params_path: str, stop: Callable[[], bool]) -> Iterator[LocalWorkers | None]:
     """:func:`start_early` for the block, which hands them to the sweep; none outlives the block.
 
-    They wait for the stage's token before their first trial, so a block that raises before the
+    They wait for the stage's go before they open the study, so a block that raises before the
     sweep starts (a bad model or metric, a canceled sweep, the study locked by another run, a
     signal) leaves them waiting: they are stopped (SIGTERM, SIGKILL after :data:`STOP_WAIT_S`;
     at once on a second signal). A block that ends normally has waited for them in the sweep.
@@ -149,14 +163,8 @@ def early_workers(params_path: str, stop: Callable[[], bool]) -> Iterator[LocalW
         if children is not None:
             children.stop(now=isinstance(err, KeyboardInterrupt))
         raise
-    if children is not None:  # waited for by the sweep; any still here never got their token
+    if children is not None:  # waited for by the sweep; any still here never got the go
         children.stop()
-
-
-def parse_token(token: str) -> int:
-    """The pid of the stage that gave a worker its token (``<pid>:<hex>``); 0 when there is none."""
-    pid, _, _ = token.partition(":")
-    return int(pid) if pid.isdigit() else 0
 
 
 def wait_forwarding_stop(procs: Sequence[subprocess.Popen[Any]], stop: Callable[[], bool]) -> list[int]:

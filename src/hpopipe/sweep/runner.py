@@ -193,7 +193,7 @@ def _join_beside_local(
 
     A fresh worker process pays seconds of imports before its first trial; the stage would only
     wait. So the stage starts them before its own imports (``children``) and gives them the go
-    here, with the hpo run they nest under (:func:`hpopipe.sweep.lifecycle.announce`); without
+    here, with the hpo run they nest under (:meth:`LocalWorkers.go`); without
     ``children`` they start here, the run named by ``HPOPIPE_PARENT_RUN_ID``. This process's trial
     runs nest through ``tracker``. If this worker raises, the others are stopped before the error
     goes on. Returns False when a worker crashed or the sweep failed.
@@ -203,8 +203,8 @@ def _join_beside_local(
         never: Callable[[], bool] = lambda: False  # noqa: E731
         children = start_local(params.hpo.n_workers - 1, study.study_name, params_path, stop or never, env)
     try:
-        if children.token is not None:  # started early: they wait for this
-            lifecycle.announce(study, children.token, tracker.run_id())
+        if children.early:  # started before the sweep was ready: they wait for this
+            children.go(tracker.run_id())
         reason = join(params, train, schema, study, spec, tracker, stop)
         codes = children.wait()
     except BaseException as err:  # a storage outage, a full disk, a second signal: none is orphaned
