@@ -53,12 +53,12 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     tracker = make_tracker()
     tracker.check_several_writers("a worker shares the sweep with other processes")
     wid = wid or worker_id()
-    log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
     if os.environ.pop(COORDINATOR_ENV, None):  # started early by the hpo stage: not before its sweep is ready
         go = wait_for_stage(stop)
         if go is None:
             return "interrupted"
         tracker.nest_under(go.get("parent_run"))
+    log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
     storage = open_storage(spec, params.hpo.storage_retry_s)
     study_ = open_study(params, name, storage)
     # A worker that starts the study first warm-starts it (once).

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from hpopipe.config import load_params
@@ -66,15 +66,14 @@ class LocalWorkers:
 
     def go(self, parent_run: str | None) -> None:
         """Tell workers started early that the sweep is ready; their trial runs nest under ``parent_run``."""
-        line = json.dumps({"parent_run": parent_run}) + "\n"
+        line = (json.dumps({"parent_run": parent_run}) + "\n").encode()
         for p in self.procs:
             if p.stdin is None:
                 continue
-            try:
-                p.stdin.write(line.encode())
+            with suppress(OSError):  # it already exited (BrokenPipeError): its exit code tells
+                p.stdin.write(line)
+            with suppress(OSError):  # closed even when what is left cannot be sent
                 p.stdin.close()
-            except OSError:  # it already exited (BrokenPipeError): its exit code tells
-                pass
 
     def wait(self) -> list[int]:
         """Wait until all of them have exited (a stop still reaches them); their exit codes."""
