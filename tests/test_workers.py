@@ -427,7 +427,10 @@ def fail_in_the_stage(study: optuna.Study, trial: FrozenTrial) -> None:
     records = lifecycle.workers(study).values()
     if any(int(r["pid"]) == os.getppid() for r in records):
         return  # the worker process beside the stage
-    if any(int(r["pid"]) != os.getpid() and r.get("trial") is not None for r in records):
+    # Mid-trial by the study, not by its heartbeat (up to heartbeat_s old): the two workers start
+    # together and may run in step, the other's trial ending as this one's does.
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if any(_pid(t) != os.getpid() and 1 <= len(t.intermediate_values) <= 3 for t in running):
         raise HpopipeError("the stage's own worker broke")
 
 
