@@ -1,41 +1,22 @@
-"""DVC stage `hpo`: the sweep (study in hpo.storage) -> artifacts/hpo/ (trials, ranking, Pareto front)."""
+"""DVC stage `hpo`: the sweep (study in hpo.storage) -> artifacts/hpo/ (trials, ranking, Pareto front).
 
-from hpopipe import artifacts
-from hpopipe.config import load_params
-from hpopipe.entry import run
-from hpopipe.handoffs.ranked import RankedTrials, write_ranked
-from hpopipe.handoffs.schema import read_schema
-from hpopipe.sweep.exports import (
-    export_trials,
-    pareto_front,
-    ranked_trials,
-    statistics,
-    summary,
-    within_budget,
-)
-from hpopipe.sweep.runner import locked_sweep
+Light at import: with several local workers (``hpo.n_workers``) the stage starts them first, and
+imports the sweep (torch, MLflow, Optuna) while they import theirs.
+"""
+
+from hpopipe.entry import late_imports, run
+from hpopipe.sweep.local import early_workers
 from hpopipe.sweep.signals import GracefulStop
-from hpopipe.sweep.storage import resolve
-from hpopipe.tracking import make_tracker
 
 
 def main() -> None:
-    train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
-    params = load_params().for_task(schema["task"])  # hpo.metric: auto follows the data
-    spec, tracker = resolve(params.hpo.storage), make_tracker()
-    # The study stays locked until its exports are written (another DVC experiment may share it).
-    with GracefulStop().installed() as stop, locked_sweep(params, train, schema, spec, tracker, stop) as run:
-        study = within_budget(run, params.hpo.n_trials)  # never more than this run's budget
-        ranked = ranked_trials(study)
-        artifacts.write_frame(artifacts.TRIALS_CSV, export_trials(study, list(params.search_space)))
-        write_ranked(artifacts.RANKED_JSON, RankedTrials(study=study.study_name, trials=tuple(ranked)))
-        artifacts.write_frame(artifacts.PARETO_CSV, pareto_front(study, list(params.search_space)))
-        artifacts.write_json(artifacts.STATISTICS_JSON, statistics(study))
-        artifacts.write_json(artifacts.BEST_TRIAL_PARAMS, ranked[0].params if ranked else {})
-        artifacts.write_json(artifacts.metrics_file("hpo"), {**summary(study), "storage": params.hpo.storage})
+    with GracefulStop().installed() as stop, early_workers("params.yaml", stop) as children:
+        with late_imports():
+            from hpopipe.sweep.stage import sweep_and_export
+        sweep_and_export(stop, children)
     if stop.exit_code:  # exports are written; a non-zero exit keeps dvc.lock from recording a cut sweep
         raise SystemExit(stop.exit_code)
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, imports_late=True)

@@ -43,3 +43,26 @@ def test_an_entry_point_imports_without_collection_and_runs_with_it(package: str
 @pytest.mark.parametrize("package", ["stages", "hpopipe.sweep", "hpopipe.cli"])
 def test_importing_them_any_other_way_leaves_the_collector_alone(package: str) -> None:
     assert _python(f"import gc, {package}; print(gc.isenabled())") == ["True"]
+
+
+LATE = textwrap.dedent(
+    """
+    import gc
+    from hpopipe.entry import late_imports, run
+
+    def main():
+        with late_imports():
+            print("late:", gc.isenabled())
+        print("after:", gc.isenabled(), flush=True)
+
+    {how}
+    """
+)
+
+
+def test_imports_a_stage_makes_once_started_are_made_without_collection_too() -> None:
+    # The hpo stage starts its local workers first, then imports the sweep.
+    assert _python(LATE.format(how="run(main)")) == ["late: False", "after: True"]
+    # Called from an importer (a test, a zygote): the collector is left alone.
+    main_elsewhere = "main.__module__ = 'stages.hpo'; run(main)"
+    assert _python(LATE.format(how=main_elsewhere)) == ["late: True", "after: True"]

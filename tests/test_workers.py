@@ -3,6 +3,7 @@ and the storages they share (Optuna journal file, PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -24,8 +25,9 @@ from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import FINISHED
+from hpopipe.sweep.local import LocalWorkers
 from hpopipe.sweep.storage import StorageSpec, open_storage, resolve
-from hpopipe.sweep.workers import Budget, LocalWorkers, fail_stale, work
+from hpopipe.sweep.workers import Budget, fail_stale, work
 from tests.conftest import REPO, TINY_PARAMS
 
 BUDGET = Budget(n_trials=12, timeout_s=None, max_failures=5, grace_s=30.0, heartbeat_s=0.5, max_retry=2)
@@ -298,6 +300,7 @@ def test_the_stage_runs_two_local_workers_on_a_journal_study(tmp_path: Path, pre
     assert len(workers) == 2 and f"{socket.gethostname()}:{stage.pid}" in workers
     assert "started 1 local worker process beside this one (2 workers)" in proc.stdout
     assert "2 workers: trials are proposed in the order results arrive" in proc.stdout  # said at start-up
+    assert "A new study created" not in proc.stdout  # Optuna's INFO lines stay quiet, imported late or not
     assert (workdir / "artifacts/hpo/trials.csv").exists()
     status = cli(workdir, "status")
     assert re.search(r"state +finished", status) and re.search(r"finished +6 of 6", status)
@@ -424,7 +427,10 @@ def fail_in_the_stage(study: optuna.Study, trial: FrozenTrial) -> None:
     records = lifecycle.workers(study).values()
     if any(int(r["pid"]) == os.getppid() for r in records):
         return  # the worker process beside the stage
-    if any(int(r["pid"]) != os.getpid() and r.get("trial") is not None for r in records):
+    # Mid-trial by the study, not by its heartbeat (up to heartbeat_s old): the two workers start
+    # together and may run in step, the other's trial ending as this one's does.
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if any(_pid(t) != os.getpid() and 1 <= len(t.intermediate_values) <= 3 for t in running):
         raise HpopipeError("the stage's own worker broke")
 
 
@@ -544,3 +550,103 @@ def test_several_workers_track_to_an_mlflow_server_nested_under_the_hpo_run(
     assert len(trials) == len(load_study(workdir, "journal").trials) >= 4
     assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {parent.info.run_id}
     assert len({r.data.tags["hpopipe.pid"] for r in trials}) == 2  # written by both workers
+
+
+# ---------------------------------------------------------------- workers started before the stage imports
+
+
+def test_an_early_worker_waits_for_the_stages_go_on_its_stdin() -> None:
+    from hpopipe.sweep.agent import wait_for_stage
+
+    code = "import sys; print(sys.stdin.readline(), end='', flush=True)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    workers = LocalWorkers([child], lambda: False, early=True)
+    workers.go("the-hpo-run")  # what the stage writes once its sweep is ready
+    assert workers.wait() == [0]
+    assert child.stdout is not None and json.loads(child.stdout.read()) == {"parent_run": "the-hpo-run"}
+
+    read, write = os.pipe()
+
+    def go() -> None:
+        os.write(write, b'{"parent_run": null}\n')
+        os.close(write)
+
+    later = threading.Timer(0.3, go)
+    later.start()
+    assert wait_for_stage(lambda: False, read, poll_s=0.05) == {"parent_run": None}
+    later.join()
+    assert wait_for_stage(lambda: True, read) is None  # a signal ends the wait
+    with pytest.raises(
+        HpopipeError, match=r"^the hpo stage that started this worker exited before its sweep"
+    ):
+        wait_for_stage(lambda: False, read)  # the stage died: its end of the pipe is closed
+    os.close(read)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("hpo", "env", "error", "started"),
+    [
+        # refused in the sweep, after the worker beside the stage was started
+        (
+            {"metrics": ["macro_f1", "rmse"], "pruner": {"name": "none"}},
+            {},
+            "hpopipe: error: hpo.metrics: 'rmse' is for regression",
+            True,
+        ),
+        # refused before any worker starts: an MLflow SQLite store takes one writer
+        ({}, {"HPOPIPE_TRACKING": "on"}, "hpopipe: error: MLflow: sqlite:///", False),
+    ],
+)
+def test_a_stage_that_fails_before_its_sweep_leaves_no_worker_running(
+    tmp_path: Path, prepared_dir: Path, hpo: dict[str, Any], env: dict[str, str], error: str, started: bool
+) -> None:
+    from tests.sweeps import start
+
+    workdir = stage_project(tmp_path, prepared_dir, 4, n_workers=2, storage="journal", **hpo)
+    proc = start(workdir, HPOPIPE_LOG_LEVEL="INFO", **env)
+    out, _ = proc.communicate(timeout=300)  # a worker left running would hold the pipe open
+    assert proc.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith(error), out
+    assert "Traceback" not in out, out
+    assert ("started 1 local worker process beside this one" in out) is started, out
+    assert not _group_alive(proc.pid), "a worker process outlived the stage"
+    assert "worker stopped:" not in out or "worker stopped: interrupted" in out  # it never ran a trial
+
+
+@pytest.mark.slow
+def test_early_workers_nest_under_this_runs_hpo_run_not_a_stale_one_in_the_study(
+    tmp_path: Path, prepared_dir: Path, mlflow_server: str
+) -> None:
+    from mlflow import MlflowClient
+
+    from tests.sweeps import run_stage
+
+    workdir = stage_project(tmp_path / "w", prepared_dir, 3, n_workers=2, storage="journal")
+    tracking = {"HPOPIPE_TRACKING": "on", "MLFLOW_TRACKING_URI": mlflow_server}
+    assert run_stage(workdir, **tracking).returncode == 0
+    first = load_study(workdir, "journal").user_attrs[lifecycle.PARENT_RUN]
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    raw["hpo"]["n_trials"] = 6  # the same study, extended: it still names the first run as its parent
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_stage(workdir, **tracking)
+    assert proc.returncode == 0, proc.stdout
+    client = MlflowClient(mlflow_server)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "hpopipe"]
+    runs = client.search_runs([experiment.experiment_id])
+    (second,) = [r for r in runs if r.info.run_name.startswith("hpo ") and r.info.run_id != first]
+    study = load_study(workdir, "journal")
+    assert study.user_attrs[lifecycle.PARENT_RUN] == second.info.run_id
+    newer = {f"trial-{t.number:04d}" for t in study.trials if t.number >= 3}
+    trials = [r for r in runs if r.info.run_name in newer]
+    assert len(trials) == len(newer) >= 3
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {second.info.run_id}
+    assert len({r.data.tags["hpopipe.pid"] for r in trials}) == 2  # the early worker's among them

@@ -34,7 +34,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import stages.hpo
 from hpopipe import artifacts, entry
-from hpopipe.sweep import runner  # noqa: F401
+from hpopipe.sweep import runner, stage  # noqa: F401
 
 
 class _Counter:

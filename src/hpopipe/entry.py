@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hpopipe.errors import HpopipeError
@@ -22,6 +23,7 @@ from hpopipe.redact import mask_url
 
 EXIT_USER_ERROR = 2
 _SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"}
+_as_script = False  # run() started a stage run as a script (see late_imports)
 log = logging.getLogger(__name__)
 
 
@@ -32,15 +34,25 @@ class _MaskingFormatter(logging.Formatter):
         return mask_url(super().format(record))
 
 
-def setup_logging() -> None:
-    """Plain timestamped lines; level from HPOPIPE_LOG_LEVEL (default INFO)."""
+def setup_logging(quiet_optuna_now: bool = True) -> None:
+    """Plain timestamped lines; level from HPOPIPE_LOG_LEVEL (default INFO).
+
+    ``quiet_optuna_now`` False leaves Optuna's logging to :func:`late_imports` (importing Optuna
+    takes a quarter of a second, which the hpo stage spends after starting its workers).
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("HPOPIPE_LOG_LEVEL", "INFO").upper())
-    # hpopipe logs each trial itself (hooks.TrialLogger); Optuna's own lines would repeat them.
-    # Optuna resets its logger's level when first imported, so set it through Optuna.
+    if quiet_optuna_now:
+        quiet_optuna()
+
+
+def quiet_optuna() -> None:
+    """Optuna logs warnings only: hpopipe logs each trial itself (hooks.TrialLogger), and Optuna's
+    own lines would repeat them. Optuna resets its logger's level when first imported, so this
+    imports it and sets the level through it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -123,8 +135,10 @@ def import_without_collection() -> None:
         gc.disable()
 
 
-def run(main: Callable[[], object]) -> None:
+def run(main: Callable[[], object], imports_late: bool = False) -> None:
     """Call ``main``; print an HpopipeError as one line and exit 2, without a traceback.
+
+    ``imports_late``: ``main`` does its heavy imports itself, in :func:`late_imports`.
 
     Under DVC (``DVC_STAGE`` is set) the stage also stops when ``dvc`` dies.
     A stage started by hand is left alone: ``nohup`` must keep meaning nohup.
@@ -133,10 +147,11 @@ def run(main: Callable[[], object]) -> None:
     returns normally ends by :func:`finish`, skipping the interpreter's teardown; a caller that
     imports the stage and calls this (tests, a zygote) gets an ordinary return.
     """
-    setup_logging()
+    setup_logging(quiet_optuna_now=not imports_late)
     if os.environ.get("DVC_STAGE"):
         watch_launcher()
-    as_script = getattr(main, "__module__", None) == "__main__"
+    global _as_script
+    as_script = _as_script = getattr(main, "__module__", None) == "__main__"
     if as_script:  # imports are done: what they made lives to the end, the collector need not scan it
         gc.freeze()
         gc.enable()  # off while it imported (import_without_collection)
@@ -151,6 +166,27 @@ def run(main: Callable[[], object]) -> None:
         _refuse(f"{err.filename or 'a write'}: no space left on device (free some space and run again)")
     if as_script:
         finish()
+
+
+@contextmanager
+def late_imports() -> Iterator[None]:
+    """Imports a stage makes once :func:`run` has started it, treated as its imports at start are:
+    no garbage collection while they run, and what they made frozen after.
+
+    The hpo stage starts its local workers first and imports the sweep (torch, MLflow, Optuna)
+    only then; Optuna's logging is set once it is imported (:func:`quiet_optuna`). Outside a
+    stage run as a script (tests, a zygote) the collector is left alone.
+    """
+    if not _as_script:
+        yield
+    else:
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.freeze()
+            gc.enable()
+    quiet_optuna()
 
 
 def _refuse(message: str) -> None:

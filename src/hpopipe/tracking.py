@@ -114,6 +114,13 @@ class NullTracker:
     def check_several_writers(self, why: str) -> None:
         """Refuse a tracking store that several processes cannot write to at once."""
 
+    def nest_under(self, run_id: str | None) -> None:
+        """Nest this process's runs, when it has no active run, under ``run_id`` (another process's).
+
+        A worker process's trial runs nest under the hpo stage's run; by default the run
+        ``HPOPIPE_PARENT_RUN_ID`` names.
+        """
+
     def shared_parent(self, run_id: str | None, name: str, tags: dict[str, str]) -> str | None:
         """The run that nests the trials of several processes: ``run_id`` (marked running) or a new one.
 
@@ -221,6 +228,7 @@ class MlflowTracker(NullTracker):
         self._pending: list[_Batch] = []
         self._sender = InOrder("mlflow-trial-runs")
         self._context_tags: dict[str, str] | None = None
+        self._parent_run = os.environ.get("HPOPIPE_PARENT_RUN_ID") or None  # see nest_under
         with self._writing():  # a new store's tables are created here, by one process only
             self._client = mlflow.MlflowClient()
             self._experiment = self._open_experiment(experiment, artifacts)
@@ -337,11 +345,11 @@ class MlflowTracker(NullTracker):
 
         Its creation is queued at the start and its batch and end at the end, in order, so
         the store's round trips overlap training; the parent run's end (or :meth:`drain`)
-        waits for them. Under the active run, or the run ``HPOPIPE_PARENT_RUN_ID`` names
+        waits for them. Under the active run, or the one :meth:`nest_under` set
         (a worker process nesting under the coordinator's ``hpo`` run).
         """
         active = self._mlflow.active_run()
-        parent = active.info.run_id if active else os.environ.get("HPOPIPE_PARENT_RUN_ID") or None
+        parent = active.info.run_id if active else self._parent_run
         tags = {**self._default_tags(), **tags, "mlflow.runName": name}
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -475,13 +483,10 @@ class MlflowTracker(NullTracker):
         return active.info.run_id if active else None
 
     def check_several_writers(self, why: str) -> None:
-        uri = self._mlflow.get_tracking_uri()
-        if not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
-            raise HpopipeError(
-                f"MLflow: {mask_url(uri)} takes one writer, but {why}: point MLFLOW_TRACKING_URI "
-                "at a tracking server (mlflow server --backend-store-uri postgresql://...) "
-                "or set HPOPIPE_TRACKING=off"
-            )
+        _refuse_one_writer(self._mlflow.get_tracking_uri(), why)
+
+    def nest_under(self, run_id: str | None) -> None:
+        self._parent_run = run_id
 
     def shared_parent(self, run_id: str | None, name: str, tags: dict[str, str]) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -662,6 +667,28 @@ def make_tracker(enabled: bool = True) -> NullTracker:
     if not enabled or tracking_off():
         return NullTracker()
     return MlflowTracker(experiment)
+
+
+def check_several_writers_early(why: str) -> None:
+    """:meth:`NullTracker.check_several_writers` before MLflow is imported (it takes a second), from
+    the environment alone: the hpo stage refuses a shared SQLite store before it starts its workers.
+
+    The store is the one :class:`MlflowTracker` would use: ``MLFLOW_TRACKING_URI``, else the
+    workspace's ``mlflow.db``. A bad ``HPOPIPE_EXPERIMENT`` is refused too, as :func:`make_tracker` does.
+    """
+    experiment_name()
+    if not tracking_off():
+        _refuse_one_writer(os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), why)
+
+
+def _refuse_one_writer(uri: str, why: str) -> None:
+    """An error when the store ``uri`` takes one writer (a SQLite file, a folder) but ``why`` needs more."""
+    if not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
+        raise HpopipeError(
+            f"MLflow: {mask_url(uri)} takes one writer, but {why}: point MLFLOW_TRACKING_URI "
+            "at a tracking server (mlflow server --backend-store-uri postgresql://...) "
+            "or set HPOPIPE_TRACKING=off"
+        )
 
 
 def tracking_off() -> bool:

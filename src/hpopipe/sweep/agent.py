@@ -9,8 +9,12 @@ with other settings can never add trials of another configuration to it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import select
 from collections.abc import Callable
+from typing import Any
 
 from hpopipe import artifacts
 from hpopipe.config import load_params
@@ -19,6 +23,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.handoffs.schema import read_schema
 from hpopipe.names import check_name
 from hpopipe.sweep.lifecycle import worker_id
+from hpopipe.sweep.local import COORDINATOR_ENV
 from hpopipe.sweep.runner import join
 from hpopipe.sweep.signals import GracefulStop
 from hpopipe.sweep.storage import open_storage, resolve, under_budget_lock
@@ -48,6 +53,11 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     tracker = make_tracker()
     tracker.check_several_writers("a worker shares the sweep with other processes")
     wid = wid or worker_id()
+    if os.environ.pop(COORDINATOR_ENV, None):  # started early by the hpo stage: not before its sweep is ready
+        go = wait_for_stage(stop)
+        if go is None:
+            return "interrupted"
+        tracker.nest_under(go.get("parent_run"))
     log.info("worker %s joins sweep %s on %s", wid, name, spec.display)
     storage = open_storage(spec, params.hpo.storage_retry_s)
     study_ = open_study(params, name, storage)
@@ -56,6 +66,28 @@ def run_agent(params_path: str, study: str | None, wid: str | None, stop: Callab
     reason = join(params, train, schema, study_, spec, tracker, stop, wid)
     log.info("worker %s stops: %s", wid, reason)
     return reason
+
+
+def wait_for_stage(stop: Callable[[], bool], fd: int = 0, poll_s: float = 0.1) -> dict[str, Any] | None:
+    """Wait for the go of the hpo stage that started this worker early: one JSON line on ``fd``
+    (stdin, a pipe from the stage; see :mod:`hpopipe.sweep.local`). The line, or None when a
+    signal stopped the wait.
+
+    The stage stops its workers when it fails before the go; a stage that died unable to (SIGKILL)
+    closed the pipe, and the wait ends with an error.
+    """
+    received = b""
+    while not received.endswith(b"\n"):
+        if stop():
+            return None
+        if not select.select([fd], [], [], poll_s)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise HpopipeError("the hpo stage that started this worker exited before its sweep began")
+        received += chunk
+    go = json.loads(received)
+    return dict(go) if isinstance(go, dict) else {}
 
 
 def run_worker(params_path: str, study: str | None = None, wid: str | None = None) -> None:
@@ -75,7 +107,7 @@ def run_worker(params_path: str, study: str | None = None, wid: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hpopipe.sweep.agent --params P [--study S] [--id W]`` (see workers.worker_command)."""
+    """``python -m hpopipe.sweep.agent --params P [--study S] [--id W]`` (see local.worker_command)."""
     parser = argparse.ArgumentParser(prog="hpopipe-worker")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--study")

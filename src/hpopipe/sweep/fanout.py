@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hpopipe import entry
 from hpopipe.errors import HpopipeError, WorkerFailed
 from hpopipe.redact import mask_url
-from hpopipe.sweep.workers import worker_command
+from hpopipe.sweep.local import worker_command
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

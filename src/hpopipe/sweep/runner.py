@@ -27,13 +27,14 @@ from hpopipe.sweep import lifecycle, objectives
 from hpopipe.sweep.budget import budget_met, finished_in
 from hpopipe.sweep.exports import summary, within_budget
 from hpopipe.sweep.hooks import Callback, after_trial_hooks, sweep_end_hooks
+from hpopipe.sweep.local import LocalWorkers, start_local, wait_forwarding_stop
 from hpopipe.sweep.objective import Objective
 from hpopipe.sweep.progress import ProgressReporter
 from hpopipe.sweep.recovery import start_fresh
 from hpopipe.sweep.storage import StorageSpec, open_storage, sweep_lock, under_budget_lock
 from hpopipe.sweep.study import data_fingerprint, open_study, study_name
 from hpopipe.sweep.warm_start import Reuse, warm_start
-from hpopipe.sweep.workers import budget_of, fail_stale, start_local, wait_forwarding_stop, work
+from hpopipe.sweep.workers import budget_of, fail_stale, work
 from hpopipe.tracking import NullTracker, git_commit
 from hpopipe.training import checkpoints
 from hpopipe.training.loop import task_of
@@ -51,13 +52,16 @@ def sweep(
     tracker: NullTracker,
     stop: Callable[[], bool] | None = None,
     params_path: str = "params.yaml",
+    children: LocalWorkers | None = None,
 ) -> optuna.Study:
     """The whole hpo stage: open (or resume) the study for these settings and run it to budget.
 
     The stage is the sweep's coordinator: it creates the study, fails trials of
     dead workers, runs the workers (itself; itself and N-1 local processes; or
     Prefect deployment runs) and returns once the budget is spent. ``stop`` is polled
-    between epochs and trials (see signals.GracefulStop).
+    between epochs and trials (see signals.GracefulStop). ``children`` are the N-1 local
+    processes when the stage started them early (:func:`hpopipe.sweep.local.early_workers`);
+    they wait for the go this sweep gives them once it is ready.
     """
     params = params.for_task(schema["task"])  # hpo.metric: auto follows the prepared data
     # A bad factory, or a tuned name it declares it does not read, fails here, not as N trials.
@@ -105,7 +109,9 @@ def sweep(
         if in_process:
             healthy = join(params, train, schema, study, spec, tracker, stop) != "failed"
         elif hpo.backend == "local":
-            healthy = _join_beside_local(params, train, schema, study, spec, tracker, stop, params_path)
+            healthy = _join_beside_local(
+                params, train, schema, study, spec, tracker, stop, params_path, children
+            )
         else:
             healthy = _fan_out(params, name, params_path, stop)
         tracker.log_metrics(outcome_metrics(within_budget(study, params.hpo.n_trials)))
@@ -123,6 +129,7 @@ def locked_sweep(
     spec: StorageSpec,
     tracker: NullTracker,
     stop: Callable[[], bool] | None = None,
+    children: LocalWorkers | None = None,
 ) -> Iterator[optuna.Study]:
     """:func:`sweep` holding the study's sweep lock until the block ends: the hpo stage's way in.
 
@@ -131,7 +138,7 @@ def locked_sweep(
     """
     name = study_name(params, data_fingerprint(train, schema))
     with sweep_lock(spec, name, stop):
-        yield sweep(params, train, schema, spec, tracker, stop)
+        yield sweep(params, train, schema, spec, tracker, stop, children=children)
 
 
 def outcome_metrics(study: optuna.Study) -> dict[str, float]:
@@ -180,18 +187,24 @@ def _join_beside_local(
     tracker: NullTracker,
     stop: Callable[[], bool] | None,
     params_path: str,
+    children: LocalWorkers | None,
 ) -> bool:
     """N local workers: this process, already imported and holding the study, and N-1 processes beside it.
 
     A fresh worker process pays seconds of imports before its first trial; the stage would only
-    wait. The processes' trial runs nest under the hpo run through ``HPOPIPE_PARENT_RUN_ID``,
-    this process's through ``tracker``. If this worker raises, the others are stopped before
-    the error goes on. Returns False when a worker crashed or the sweep failed.
+    wait. So the stage starts them before its own imports (``children``) and gives them the go
+    here, with the hpo run they nest under (:meth:`LocalWorkers.go`); without
+    ``children`` they start here, the run named by ``HPOPIPE_PARENT_RUN_ID``. This process's trial
+    runs nest through ``tracker``. If this worker raises, the others are stopped before the error
+    goes on. Returns False when a worker crashed or the sweep failed.
     """
-    env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
-    never: Callable[[], bool] = lambda: False  # noqa: E731
-    children = start_local(params.hpo.n_workers - 1, study.study_name, params_path, stop or never, env)
+    if children is None:
+        env = {"HPOPIPE_PARENT_RUN_ID": tracker.run_id() or ""}
+        never: Callable[[], bool] = lambda: False  # noqa: E731
+        children = start_local(params.hpo.n_workers - 1, study.study_name, params_path, stop or never, env)
     try:
+        if children.early:  # started before the sweep was ready: they wait for this
+            children.go(tracker.run_id())
         reason = join(params, train, schema, study, spec, tracker, stop)
         codes = children.wait()
     except BaseException as err:  # a storage outage, a full disk, a second signal: none is orphaned
