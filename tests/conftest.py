@@ -156,6 +156,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def scikit_learn_loaded_after(code: str) -> list[str]:
+    """Which of scikit-learn and scipy a fresh interpreter has loaded after running ``code``
+    (this checkout's library first on its path): each costs a stage about half a second."""
+    code += "; import sys; print(' '.join(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    env = subprocess_env()
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 DROP: Any = object()
 """A value for :func:`params_variant` that removes the key instead of setting it."""
 

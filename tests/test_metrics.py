@@ -8,9 +8,6 @@ value, and shows up in the test-split evaluation when it says so, with no edit h
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from hpopipe import metrics
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.metrics import CATALOGUE, MODEL_SIZE, MetricSpec
+from tests.conftest import scikit_learn_loaded_after
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = [pytest.param(spec, id=name) for name, spec in CATALOGUE.items()]
@@ -114,14 +112,9 @@ def test_model_size_is_a_minimised_objective_but_not_a_metric() -> None:
 
 def test_reading_params_yaml_does_not_import_scikit_learn() -> None:
     # The catalogue imports scikit-learn (and with it scipy) only to compute a score.
-    code = (
-        "import sys; from hpopipe.config import load_params; load_params('params.yaml'); "
-        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    assert (
+        scikit_learn_loaded_after("from hpopipe.config import load_params; load_params('params.yaml')") == []
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
 
 
 # The per-epoch metrics are numpy, not scikit-learn (speed); scikit-learn stays the reference.
