@@ -28,6 +28,7 @@ runs under cProfile and its time is split into parts that add up to the whole ``
 (see :func:`split_profile`).
 
 Usage: ``python benchmarks/overhead.py [--quick] [--out-dir DIR] [--trials N] [--epochs N]``
+``[--storage journal]`` runs hpopipe's sweeps on a journal file instead of SQLite (what a journal saves).
 Writes ``DIR/overhead.json`` (default ``benchmarks/results/``) and prints a table.
 """
 
@@ -60,7 +61,7 @@ import yaml
 from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
 from hpopipe.sweep.runner import sweep
-from hpopipe.sweep.storage import sqlite_spec
+from hpopipe.sweep.storage import resolve as storage_spec
 from hpopipe.tracking import MlflowTracker
 
 ROOT = common.ROOT
@@ -172,9 +173,8 @@ def run_sweep(
             with timed(out):
                 if profile is not None:
                     profile.enable()
-                study = sweep(
-                    params, workload.train, workload.schema, sqlite_spec(workdir / "study.db"), tracker
-                )
+                spec = storage_spec(params.hpo.storage, root=workdir)  # study.db, or study.journal
+                study = sweep(params, workload.train, workload.schema, spec, tracker)
                 if profile is not None:
                     profile.disable()
             client = tracker._client
@@ -606,6 +606,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads (default 1, as train.threads: auto)"
     )
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "journal"),
+        default="sqlite",
+        help="the sweep's hpo.storage (default sqlite, as params.yaml): what a journal would save",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of every side")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS, help="where overhead.json goes")
     return parser.parse_args(argv)
@@ -619,6 +625,13 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one log line per trial is noise here
     rounds = args.rounds or (2 if args.quick else 4)
     base = load_params(ROOT / "params.yaml")
+    base = parse_params(
+        {
+            **base.model_dump(mode="json"),
+            "hpo": {**base.hpo.model_dump(mode="json"), "storage": args.storage},
+        },
+        "benchmark params",
+    )
     budgets = {  # the repo's params for its own table; a few short trials for the big one
         "default": (args.trials or (4 if args.quick else None), args.epochs or (4 if args.quick else None)),
         "synthetic": (args.trials or (3 if args.quick else 8), args.epochs or (3 if args.quick else 8)),
@@ -651,6 +664,7 @@ def main(argv: list[str] | None = None) -> None:
             "not_timed": "start-up, imports, data preparation, the split, MLflow store creation",
             "rounds": rounds,
             "torch_threads": torch.get_num_threads(),
+            "storage": args.storage,
         },
         "machine": facts,
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
