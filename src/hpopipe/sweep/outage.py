@@ -265,18 +265,16 @@ class RetryingStorage(optuna.storages.BaseStorage):
         """Read the trials afresh from now on (the budget lock counts other workers' trials)."""
         self.memo.forget()
 
-    def _trial_write(
-        self, name: str, trial_id: int, change: Callable[[FrozenTrial], None], *args: Any
-    ) -> None:
-        """A write to one trial, then shown in the remembered reads as a re-read would show it
+    def _trial_write(self, trial_id: int, write: Callable[[], T], change: Callable[[FrozenTrial], None]) -> T:
+        """``write`` to one trial, then shown in the remembered reads as a re-read would show it
         (:meth:`ReadMemo.patch`); a write that raised may or may not have landed: forgotten."""
-        method = getattr(self._inner, name)
         try:
-            self.outage.call(lambda: method(trial_id, *args))
+            result = self.outage.call(write)
         except BaseException:
             self.memo.forget()
             raise
         self.memo.patch(trial_id, change)
+        return result
 
     # -- studies
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
@@ -335,7 +333,12 @@ class RetryingStorage(optuna.storages.BaseStorage):
             t.params[param_name] = distribution.to_external_repr(param_value_internal)
             t.distributions[param_name] = distribution
 
-        self._trial_write("set_trial_param", trial_id, change, param_name, param_value_internal, distribution)
+        inner = self._inner
+        self._trial_write(
+            trial_id,
+            lambda: inner.set_trial_param(trial_id, param_name, param_value_internal, distribution),
+            change,
+        )
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         return int(self._retry("get_trial_id_from_study_id_trial_number", study_id, trial_number))
@@ -356,35 +359,40 @@ class RetryingStorage(optuna.storages.BaseStorage):
         def change(t: FrozenTrial) -> None:
             t.intermediate_values[int(step)] = float(intermediate_value)
 
-        self._trial_write("set_trial_intermediate_value", trial_id, change, step, intermediate_value)
+        inner = self._inner
+        self._trial_write(
+            trial_id, lambda: inner.set_trial_intermediate_value(trial_id, step, intermediate_value), change
+        )
 
     def set_trial_intermediate_values(self, trial: optuna.Trial, points: Sequence[tuple[int, float]]) -> bool:
         """Several intermediate values of the live ``trial`` in one transaction (an upsert: safe
-        to retry); False when the storage is not an RDB (see :func:`write_intermediate_values`)."""
-        try:
-            written = bool(self.outage.call(lambda: write_intermediate_values(trial, points, self._inner)))
-        except BaseException:
-            self.memo.forget()
-            raise
+        to retry); False, with nothing written, when the storage is not an RDB (a journal: the
+        caller reports them one by one; see :func:`write_intermediate_values`)."""
+        if self.rdb is None:
+            return False
 
         def change(t: FrozenTrial) -> None:
             t.intermediate_values.update((int(step), float(value)) for step, value in points)
 
-        if written:
-            self.memo.patch(trial_id(trial), change)
-        return written
+        return bool(
+            self._trial_write(
+                trial_id(trial), lambda: write_intermediate_values(trial, points, self._inner), change
+            )
+        )
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         def change(t: FrozenTrial) -> None:
             t.user_attrs[key] = json.loads(json.dumps(value))  # stored as JSON, read back from it
 
-        self._trial_write("set_trial_user_attr", trial_id, change, key, value)
+        inner = self._inner
+        self._trial_write(trial_id, lambda: inner.set_trial_user_attr(trial_id, key, value), change)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         def change(t: FrozenTrial) -> None:
             set_system_attr(t, key, value)
 
-        self._trial_write("set_trial_system_attr", trial_id, change, key, value)
+        inner = self._inner
+        self._trial_write(trial_id, lambda: inner.set_trial_system_attr(trial_id, key, value), change)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         return self.memo.trial(trial_id, lambda: self._retry("get_trial", trial_id))
