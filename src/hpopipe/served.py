@@ -135,13 +135,21 @@ def model_tags(
 
 
 def requirements() -> list[str]:
-    """What the model's code imports (:data:`REQUIRED`), pinned to the versions that trained it
-    (each module's ``__version__``; torch's without its local build label, ``+cpu``)."""
-    import importlib
+    """What the model's code imports (:data:`REQUIRED`), pinned to the versions that trained it."""
+    import numpy
+    import pydantic
+    import sklearn
+    import yaml
 
-    versions = {name: importlib.import_module(module).__version__ for name, module in REQUIRED.items()}
-    versions["torch"] = torch.__version__.split("+")[0]
-    return [f"{name}=={version}" for name, version in versions.items()]
+    versions = {
+        "torch": torch.__version__.split("+")[0],
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pydantic": pydantic.VERSION,
+        "pyyaml": yaml.__version__,
+    }
+    return [f"{name}=={versions[name]}" for name in REQUIRED]
 
 
 def log_refit_model(
