@@ -28,7 +28,8 @@ runs under cProfile and its time is split into parts that add up to the whole ``
 (see :func:`split_profile`).
 
 Usage: ``python benchmarks/overhead.py [--quick] [--out-dir DIR] [--trials N] [--epochs N]``
-``[--storage journal]`` runs hpopipe's sweeps on a journal file instead of SQLite (what a journal saves).
+``[--storage sqlite]`` runs hpopipe's sweeps on a SQLite file instead of the default journal (what
+the journal saves).
 Writes ``DIR/overhead.json`` (default ``benchmarks/results/``) and prints a table.
 """
 
@@ -155,7 +156,8 @@ def timed(out: list[Timed]) -> Any:
 def run_sweep(
     workload: Workload, out: list[Timed], profile: cProfile.Profile | None = None
 ) -> tuple[dict[str, Any], float, int]:
-    """One real sweep on fresh storage (Optuna SQLite, MLflow SQLite, checkpoints) in a temp dir.
+    """One real sweep on fresh storage (hpo.storage: journal or SQLite; MLflow SQLite; checkpoints)
+    in a temp dir.
 
     Returns the bare loop's job for its trials, the MLflow store set-up seconds and the MLflow runs.
     """
@@ -609,8 +611,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--storage",
         choices=("sqlite", "journal"),
-        default="sqlite",
-        help="the sweep's hpo.storage (default sqlite, as params.yaml): what a journal would save",
+        default="journal",
+        help="the sweep's hpo.storage (default journal, as params.yaml; sqlite: what the journal saves)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of every side")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS, help="where overhead.json goes")

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 # The crash helpers of the recovery tests: one implementation of "start a stage", "wait until trial
 # N is mid-way", "the study as a straight run lists it".
 from tests.conftest import make_project, subprocess_env  # noqa: E402
+from tests.sweeps import study_file  # noqa: E402
 from tests.test_recovery import load, project, signature, start, sweep_params, wait_mid_trial  # noqa: E402
 
 RESULTS = REPO / "benchmarks/results"
@@ -136,7 +137,7 @@ def crash_loop(
     for kill in kills:
         mark = uuid.uuid4().hex
         proc = start(workdir, HPOPIPE_BENCH_MARK=mark, **env)
-        n = len(load(workdir).trials) if (workdir / "artifacts/hpo/study.db").exists() else 0
+        n = len(load(workdir).trials) if study_file(workdir).exists() else 0
         wait_mid_trial(workdir, proc, n + 1)  # a fresh trial, after any queued retry ran
         sent = time.monotonic()
         kill(proc)

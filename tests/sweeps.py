@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
 from hpopipe.sweep import lifecycle
+from hpopipe.sweep.journal_file import open_journal
 from hpopipe.sweep.recovery import INTERRUPTED
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
@@ -57,25 +58,44 @@ def run_stage(workdir: Path, module: str = "stages.hpo", **env: str) -> subproce
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
+def study_file(workdir: Path) -> Path:
+    """The study file of a project in ``workdir``: the default journal, else a SQLite file
+    (``hpo.storage: sqlite``)."""
+    journal = workdir / "artifacts/hpo/study.journal"
+    return journal if journal.exists() else workdir / "artifacts/hpo/study.db"
+
+
+def study_storage(workdir: Path) -> optuna.storages.BaseStorage | str:
+    """The storage of :func:`study_file` (never created), without hpopipe's read memo: a test reads
+    what the stage processes wrote."""
+    path = study_file(workdir)
+    assert path.exists(), f"no study file in {path.parent}"
+    return open_journal(path) if path.suffix == ".journal" else sqlite_url(path)
+
+
 def load(workdir: Path) -> optuna.Study:
-    storage = sqlite_url(workdir / "artifacts/hpo/study.db")
+    storage = study_storage(workdir)
     (name,) = optuna.study.get_all_study_names(storage)
     return optuna.load_study(study_name=name, storage=storage)
 
 
 @functools.cache
-def _polling_storage(path: Path) -> optuna.storages.RDBStorage:
+def _polling_storage(path: Path) -> optuna.storages.BaseStorage:
     """One storage (one engine) per study file for a poll loop: a new one per poll cost enough
     under load that a poll missed a trial's window."""
+    if path.suffix == ".journal":
+        return open_journal(path)
     return optuna.storages.RDBStorage(sqlite_url(path))
 
 
 def _tables_made(db: Path) -> bool:
-    """Whether the stage has made Optuna's tables in ``db`` (its alembic version row is written
-    last). Opening a storage earlier would create them too, racing the stage's own creation
-    (a UNIQUE constraint on alembic_version then killed the stage)."""
+    """Whether the stage has made its study file: for SQLite, Optuna's tables (its alembic version
+    row is written last). Opening a storage earlier would create them too, racing the stage's own
+    creation (a UNIQUE constraint on alembic_version then killed the stage)."""
     if not db.exists():
         return False
+    if db.suffix == ".journal":
+        return db.stat().st_size > 0
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
             return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
@@ -106,9 +126,9 @@ def second_worker_joined(study: optuna.Study, trial: FrozenTrial) -> None:
 def wait_mid_trial(workdir: Path, proc: subprocess.Popen[str], number: int, epochs: int = 2) -> None:
     """Block until trial ``number`` is RUNNING with at least ``epochs`` epochs reported."""
     deadline = time.monotonic() + 180
-    db = workdir / "artifacts/hpo/study.db"
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        db = study_file(workdir)
         try:
             if not _tables_made(db):
                 raise ValueError("no study yet")

@@ -89,13 +89,13 @@ class BadInput:
         return self.command[0] == "stage" and self.command[1] != "prepare"
 
 
-def _truncate_study(root: Path) -> None:
-    """Half of the study file gone, as after a full disk or a bad copy (its WAL with it)."""
-    study = root / "artifacts/hpo/study.db"
-    for sidecar in ("study.db-wal", "study.db-shm"):
-        (root / "artifacts/hpo" / sidecar).unlink(missing_ok=True)
-    with study.open("r+b") as handle:
-        handle.truncate(study.stat().st_size // 2)
+def _damage_study(root: Path) -> None:
+    """A line of the study journal overwritten by garbage, as by a bad disk or a bad copy (a cut
+    at the end is no damage: the next append cuts it off, tests/test_journal_file.py)."""
+    study = root / "artifacts/hpo/study.journal"
+    lines = study.read_bytes().splitlines(keepends=True)
+    lines[3] = b"\x00" * (len(lines[3]) - 1) + b"\n"
+    study.write_bytes(b"".join(lines))
 
 
 def _model_naming(factory: str) -> Callable[[Path], None]:
@@ -392,7 +392,7 @@ BAD_INPUTS: list[BadInput] = [
         "storage",
         VALIDATE,
         "params.yaml: hpo.storage: SQLite takes one writer",
-        _set("hpo.n_workers", 2),
+        _sets(hpo__n_workers=2, hpo__storage="sqlite"),
     ),
     BadInput(
         "storage-unknown-scheme",
@@ -623,8 +623,8 @@ BAD_INPUTS: list[BadInput] = [
     BadInput(
         "predict-over-the-study",
         "outputs",
-        (*PREDICT, "artifacts/hpo/study.db"),
-        "--output: artifacts/hpo/study.db lies in artifacts, which the pipeline owns",
+        (*PREDICT, "artifacts/hpo/study.journal"),
+        "--output: artifacts/hpo/study.journal lies in artifacts, which the pipeline owns",
     ),
     BadInput(
         "predict-over-params",
@@ -649,26 +649,26 @@ BAD_INPUTS: list[BadInput] = [
     ),
     # a damaged study file
     BadInput(
-        "study-truncated-studies",
+        "study-damaged-studies",
         "study file",
         ("hpopipe", "studies"),
-        "artifacts/hpo/study.db: the study database is damaged (database disk image is malformed): "
+        "artifacts/hpo/study.journal: the study journal is damaged (line 4 is not JSON): "
         "bring back its last backup with `hpopipe restore",
-        damage=_truncate_study,
+        damage=_damage_study,
     ),
     BadInput(
-        "study-truncated-status",
+        "study-damaged-status",
         "study file",
         ("hpopipe", "status"),
-        "artifacts/hpo/study.db: the study database is damaged",
-        damage=_truncate_study,
+        "artifacts/hpo/study.journal: the study journal is damaged (line 4 is not JSON)",
+        damage=_damage_study,
     ),
     BadInput(
-        "study-truncated-hpo",
+        "study-damaged-hpo",
         "study file",
         HPO,
-        "artifacts/hpo/study.db: the study database is damaged",
-        damage=_truncate_study,
+        "artifacts/hpo/study.journal: the study journal is damaged (line 4 is not JSON)",
+        damage=_damage_study,
     ),
     # params.yaml too deep or too big
     BadInput(
@@ -730,7 +730,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def base_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_project(tmp_path_factory.mktemp("base"), BASE_PARAMS)
     run_stages(root, PIPELINE_TO_REFIT)
-    assert (root / "models/model.pt").is_file() and (root / "artifacts/hpo/study.db").is_file()
+    assert (root / "models/model.pt").is_file() and (root / "artifacts/hpo/study.journal").is_file()
     assert list((root / ".hpopipe/checkpoints").rglob("*.pt"))
     return root
 

@@ -127,7 +127,7 @@ def test_failed_sweep_leaves_the_existing_study_untouched(tmp_path: Path) -> Non
     status = hpopipe("status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert re.search(r"finished +2 of 2 \(complete \+ pruned\)", status.stdout)
-    study = tmp_path / artifacts.STUDY_DB
+    study = tmp_path / artifacts.STUDY_JOURNAL
     digest = hashlib.sha256(study.read_bytes()).hexdigest()
     raw["search_space"]["lr"] = {"type": "log_uniform", "min": 0.0, "max": 1.0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -126,7 +126,7 @@ def test_the_hpo_stage_on_a_full_disk_stops_in_one_line_and_the_next_run_goes_on
     assert cut.returncode == 2, cut.stdout
     # The study file (relative to the project, as the log names it), or the checkpoint being written.
     _refused_in_one_line(
-        cut.stdout, "artifacts/hpo/study.db" if full == "study" else str(disk.root / "scratch")
+        cut.stdout, "artifacts/hpo/study.journal" if full == "study" else str(disk.root / "scratch")
     )
     assert _finished(workdir) == before  # the study reads, its trials as they were
     assert not [t for t in load(workdir).trials if t.state == TrialState.COMPLETE and t.number >= 2]

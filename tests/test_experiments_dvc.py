@@ -19,8 +19,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from hpopipe.artifacts import sqlite_url
 from tests.conftest import TINY_PARAMS, dvc_repro, make_project, params_variant, subprocess_env
+from tests.sweeps import study_storage
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def commit(root: Path) -> None:
 
 def counted(root: Path) -> list[FrozenTrial]:
     """The workspace study's trials that count toward the budget, in order."""
-    storage = sqlite_url(root / "artifacts/hpo/study.db")
+    storage = study_storage(root)
     (name,) = optuna.study.get_all_study_names(storage)
     return optuna.load_study(study_name=name, storage=storage).get_trials(states=FINISHED)
 

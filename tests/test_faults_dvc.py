@@ -25,7 +25,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import REPO, TINY_PARAMS, dvc_repro, make_project, subprocess_env
-from tests.sweeps import _tables_made, assert_invariants, load, wait_mid_trial
+from tests.sweeps import _tables_made, assert_invariants, load, study_file, wait_mid_trial
 
 pytestmark = pytest.mark.slow
 STAGES = ["prepare", "hpo", "cv", "select", "refit", "report", "cleanup"]
@@ -197,7 +197,7 @@ def test_each_stage_killed_half_way_reruns_only_it_and_what_follows(tmp_path: Pa
 
 def _trial_running(root: Path, number: int) -> bool:
     """Trial ``number`` RUNNING with two epochs reported (the sweep's half way)."""
-    if not _tables_made(root / "artifacts/hpo/study.db"):  # opening it earlier races the stage's tables
+    if not _tables_made(study_file(root)):  # opening it earlier races the stage's tables
         return False
     try:
         trials = load(root).get_trials(deepcopy=False)

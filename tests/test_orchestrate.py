@@ -90,7 +90,7 @@ def test_the_commit_holds_what_dvc_leaves_to_git_but_not_what_git_ignores(tmp_pa
     sh(tmp_path, "git", "init", "-q")
     assert git_tracked_outputs(tmp_path) == ["plots", "m.json"]
     tracked = git_tracked_outputs(REPO)
-    assert "metrics/test.json" in tracked and "artifacts/hpo/study.db" not in tracked
+    assert "metrics/test.json" in tracked and "artifacts/hpo/study.journal" not in tracked
 
 
 # ---------------------------------------------------------------- one stage through DVC

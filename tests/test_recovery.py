@@ -18,9 +18,16 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpopipe.artifacts import sqlite_url
 from tests.conftest import subprocess_env
-from tests.sweeps import assert_invariants, load, run_stage, start, sweep_params, wait_mid_trial
+from tests.sweeps import (
+    assert_invariants,
+    load,
+    run_stage,
+    start,
+    study_storage,
+    sweep_params,
+    wait_mid_trial,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -164,8 +171,8 @@ def test_signal_stops_gracefully_and_the_next_run_resumes(
 def test_backup_after_every_trial_and_restore(tmp_path: Path, prepared_dir: Path) -> None:
     workdir = project(tmp_path / "w", prepared_dir, backup_dir=str(tmp_path / "backup"), n_trials=2)
     assert run_stage(workdir).returncode == 0
-    backup = tmp_path / "backup/study.db"
-    live = workdir / "artifacts/hpo/study.db"
+    backup = tmp_path / "backup/study.journal"
+    live = workdir / "artifacts/hpo/study.journal"
     assert backup.exists()
     assert len(load(workdir).trials) == 2
     live.write_bytes(b"corrupted")  # the disk ate it
@@ -177,7 +184,7 @@ def test_backup_after_every_trial_and_restore(tmp_path: Path, prepared_dir: Path
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert (workdir / "artifacts/hpo/study.db.before-restore").read_bytes() == b"corrupted"
+    assert (workdir / "artifacts/hpo/study.journal.before-restore").read_bytes() == b"corrupted"
     assert [t.state for t in load(workdir).trials] == [TrialState.COMPLETE] * 2
 
 
@@ -212,7 +219,7 @@ def test_retry_failed_backs_up_and_reruns_the_failed_trials(tmp_path: Path, prep
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    storage = sqlite_url(workdir / "artifacts/hpo/study.db")
+    storage = study_storage(workdir)
     name = load_name(workdir)
     assert f"{name}_backup-0" in optuna.study.get_all_study_names(storage)
     backup = optuna.load_study(study_name=f"{name}_backup-0", storage=storage)
@@ -226,11 +233,7 @@ def test_retry_failed_backs_up_and_reruns_the_failed_trials(tmp_path: Path, prep
 
 
 def load_name(workdir: Path) -> str:
-    (name,) = [
-        n
-        for n in optuna.study.get_all_study_names(sqlite_url(workdir / "artifacts/hpo/study.db"))
-        if "_backup-" not in n
-    ]
+    (name,) = [n for n in optuna.study.get_all_study_names(study_storage(workdir)) if "_backup-" not in n]
     return name
 
 
@@ -240,6 +243,6 @@ def test_fresh_starts_over_and_keeps_the_old_study_as_a_backup(tmp_path: Path, p
     (workdir / "params.yaml").write_text(yaml.safe_dump(sweep_params(n_trials=1, fresh=True)))
     assert run_stage(workdir).returncode == 0
     name = load_name(workdir)
-    storage = sqlite_url(workdir / "artifacts/hpo/study.db")
+    storage = study_storage(workdir)
     assert len(optuna.load_study(study_name=name, storage=storage).trials) == 1
     assert len(optuna.load_study(study_name=f"{name}_backup-0", storage=storage).trials) == 2

@@ -32,6 +32,7 @@ from hpopipe.report import plots, render
 from hpopipe.training.loop import task_of
 from hpopipe.training.split import split_validation
 from tests.conftest import REPO, TINY_PARAMS, inside, make_project, subprocess_env
+from tests.sweeps import study_storage
 from tools.importgraph import closure as library_closure
 
 PIPELINE = ["prepare", "hpo", "cv", "select", "refit"]
@@ -106,7 +107,7 @@ def plot(root: Path, name: str) -> pd.DataFrame:
 
 def study_of(root: Path) -> optuna.Study:
     name = json.loads((root / "metrics/hpo.json").read_text())["study"]
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'artifacts/hpo/study.db'}")
+    return optuna.load_study(study_name=name, storage=study_storage(root))
 
 
 # ---------------------------------------------------------------- plot data
@@ -380,7 +381,7 @@ def test_a_study_grown_since_the_sweep_does_not_change_the_report(
     shutil.copytree(classification, copy)
     with inside(copy):
         data = load_params().data
-        grown = render.open_study("sqlite", render.load_sources(data).study.study_name)
+        grown = render.open_study("journal", render.load_sources(data).study.study_name)
         first = grown.trials[0]  # a new, better trial with the same distributions
         grown.add_trial(create_trial(params=first.params, distributions=first.distributions, value=0.999))
         sources = render.load_sources(data)
@@ -393,14 +394,15 @@ def test_missing_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> N
     data = parse_params(yaml.safe_load(TINY_PARAMS)).data
     with inside(tmp_path), pytest.raises(HpopipeError, match=r"^metrics/hpo\.json: not found"):
         render.load_sources(data)
-    with inside(tmp_path), pytest.raises(HpopipeError, match=r"study\.db: not found"):
-        render.open_study("sqlite", "mlp-0")
+    for storage, name in (("journal", r"study\.journal"), ("sqlite", r"study\.db")):
+        with inside(tmp_path), pytest.raises(HpopipeError, match=rf"{name}: not found"):
+            render.open_study(storage, "mlp-0")
     assert not (tmp_path / "artifacts").exists()  # reading never creates a storage
 
 
 def test_a_study_missing_from_the_storage_is_named(classification: Path) -> None:
     with inside(classification), pytest.raises(HpopipeError, match="no study named 'mlp-nope'"):
-        render.open_study("sqlite", "mlp-nope")
+        render.open_study("journal", "mlp-nope")
 
 
 # ---------------------------------------------------------------- the stage in the pipeline

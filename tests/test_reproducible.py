@@ -21,7 +21,7 @@ from hpopipe.artifacts import sqlite_url
 from hpopipe.config import parse_params
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.backup import backup_sqlite, check_integrity, restore_sqlite
+from hpopipe.sweep.backup import backup_study, check_integrity, restore_sqlite
 from hpopipe.sweep.optuna_internals import queued_params
 from hpopipe.sweep.recovery import retry_states
 from hpopipe.sweep.runner import sweep
@@ -142,7 +142,7 @@ def test_restore_with_a_wal_present_brings_the_backup_back_and_keeps_everything(
     for x in (0.1, 0.2, 0.3):
         study.enqueue_trial({"x": x})
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
-    assert backup_sqlite(live, tmp_path / "backup") is not None
+    assert backup_study(live, tmp_path / "backup") is not None
     # Two more trials, then the process dies: they sit in the write-ahead log, not the file.
     code = (
         "import os, optuna; from hpopipe.sweep.storage import sqlite_storage; from pathlib import Path\n"

@@ -1,4 +1,5 @@
-"""`hpopipe status` and the sweep's progress reporter, on real SQLite studies and a real terminal."""
+"""`hpopipe status` and the sweep's progress reporter, on real studies (journal and SQLite files)
+and a real terminal."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep.journal_file import open_journal
 from hpopipe.sweep.optuna_internals import trial_id
 from hpopipe.sweep.progress import ProgressReporter, format_duration
 from hpopipe.sweep.status import busy_seconds, format_status, latest_study, read_status
@@ -44,14 +46,17 @@ def trial(
     )
 
 
-def storage(path: Path) -> str:
-    return f"sqlite:///{path}"
+def storage(path: Path) -> optuna.storages.BaseStorage:
+    """A study file's storage: a journal by its suffix (the default storage), else SQLite."""
+    return (
+        open_journal(path) if path.suffix == ".journal" else optuna.storages.RDBStorage(f"sqlite:///{path}")
+    )
 
 
-@pytest.fixture
-def study_db(tmp_path: Path) -> Path:
+@pytest.fixture(params=["study.journal", "study.db"])
+def study_db(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """A sweep half done: 3 complete, 1 pruned, 1 failed, 1 running, 1 waiting; a 60 s pause in it."""
-    path = tmp_path / "study.db"
+    path = tmp_path / request.param
     study = optuna.create_study(study_name="mlp-aaaa", storage=storage(path), direction="maximize")
     for t in (
         trial(TrialState.COMPLETE, 0, 30, 0.80),
@@ -100,10 +105,10 @@ def test_status_table_has_a_row_per_state_and_the_progress(study_db: Path) -> No
 def test_a_finished_sweep_says_done(study_db: Path) -> None:
     text = format_status(read_status(study_db, study="mlp-aaaa", n_trials=4))
     assert "eta" in text and "done" not in text  # the budget is reached, but a trial still runs and one waits
-    storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}")
-    study = optuna.load_study(study_name="mlp-aaaa", storage=storage)
+    store = storage(study_db)
+    study = optuna.load_study(study_name="mlp-aaaa", storage=store)
     for t in study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+        store.set_trial_state_values(trial_id(t), TrialState.FAIL)
     assert format_status(read_status(study_db, n_trials=4)).splitlines()[-1] == "eta          done"
 
 
@@ -119,7 +124,7 @@ def test_without_a_name_the_study_that_ran_last_is_shown(study_db: Path) -> None
     older.add_trial(trial(TrialState.COMPLETE, -1000, -900, 0.1))
     backup = optuna.create_study(study_name="mlp-aaaa_backup-1", storage=storage(study_db))
     backup.add_trial(trial(TrialState.COMPLETE, 500, 600, 0.1))  # a copy, however recent, is not the sweep
-    assert latest_study(optuna.storages.RDBStorage(storage(study_db)), study_db) == "mlp-aaaa"
+    assert latest_study(storage(study_db), study_db) == "mlp-aaaa"
     assert read_status(study_db, study="mlp-old").counts["COMPLETE"] == 1
 
 
@@ -132,12 +137,18 @@ def test_status_errors_name_the_file_or_study(tmp_path: Path, study_db: Path) ->
     garbage.write_text("not a database")
     with pytest.raises(HpopipeError, match=r"garbage\.db: the study database is damaged .*`hpopipe restore"):
         read_status(garbage)
+    garbage = tmp_path / "garbage.journal"
+    garbage.write_text('{"op_code": 0}\nnot a journal\n')
+    with pytest.raises(
+        HpopipeError, match=r"garbage\.journal: the study journal is damaged \(line 2 is not JSON"
+    ):
+        read_status(garbage)
     with pytest.raises(HpopipeError, match="no study named 'mlp-zzzz'"):
         read_status(study_db, study="mlp-zzzz")
-    empty = tmp_path / "empty.db"
-    optuna.storages.RDBStorage(storage(empty))
-    with pytest.raises(HpopipeError, match="holds no study yet"):
-        read_status(empty)
+    for empty in (tmp_path / "empty.db", tmp_path / "empty.journal"):
+        storage(empty)
+        with pytest.raises(HpopipeError, match="holds no study yet"):
+            read_status(empty)
 
 
 def test_busy_time_counts_overlapping_workers_once() -> None:

@@ -169,13 +169,13 @@ def params(**hpo: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("hpo", "message"),
     [
-        ({"n_workers": 2}, "hpo.storage: SQLite takes one writer"),
+        ({"n_workers": 2, "storage": "sqlite"}, "hpo.storage: SQLite takes one writer"),
         ({"backend": "prefect", "storage": "journal"}, "hpo.storage: Prefect workers may run on other"),
         ({"storage": "postgresql://me:s3cret@db/hpo"}, "hpo.storage: a password here would be copied"),
         ({"storage": "mysql://db/hpo"}, "hpo.storage: unknown storage 'mysql://db/hpo'"),
         ({"storage": "redis://db"}, "hpo.storage: unknown storage"),
         ({"storage": "env:1BAD"}, "hpo.storage: 'env:1BAD': after 'env:' comes"),
-        ({"storage": "journal", "backup_dir": "b"}, "hpo.backup_dir: backs up the SQLite file"),
+        ({"storage": "env:STUDY_URL", "backup_dir": "b"}, "hpo.backup_dir: backs up a study file"),
         ({"heartbeat_s": 30, "grace_s": 10}, "hpo.grace_s"),
         (
             {"n_workers": 2, "storage": "journal", "sampler": {"name": "tpe", "constant_liar": False}},

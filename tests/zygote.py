@@ -5,8 +5,10 @@ each would spend seconds importing torch, Optuna and MLflow; forked from this
 process (which imports them but runs no torch op, so the fork is safe) a stage
 starts in milliseconds. Each child is still a whole process with its own files,
 database connections and MLflow store, and it dies the way a killed stage dies:
-by SIGKILL, sent at an exact moment (an optimiser step, a commit to the study, an
-export), with no cleanup of any kind.
+by SIGKILL, sent at an exact moment (an optimiser step, a write to the study, an
+export), with no cleanup of any kind. A write to the default journal is killed half
+written (a torn last line, which the next run must cut off); a SQLite write is killed with its
+statements sent and its COMMIT not.
 
 Protocol: one JSON request per stdin line, one JSON reply per stdout line.
 A request ``{"mlflow_store": path}`` makes an empty MLflow store there, for the tests to
@@ -34,7 +36,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import stages.hpo
 from hpopipe import artifacts, entry
-from hpopipe.sweep import runner, stage  # noqa: F401
+from hpopipe.sweep import journal_file, runner, stage  # noqa: F401
 
 
 class _Counter:
@@ -44,9 +46,11 @@ class _Counter:
         self.kill, self.report = kill, report
         self.seen = {"step": 0, "commit": 0, "export": 0}
 
-    def tick(self, what: str) -> None:
+    def tick(self, what: str, last_words: Callable[[], None] | None = None) -> None:
         self.seen[what] += 1
         if self.kill and self.kill["at"] == what and self.seen[what] == self.kill["n"]:
+            if last_words is not None:
+                last_words()
             os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self) -> None:
@@ -61,6 +65,18 @@ def _install(counter: _Counter) -> None:
             counter.tick("commit")  # the statements ran; the COMMIT has not been sent
 
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
+    append_logs = journal_file.RepairingBackend.append_logs
+
+    def appending(backend: journal_file.RepairingBackend, logs: list[dict[str, Any]]) -> None:
+        def torn() -> None:  # half of the lines' bytes reach the file, then the process dies
+            text = ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
+            with open(backend.path, "ab") as handle:
+                handle.write(text[: len(text) // 2])
+
+        counter.tick("commit", torn)
+        append_logs(backend, logs)
+
+    journal_file.RepairingBackend.append_logs = appending  # type: ignore[method-assign,assignment]
     write_json = artifacts.write_json
 
     def exporting(path: Path, payload: Any) -> None:

@@ -111,10 +111,10 @@ def _status(args: argparse.Namespace) -> None:
     n_trials = params.hpo.n_trials if params else None
     source: Any = args.storage
     if args.storage is None:
-        spec = resolve(params.hpo.storage if params else "sqlite")
+        spec = resolve(params.hpo.storage if params else "journal")
         if spec.path is not None and not spec.path.exists():
             raise HpopipeError(f"hpo.storage: {spec.path}: not found (no sweep has run here yet: dvc repro)")
-        source = spec.path if spec.kind == "sqlite" else open_storage(spec)
+        source = spec.path if spec.path is not None else open_storage(spec)
     field, name = ("NAME", args.name) if args.name is not None else ("--study", args.study)
     study = None if name is None else check_name(name, field)
     print(format_status(read_status(source, study, n_trials)))
@@ -133,21 +133,21 @@ def _resume(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
-    from hpopipe.sweep.backup import restore_sqlite
+    from hpopipe.sweep.backup import restore_study
 
     spec = sweep.storage_spec(args.params, args.storage)
-    if spec.kind != "sqlite":
+    if spec.path is None:
         raise HpopipeError(
-            f"hpo.storage: {spec.kind}: restore brings back a SQLite study file "
-            "(back a journal or database up with its own tools)"
+            f"hpo.storage: {spec.kind}: restore brings back a study file (journal or sqlite); "
+            "back a database up with its own tools"
         )
     target = spec.path
-    kept = restore_sqlite(args.source, target, sweep.grace_of(args.params))
+    kept = restore_study(args.source, target, sweep.grace_of(args.params))
     note = f" (the previous file is kept as {kept})" if kept else ""
     print(f"restored {target} from {args.source}{note}")
 
 
-STORAGE_HELP = "a SQLite study file (default: the storage hpo.storage in --params names)"
+STORAGE_HELP = "a study file, *.journal or SQLite (default: the storage hpo.storage in --params names)"
 PARAMS_HELP = "names the storage (hpo.storage)"
 
 
@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_studies)
     st = sub.add_parser("status", help="the sweep so far: state, trials by state, best value, rate, workers")
     st.add_argument("name", nargs="?", help="study name (default: the one whose trials started last)")
-    st.add_argument("--storage", type=Path, help="a SQLite study file (default: hpo.storage in --params)")
+    st.add_argument(
+        "--storage", type=Path, help="a study file, *.journal or SQLite (default: hpo.storage in --params)"
+    )
     st.add_argument("--study", help="same as NAME")
     st.add_argument("--params", type=Path, default=Path("params.yaml"), help="read hpo.n_trials for the ETA")
     st.set_defaults(func=_status)

@@ -16,15 +16,15 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def storage_spec(params_path: Path, storage: Path | None) -> Any:
-    """The storage a command acts on: ``--storage`` (a SQLite file), else hpo.storage in --params.
+    """The storage a command acts on: ``--storage`` (a journal or SQLite file), else hpo.storage in --params.
 
     --params may be a sweep-only file (an external sweep's, docs/external.md) as well.
     """
     from hpopipe.config import load_sweep_params
-    from hpopipe.sweep.storage import resolve, sqlite_spec
+    from hpopipe.sweep.storage import file_spec, resolve
 
     if storage is not None:
-        return sqlite_spec(storage)
+        return file_spec(storage)
     return resolve(load_sweep_params(params_path).hpo.storage)
 
 

@@ -338,7 +338,9 @@ class HpoConfig(_Strict):
     backup_dir: Path | None = None
     # Scale-out (README "Parallel and distributed sweeps"): none of these changes the study's identity.
     n_workers: Count = Field(default=1, ge=1, le=256)
-    storage: str = "sqlite"  # sqlite | journal | postgresql://user@host/db | env:NAME
+    # journal (artifacts/hpo/study.journal) | sqlite (artifacts/hpo/study.db, one writer)
+    # | postgresql://user@host/db | env:NAME
+    storage: str = "journal"
     backend: Literal["local", "prefect"] = "local"
     heartbeat_s: float = Field(default=10.0, gt=0)
     grace_s: float = Field(default=60.0, gt=0)
@@ -362,8 +364,10 @@ class HpoConfig(_Strict):
             )
         if self.backend == "prefect" and self.storage == "journal":
             raise ValueError("storage: Prefect workers may run on other machines: use a postgresql storage")
-        if self.backup_dir is not None and self.storage != "sqlite":
-            raise ValueError("backup_dir: backs up the SQLite file; back up a journal or database yourself")
+        if self.backup_dir is not None and self.storage not in ("sqlite", "journal"):
+            raise ValueError(
+                "backup_dir: backs up a study file (journal or sqlite); back a database up yourself"
+            )
         if several and isinstance(self.sampler, TpeSampler) and not self.sampler.constant_liar:
             raise ValueError(
                 "sampler: constant_liar must stay true with several workers "

@@ -1,4 +1,5 @@
-"""Backups of a study: consistent SQLite copies, their restore, and free backup names in a storage.
+"""Backups of a study file: consistent copies of a live SQLite file or journal, their restore, and
+free backup names in a storage.
 
 A sweep is hours of compute; a bad disk or a mistaken ``resume`` must never lose it.
 """
@@ -15,13 +16,19 @@ import optuna
 from hpopipe.artifacts import sqlite_url
 from hpopipe.atomic import temp_path
 from hpopipe.errors import HpopipeError
+from hpopipe.sweep import journal_file
 from hpopipe.sweep.lifecycle import refuse_while_running
 
 log = logging.getLogger("hpopipe.sweep.recovery")  # log lines keep the name they had before the split
 
 
-def backup_sqlite(source: Path, target_dir: Path) -> Path | None:
-    """Copy a live SQLite study consistently (online backup API) into ``target_dir``.
+def _is_journal(path: Path) -> bool:
+    return path.suffix == ".journal"
+
+
+def backup_study(source: Path, target_dir: Path) -> Path | None:
+    """Copy a live study file consistently into ``target_dir``: SQLite through its online backup
+    API, a journal up to its last whole line (a state Optuna replays).
 
     A failed backup is a warning, never a failed trial: returns None.
     """
@@ -29,7 +36,10 @@ def backup_sqlite(source: Path, target_dir: Path) -> Path | None:
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         with temp_path(target) as tmp:
-            _sqlite_copy(source, tmp)
+            if _is_journal(source):
+                journal_file.copy_complete_lines(source, tmp)
+            else:
+                _sqlite_copy(source, tmp)
     except (OSError, sqlite3.Error) as err:
         log.warning("backup of %s to %s failed: %s", source, target_dir, err)
         return None
@@ -63,6 +73,38 @@ def check_integrity(path: Path, field: str) -> None:
         raise HpopipeError(
             f"{field}: {path}: fails SQLite's integrity check ({result[0] if result else '?'})"
         )
+
+
+def restore_study(backup_dir: Path, target: Path, grace_s: float = 60.0) -> Path | None:
+    """Bring a backed-up study file (SQLite or journal) back; see :func:`restore_sqlite`."""
+    if _is_journal(target):
+        return restore_journal(backup_dir, target, grace_s)
+    return restore_sqlite(backup_dir, target, grace_s)
+
+
+def restore_journal(backup_dir: Path, target: Path, grace_s: float = 60.0) -> Path | None:
+    """Bring a backed-up journal back; the current one's whole lines are kept beside it first.
+
+    Refused while a worker runs a sweep in ``target``; the backup must be a journal Optuna can
+    replay. The restored file replaces the current one in one rename.
+    """
+    source = backup_dir / target.name
+    if not source.is_file():
+        raise HpopipeError(f"--from: {backup_dir}: no {target.name} in it")
+    problem = journal_file.unreadable_line(source)
+    if problem is not None:
+        raise HpopipeError(f"--from: {source}: not a readable study journal ({problem})")
+    kept = None
+    if target.exists():
+        kept = target.with_name(f"{target.name}.before-restore")
+        if journal_file.unreadable_line(target) is None:
+            _refuse_while_running(target, grace_s)
+        with temp_path(kept) as tmp:
+            shutil.copyfile(target, tmp)  # every byte as it is, a damaged line too
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with temp_path(target) as tmp:
+        journal_file.copy_complete_lines(source, tmp)
+    return kept
 
 
 def restore_sqlite(backup_dir: Path, target: Path, grace_s: float = 60.0) -> Path | None:
@@ -107,15 +149,20 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
 
 
 def _refuse_while_running(path: Path, grace_s: float) -> None:
+    if _is_journal(path):
+        _refuse_in(journal_file.open_journal(path), grace_s)
+        return
     storage = optuna.storages.RDBStorage(sqlite_url(path))
     try:
-        for name in optuna.study.get_all_study_names(storage):
-            refuse_while_running(
-                optuna.load_study(study_name=name, storage=storage), grace_s, "hpopipe restore"
-            )
+        _refuse_in(storage, grace_s)
     finally:
         storage.remove_session()
         storage.engine.dispose()
+
+
+def _refuse_in(storage: optuna.storages.BaseStorage, grace_s: float) -> None:
+    for name in optuna.study.get_all_study_names(storage):
+        refuse_while_running(optuna.load_study(study_name=name, storage=storage), grace_s, "hpopipe restore")
 
 
 BACKUP_MARK = "_backup-"

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpopipe import metrics, workspace
 from hpopipe.config import Params, SweepParams
 from hpopipe.plugins import load_callable
-from hpopipe.sweep.backup import backup_sqlite
+from hpopipe.sweep.backup import backup_study
 from hpopipe.sweep.scratch import scratch_bound
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def after_trial_hooks(
 ) -> list[Callback]:
     """The callbacks a sweep runs after each trial: built-in ones, ``hpo.callbacks``, ``hpo.on_new_best``.
 
-    ``storage_path`` is the SQLite file to back up (``hpo.backup_dir``); None for other storages.
+    ``storage_path`` is the study file (SQLite or journal) to back up (``hpo.backup_dir``); None
+    for a database.
     """
     hooks: list[Callback] = [TrialLogger(params.hpo.metric)]
     if stop is not None:
@@ -111,7 +112,7 @@ def after_trial_hooks(
         backup_dir = workspace.state_path(params.hpo.backup_dir)  # not in a DVC experiment's copy
 
         def backup(study: optuna.Study, trial: FrozenTrial) -> None:
-            backup_sqlite(source, backup_dir)
+            backup_study(source, backup_dir)
 
         hooks.append(backup)
     if isinstance(params, Params):  # external code (SweepParams) keeps no checkpoints of ours

@@ -25,7 +25,7 @@ from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import budget_met, count_finished_states, own
 from hpopipe.sweep.progress import best_trial, format_duration, format_value
-from hpopipe.sweep.storage import check_study_file
+from hpopipe.sweep.storage import JOURNAL_SUFFIX, check_study_file, journal_spec, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def read_status(
     n_trials: int | None = None,
     now: datetime | None = None,
 ) -> SweepStatus:
-    """Snapshot a study (in a SQLite file, or any storage); without a name, the study that ran last.
+    """Snapshot a study (in a journal or SQLite file, or any storage); without a name, the latest.
 
     ``now`` (naive local time, as Optuna stores it) closes the interval of a
     trial still running; it defaults to the current time.
@@ -105,10 +105,12 @@ def read_status(
     )
 
 
-def _storage(path: Path) -> optuna.storages.RDBStorage:
+def _storage(path: Path) -> optuna.storages.BaseStorage:
     # Checked first: Optuna would create an empty storage file where none exists.
     if not path.is_file():
         raise HpopipeError(f"--storage: {path}: file not found (no sweep has run here yet: dvc repro)")
+    if path.suffix == JOURNAL_SUFFIX:
+        return open_storage(journal_spec(path))
     check_study_file(path)
     try:
         return optuna.storages.RDBStorage(sqlite_url(path))

@@ -3,8 +3,10 @@ budget, and the sweep lock that lets one run at a time grow the study (DVC exper
 
 Three storages, chosen by ``hpo.storage``:
 
-- ``sqlite``: ``artifacts/hpo/study.db``, one writer (the default, and the fastest for one worker);
-- ``journal``: Optuna's append-only journal file, safe for several processes on one machine;
+- ``journal``: ``artifacts/hpo/study.journal``, Optuna's append-only journal file (the default):
+  several processes on one machine, and the cheapest per trial (docs/benchmarks.md measures it
+  against SQLite: a trial's dozen writes are appended lines, not SQL transactions);
+- ``sqlite``: ``artifacts/hpo/study.db``, one writer;
 - ``postgresql://...``: for workers on several machines. A password never sits in params.yaml
   (DVC copies every param into dvc.lock and git): ``env:NAME`` reads the URL from an environment
   variable at run time.
@@ -71,6 +73,19 @@ def sqlite_spec(path: Path) -> StorageSpec:
     return StorageSpec("sqlite", artifacts.sqlite_url(path), path)
 
 
+def journal_spec(path: Path) -> StorageSpec:
+    """An Optuna journal file at ``path``."""
+    return StorageSpec("journal", str(path.resolve()), path)
+
+
+def file_spec(path: Path) -> StorageSpec:
+    """The study file a ``--storage PATH`` option names: a journal by its ``.journal`` suffix, else SQLite."""
+    return journal_spec(path) if path.suffix == JOURNAL_SUFFIX else sqlite_spec(path)
+
+
+JOURNAL_SUFFIX = ".journal"
+
+
 def resolve(setting: str, root: Path | None = None) -> StorageSpec:
     """The storage an ``hpo.storage`` setting names; ``env:NAME`` is read from the environment now.
 
@@ -82,8 +97,7 @@ def resolve(setting: str, root: Path | None = None) -> StorageSpec:
     if setting == "sqlite":
         return sqlite_spec(root / "study.db")
     if setting == "journal":
-        path = root / "study.journal"
-        return StorageSpec("journal", str(path.resolve()), path)
+        return journal_spec(root / f"study{JOURNAL_SUFFIX}")
     url = setting
     if setting.startswith("env:"):
         name = setting[4:]
@@ -154,11 +168,14 @@ def open_storage(spec: StorageSpec, retry_s: float = 0.0) -> optuna.storages.Bas
 
 
 def _journal(path: Path) -> optuna.storages.JournalStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    """The journal at ``path``, replayed; a damaged one is one line naming it and the way back."""
+    from hpopipe.sweep.journal_file import open_journal, unreadable_line
 
-    resolved = str(path.resolve())  # the storage object outlives any chdir
-    backend = JournalFileBackend(resolved, lock_obj=JournalFileOpenLock(resolved))
-    return optuna.storages.JournalStorage(backend)
+    try:
+        return open_journal(path.resolve())  # the storage object outlives any chdir
+    except (ValueError, KeyError, TypeError) as err:  # a line that is no JSON, or no journal entry
+        problem = unreadable_line(path) or str(err).strip().splitlines()[0]
+        raise damaged(path, "journal", problem) from None
 
 
 _TABLES_KEY = 0x6870_6F70_7462_6C73  # "hpoptbls": the advisory lock around table creation
@@ -198,17 +215,30 @@ def check_study_file(path: Path) -> None:
     """A damaged study file is one line naming it and the way back, not a "malformed" traceback.
 
     SQLite's quick_check reads every page once (milliseconds for a study of thousands of
-    trials); without it a truncated file fails at some later query, deep inside Optuna.
+    trials); without it a truncated file fails at some later query, deep inside Optuna. A
+    journal's lines are parsed once (about 80 µs a trial); a torn last line is no damage.
     """
     if not path.is_file() or path.stat().st_size == 0:
         return  # a new study: SQLite creates it
+    if path.suffix == JOURNAL_SUFFIX:
+        from hpopipe.sweep.journal_file import unreadable_line
+
+        problem = unreadable_line(path)
+        if problem is not None:
+            raise damaged(path, "journal", problem)
+        return
     problem = _quick_check(path)
     if problem is not None:
-        raise HpopipeError(
-            f"{path}: the study database is damaged ({problem}): "
-            "bring back its last backup with `hpopipe restore --from DIR` (DIR: hpo.backup_dir), "
-            "or move the file away to start the sweep afresh"
-        )
+        raise damaged(path, "database", problem)
+
+
+def damaged(path: Path, what: str, problem: str) -> HpopipeError:
+    """The one line for a study file that cannot be read: which file, what is wrong, the way back."""
+    return HpopipeError(
+        f"{path}: the study {what} is damaged ({problem}): "
+        "bring back its last backup with `hpopipe restore --from DIR` (DIR: hpo.backup_dir), "
+        "or move the file away to start the sweep afresh"
+    )
 
 
 def _quick_check(path: Path) -> str | None:
@@ -383,8 +413,7 @@ def sweep_lock(spec: StorageSpec, study_name: str, stop: Callable[[], bool] | No
             yield
         return
     assert spec.path is not None
-    if spec.kind == "sqlite":
-        check_study_file(spec.path)  # a damaged study is refused before the lock file is touched
+    check_study_file(spec.path)  # a damaged study is refused before the lock file is touched
     lock_path = spec.path.with_name(spec.path.name + ".sweep-lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+", encoding="utf-8") as handle:
