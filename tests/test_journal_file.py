@@ -84,7 +84,11 @@ def test_a_finished_trial_is_on_disk_and_its_epochs_cost_no_sync_each(
     study.optimize(objective, n_trials=2)
     appends = len(path.read_bytes().splitlines()) - appends
     assert appends == 2 * (1 + 2 + 10 + 1 + 1)  # create, 2 params, 10 epochs, an attribute, the end
-    assert len(synced) == 2 * 2  # each trial's creation and its end, not its 13 details
+    assert len(synced) == 2  # each trial's end, not its start and 13 details
+    study.enqueue_trial({"x": 0.5, "n": 2})
+    assert len(synced) == 3 and synced[-1] == path.stat().st_size  # a queued trial is on disk at once
+    study.optimize(objective, n_trials=1)
+    assert len(synced) == 5  # the queued trial taken (WAITING to RUNNING, a state change) and its end
     assert synced[-1] == path.stat().st_size  # once told, every byte of the study is durable
 
 

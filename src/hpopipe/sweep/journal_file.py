@@ -14,17 +14,16 @@ matter for a sweep that may be killed at any moment:
   that glued line stops every later read. :class:`RepairingBackend` cuts a torn tail off, holding
   the lock, before it appends: the cut operation never happened, as after a crash one instant
   earlier.
-
-- Optuna syncs the file to disk after every append, a dozen or more per trial (a parameter,
-  an epoch's value, an attribute); on this machine's disk those fsyncs were the largest single
-  cost of a sweep's bookkeeping (docs/benchmarks.md). :class:`RepairingBackend` syncs only the
-  appends that create or finish a trial or write the study (:data:`TRIAL_DETAIL_OPS` are the
-  others), and an fsync makes every earlier byte of the file durable too. A killed process
+- Optuna syncs the file to disk after every append, two dozen per default trial (its start, each
+  parameter, each epoch's value, each attribute, its end); on this machine's disk those fsyncs
+  were the largest single cost of a sweep's bookkeeping (docs/benchmarks.md).
+  :class:`RepairingBackend` syncs only the appends that finish a trial, queue one (a trial made
+  from a template) or write the study; a running trial's start and details are made durable by
+  its end, since an fsync makes every earlier byte of the file durable too. A killed process
   loses nothing either way: its appends are in the operating system's cache, and the next
-  reader sees them. An operating-system crash or power loss can lose the running trial's
-  latest details (it is then retried from its checkpoint), as SQLite in WAL mode with
-  ``synchronous=NORMAL`` loses its last commits; what it leaves at the end of the file is a
-  torn tail, cut as above.
+  reader sees them. An operating-system crash or power loss can lose the trial that was running
+  (the sweep runs it again), as SQLite in WAL mode with ``synchronous=NORMAL`` loses its last
+  commits; what it leaves at the end of the file is a torn tail, cut as above.
 
 A prefix of the file that ends at a newline is a study state Optuna can replay: that is what
 :func:`copy_complete_lines` copies for backups.
@@ -42,7 +41,7 @@ from typing import IO, Any
 import optuna
 from optuna.storages.journal import JournalFileBackend
 
-from hpopipe.sweep.optuna_internals import TRIAL_DETAIL_OPS
+from hpopipe.sweep.optuna_internals import CREATE_TRIAL_OP, TRIAL_DETAIL_OPS
 
 log = logging.getLogger(__name__)
 LOCK_SUFFIX = ".append-lock"  # not Optuna's ".lock", which its own lock deletes on release
@@ -50,30 +49,31 @@ _TAIL_PROBE = 1 << 16  # bytes read back from the end when looking for the last 
 
 
 class FlockLock:
-    """``flock`` on ``<journal>.append-lock``: released by the kernel when the holder dies."""
+    """``flock`` on ``<journal>.append-lock``: released by the kernel when the holder dies.
+
+    The lock file stays open between appends (one ``open`` saved on each). A flock belongs to
+    the open file, which a forked child would share, so a child opens its own.
+    """
 
     def __init__(self, journal: Path) -> None:
         self._path = journal.with_name(journal.name + LOCK_SUFFIX)
         self._handle: IO[bytes] | None = None
+        self._pid = 0
 
     def __enter__(self) -> None:
-        handle = open(self._path, "ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except BaseException:
-            handle.close()
-            raise
-        self._handle = handle
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = open(self._path, "ab")  # closed when the backend is collected
+            self._pid = os.getpid()
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.close()  # closing the descriptor drops the flock
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
 
 
 class RepairingBackend(JournalFileBackend):
     """Optuna's journal file, whose appends first cut off a torn last line, and are synced to disk
-    when they create or finish a trial or write the study (see the module doc)."""
+    when they finish or queue a trial or write the study (see the module doc)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))  # its own lock is never taken: every append is ours
@@ -81,13 +81,24 @@ class RepairingBackend(JournalFileBackend):
         self.path = path
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with self._flock:
-            _cut_torn_tail(self.path)
-            with open(self.path, "ab") as f:
-                f.write(("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode())
-                f.flush()
-                if not all(x.get("op_code") in TRIAL_DETAIL_OPS for x in logs):
-                    os.fsync(f.fileno())
+        text = ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
+        with self._flock, open(self.path, "a+b") as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                _cut_torn_tail(self.path, fd, size)
+            f.write(text)
+            f.flush()
+            if any(map(_durable_now, logs)):
+                os.fsync(fd)
+
+
+def _durable_now(entry: dict[str, Any]) -> bool:
+    """Whether an operation must be on disk when its append returns (see the module doc)."""
+    op = entry.get("op_code")
+    if op in TRIAL_DETAIL_OPS:
+        return False
+    return not (op == CREATE_TRIAL_OP and "state" not in entry)  # a plain ask: synced with its end
 
 
 def open_journal(path: Path) -> optuna.storages.JournalStorage:
@@ -98,16 +109,11 @@ def open_journal(path: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(RepairingBackend(path))
 
 
-def _cut_torn_tail(path: Path) -> None:
-    """Truncate ``path`` after its last newline when it does not end with one (caller holds the lock)."""
-    size = path.stat().st_size
-    if size == 0:
-        return
+def _cut_torn_tail(path: Path, fd: int, size: int) -> None:
+    """Truncate the journal open as ``fd`` after its last newline (the caller holds the lock)."""
     end = complete_size(path, size)
-    if end == size:
-        return
     log.warning("%s: its last write was cut short (%d bytes); they are dropped", path, size - end)
-    os.truncate(path, end)
+    os.ftruncate(fd, end)
 
 
 def complete_size(path: Path, size: int | None = None) -> int:

@@ -59,10 +59,10 @@ hpopipe touches an underscore name of Optuna.
 - :func:`own_copy` and :func:`set_system_attr` (``FrozenTrial.system_attrs``): the storage's
   read memo (:mod:`hpopipe.sweep.read_memo`) writes this process's writes to a trial into the
   trials it remembers, on a copy whose dicts are its own, as a re-read would return them.
-- :data:`TRIAL_DETAIL_OPS` (``optuna.storages.journal._storage.JournalOperation``): the
-  journal's operation codes for a running trial's details (a parameter, an epoch's value, an
-  attribute), which the study journal appends without an ``fsync`` of their own
-  (:mod:`hpopipe.sweep.journal_file`).
+- :data:`TRIAL_DETAIL_OPS` and :data:`CREATE_TRIAL_OP`
+  (``optuna.storages.journal._storage.JournalOperation``): the journal's operation codes for a
+  running trial's start and details (a parameter, an epoch's value, an attribute), which the
+  study journal appends without an ``fsync`` of their own (:mod:`hpopipe.sweep.journal_file`).
 - :func:`optimize_loop_window` and :func:`stop_requested` (``Study._stop_flag``,
   ``Study._thread_local.in_optimize_loop``): ``study.stop()`` only works inside
   ``study.optimize``; hpopipe runs its own trial loop and opens the same window
@@ -87,8 +87,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 CHECKED_WITH = "5.0.0"  # the Optuna version this module was last checked against
 
-# Journal operations that only add to a running trial: made durable by the next trial creation,
-# state change or study write, which is synced (a later fsync covers every earlier byte).
+# Journal operations that only add to a running trial: made durable by the trial's end or the
+# next study write, which is synced (a later fsync covers every earlier byte).
 TRIAL_DETAIL_OPS = frozenset(
     op.value
     for op in (
@@ -98,6 +98,7 @@ TRIAL_DETAIL_OPS = frozenset(
         JournalOperation.SET_TRIAL_SYSTEM_ATTR,
     )
 )
+CREATE_TRIAL_OP = JournalOperation.CREATE_TRIAL.value  # a trial from a template carries its "state"
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
