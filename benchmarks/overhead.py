@@ -29,7 +29,7 @@ runs under cProfile and its time is split into parts that add up to the whole ``
 
 Usage: ``python benchmarks/overhead.py [--quick] [--out-dir DIR] [--trials N] [--epochs N]``
 ``[--storage sqlite]`` runs hpopipe's sweeps on a SQLite file instead of the default journal (what
-the journal saves).
+the journal saves); ``[--tracking off]`` runs them without MLflow (what tracking costs).
 Writes ``DIR/overhead.json`` (default ``benchmarks/results/``) and prints a table.
 """
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import importlib
 import inspect
 import os
@@ -63,7 +64,7 @@ from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import resolve as storage_spec
-from hpopipe.tracking import MlflowTracker
+from hpopipe.tracking import MlflowTracker, NullTracker
 
 ROOT = common.ROOT
 # The issue's "done when": sweep loop / bare loop on the default table and on 20k x 40.
@@ -84,6 +85,7 @@ class Workload:
     params: Params
     train: pd.DataFrame
     schema: dict[str, Any]
+    tracking: bool = True  # False: the sweep runs with tracking off (what MLflow costs)
 
 
 def with_budget(params: Params, n_trials: int | None, max_epochs: int | None, **data: Any) -> Params:
@@ -170,7 +172,7 @@ def run_sweep(
         # chdir: MLflow's default artifact root is relative to the cwd; keep it out of the repo.
         with contextlib.chdir(workdir):
             start = time.perf_counter()
-            tracker = MlflowTracker(EXPERIMENT)
+            tracker = MlflowTracker(EXPERIMENT) if workload.tracking else NullTracker()
             setup_s = time.perf_counter() - start
             with timed(out):
                 if profile is not None:
@@ -179,8 +181,10 @@ def run_sweep(
                 study = sweep(params, workload.train, workload.schema, spec, tracker)
                 if profile is not None:
                     profile.disable()
-            client = tracker._client
-            runs = len(client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id]))
+            runs = 0
+            if isinstance(tracker, MlflowTracker):
+                client = tracker._client
+                runs = len(client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id]))
         return common.job_of(params, workload.schema, study, torch.get_num_threads()), setup_s, runs
 
 
@@ -304,7 +308,9 @@ def split_profile(prof: Profile) -> dict[str, float]:
         "train: validation forward (predict)": prof.total(f"{LOOP}:predict"),
         "train: validation metric (metrics.score)": prof.total("hpopipe.metrics:score"),
         "train: build model": prof.total("hpopipe.training.models:build"),
-        "train: copy of the best state (deepcopy in fit)": prof.edge("copy:deepcopy", f"{LOOP}:fit"),
+        "train: copy of the best state (weights_copy in fit)": prof.edge(
+            f"{LOOP}:weights_copy", f"{LOOP}:fit"
+        ),
         "optuna: trial.report": prof.total("optuna.trial:Trial.report"),
         "optuna: trial.should_prune": prof.total("optuna.trial:Trial.should_prune"),
         "optuna: sample_trial (suggest + sweep position)": prof.total(
@@ -361,7 +367,7 @@ def profile_sweep(workload: Workload) -> dict[str, Any]:
     parts = split_profile(prof)
     total = prof.total(SWEEP)
     epochs, n_trials = sum(t["epochs"] for t in job["trials"]), len(job["trials"])
-    compute = sum(v for k, v in parts.items() if k.startswith("train:") and "deepcopy" not in k)
+    compute = sum(v for k, v in parts.items() if k.startswith("train:") and "best state" not in k)
     negative = {k: round(v, 4) for k, v in parts.items() if v < -1e-3}
     return {
         "note": "cProfile adds a cost to every Python call, so Python-heavy parts (Optuna, SQLAlchemy, "
@@ -614,6 +620,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="journal",
         help="the sweep's hpo.storage (default journal, as params.yaml; sqlite: what the journal saves)",
     )
+    parser.add_argument(
+        "--tracking",
+        choices=("mlflow", "off"),
+        default="mlflow",
+        help="the sweep's tracking (default mlflow, as by default; off: what MLflow costs)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of every side")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS, help="where overhead.json goes")
     return parser.parse_args(argv)
@@ -652,6 +664,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{name}: {workload.description}, n_trials={workload.params.hpo.n_trials}, "
             f"max_epochs={workload.params.train.max_epochs}"
         )
+        workload = dataclasses.replace(workload, tracking=args.tracking == "mlflow")
         warm_up(workload, args.peer)
         results.append(measure(workload, rounds, args.profile, args.peer))
     report = {
@@ -667,6 +680,7 @@ def main(argv: list[str] | None = None) -> None:
             "rounds": rounds,
             "torch_threads": torch.get_num_threads(),
             "storage": args.storage,
+            "tracking": args.tracking,
         },
         "machine": facts,
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,

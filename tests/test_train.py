@@ -553,3 +553,23 @@ def test_periodic_embedding_trains_deterministically(problem: dict[str, np.ndarr
 def test_unknown_embedding_is_a_user_error() -> None:
     with pytest.raises(HpopipeError, match=r"^model.embedding: 'onehot' is not one of none, periodic"):
         build(MLP, {"embedding": "onehot"}, 5, 2)
+
+
+@pytest.mark.parametrize("cfg", [MLP, ModelConfig(name="resnet")])
+def test_the_best_weights_copy_is_what_deepcopy_gives(cfg: ModelConfig) -> None:
+    """The sweep keeps its best weights with loop.weights_copy, not deepcopy: same tensors, same
+    metadata, and a checkpoint holding them is the same bytes."""
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    model = build(cfg, {"norm": "batch"} if cfg is MLP else {}, 5, 3)
+    expected, copied = copy.deepcopy(model.state_dict()), loop.weights_copy(model)
+    assert list(copied) == list(expected) and all(torch.equal(copied[k], expected[k]) for k in expected)
+    for value in model.state_dict().values():
+        value.add_(1)  # training on: the copy must not move with the model
+    assert all(torch.equal(copied[k], expected[k]) for k in expected)
+    saved = [io.BytesIO(), io.BytesIO()]
+    torch.save(expected, saved[0])
+    torch.save(copied, saved[1])
+    assert saved[0].getvalue() == saved[1].getvalue()

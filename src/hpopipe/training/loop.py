@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,7 +379,7 @@ def fit(
             row[f"val_{task.metric}"] = value
             if metrics.is_better(task.metric, value, loop.best_score, cfg.min_delta):
                 loop.best_epoch, loop.best_score = loop.epoch, value
-                loop.best_state = copy.deepcopy(loop.model.state_dict())
+                loop.best_state = weights_copy(loop.model)
             loop.stopped = loop.epoch - loop.best_epoch >= cfg.patience
         loop.history.append(row)
         saver.after_epoch(loop)
@@ -393,6 +394,19 @@ def fit(
     else:
         loop.best_epoch = loop.epoch
     return FitResult(loop.model, loop.best_epoch, loop.best_score, loop.history, y_scale, resumed)
+
+
+def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights as ``copy.deepcopy(model.state_dict())`` gives them (its ``_metadata``,
+    which ``load_state_dict`` reads, included), by cloning each tensor: deepcopy walks every
+    tensor's Python state, about 8x slower on a small MLP here (0.32 against 0.04 ms), and the
+    sweep copies once per improving epoch. Tied weights would be copied once per name (no model
+    here ties any); ``torch.save`` writes the same bytes (tests/test_train.py).
+    """
+    state = model.state_dict()
+    copied: OrderedDict[str, torch.Tensor] = OrderedDict((k, v.detach().clone()) for k, v in state.items())
+    copied._metadata = copy.deepcopy(getattr(state, "_metadata", None))  # type: ignore[attr-defined]
+    return copied
 
 
 def _maybe_resume(loop: _Loop, checkpoint: Path | None, phash: str) -> int:
