@@ -31,8 +31,9 @@ test: lint
 	pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Issue 16's ratios, each measured interleaved in one run with the load average beside it
-# (benchmarks/README.md): sweep vs bare loop and the Optuna peer, hpo stage CPU vs bare script,
-# 1 vs 2 workers, the CV pool; then benchmarks/results/summary.md. About 25 min on 2 idle cores.
+# (benchmarks/README.md): sweep vs bare loop and the Optuna peer (and the default table's sweep
+# with tracking off, and each Optuna storage alone), hpo stage CPU vs bare script, 1 vs 2 workers,
+# the CV pool; then benchmarks/results/summary.md. About 27 min on 2 idle cores.
 # QUICK=1: smoke budgets (minutes; not figures to keep). BENCH_OUT=DIR: write there instead.
 # REPRO=1: also a fresh clone's `dvc repro` against commit ca38033 (adds ~5 min).
 BENCH_OUT ?= benchmarks/results
@@ -40,6 +41,9 @@ BENCH_FLAGS = $(if $(QUICK),--quick) --out-dir $(BENCH_OUT)
 
 bench: $(STAMP)
 	python benchmarks/overhead.py $(BENCH_FLAGS)
+	python benchmarks/overhead.py --workloads default --no-peer --profile never --tracking off \
+		$(if $(QUICK),--quick) --out-dir $(BENCH_OUT)/tracking-off
+	python benchmarks/storage_floor.py $(if $(QUICK),--rounds 1) --out-dir $(BENCH_OUT)/storage
 	python benchmarks/stage_cpu.py $(BENCH_FLAGS)
 	python benchmarks/workers.py $(BENCH_FLAGS)
 	python benchmarks/cv_pool.py $(BENCH_FLAGS)
