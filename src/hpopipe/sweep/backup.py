@@ -22,10 +22,6 @@ from hpopipe.sweep.lifecycle import refuse_while_running
 log = logging.getLogger("hpopipe.sweep.recovery")  # log lines keep the name they had before the split
 
 
-def _is_journal(path: Path) -> bool:
-    return path.suffix == ".journal"
-
-
 def backup_study(source: Path, target_dir: Path) -> Path | None:
     """Copy a live study file consistently into ``target_dir``: SQLite through its online backup
     API, a journal up to its last whole line (a state Optuna replays).
@@ -36,7 +32,7 @@ def backup_study(source: Path, target_dir: Path) -> Path | None:
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         with temp_path(target) as tmp:
-            if _is_journal(source):
+            if journal_file.is_journal(source):
                 journal_file.copy_complete_lines(source, tmp)
             else:
                 _sqlite_copy(source, tmp)
@@ -77,7 +73,7 @@ def check_integrity(path: Path, field: str) -> None:
 
 def restore_study(backup_dir: Path, target: Path, grace_s: float = 60.0) -> Path | None:
     """Bring a backed-up study file (SQLite or journal) back; see :func:`restore_sqlite`."""
-    if _is_journal(target):
+    if journal_file.is_journal(target):
         return restore_journal(backup_dir, target, grace_s)
     return restore_sqlite(backup_dir, target, grace_s)
 
@@ -149,7 +145,7 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
 
 
 def _refuse_while_running(path: Path, grace_s: float) -> None:
-    if _is_journal(path):
+    if journal_file.is_journal(path):
         _refuse_in(journal_file.open_journal(path), grace_s)
         return
     storage = optuna.storages.RDBStorage(sqlite_url(path))

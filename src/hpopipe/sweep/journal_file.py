@@ -44,6 +44,7 @@ from optuna.storages.journal import JournalFileBackend
 from hpopipe.sweep.optuna_internals import CREATE_TRIAL_OP, TRIAL_DETAIL_OPS
 
 log = logging.getLogger(__name__)
+SUFFIX = ".journal"  # a study file with this suffix is a journal (``--storage FILE``, backups)
 LOCK_SUFFIX = ".append-lock"  # not Optuna's ".lock", which its own lock deletes on release
 _TAIL_PROBE = 1 << 16  # bytes read back from the end when looking for the last newline
 
@@ -99,6 +100,11 @@ def _durable_now(entry: dict[str, Any]) -> bool:
     if op in TRIAL_DETAIL_OPS:
         return False
     return not (op == CREATE_TRIAL_OP and "state" not in entry)  # a plain ask: synced with its end
+
+
+def is_journal(path: Path) -> bool:
+    """Whether a study file is a journal (by its name), not a SQLite file."""
+    return path.suffix == SUFFIX
 
 
 def open_journal(path: Path) -> optuna.storages.JournalStorage:

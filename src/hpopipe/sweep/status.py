@@ -24,8 +24,9 @@ from hpopipe.artifacts import sqlite_url
 from hpopipe.errors import HpopipeError
 from hpopipe.sweep import lifecycle
 from hpopipe.sweep.budget import budget_met, count_finished_states, own
+from hpopipe.sweep.journal_file import is_journal
 from hpopipe.sweep.progress import best_trial, format_duration, format_value
-from hpopipe.sweep.storage import JOURNAL_SUFFIX, check_study_file, journal_spec, open_storage
+from hpopipe.sweep.storage import check_study_file, journal_spec, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _storage(path: Path) -> optuna.storages.BaseStorage:
     # Checked first: Optuna would create an empty storage file where none exists.
     if not path.is_file():
         raise HpopipeError(f"--storage: {path}: file not found (no sweep has run here yet: dvc repro)")
-    if path.suffix == JOURNAL_SUFFIX:
+    if is_journal(path):
         return open_storage(journal_spec(path))
     check_study_file(path)
     try:

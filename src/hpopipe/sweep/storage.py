@@ -39,6 +39,7 @@ from hpopipe.atomic import disk_full, no_space
 from hpopipe.config import check_storage_url
 from hpopipe.errors import HpopipeError, StorageReconnected
 from hpopipe.redact import mask_url, register_url
+from hpopipe.sweep.journal_file import is_journal, open_journal, unreadable_line
 from hpopipe.sweep.optuna_internals import rdb_of
 from hpopipe.sweep.outage import Outage, RetryingStorage, connection_lost, critical
 
@@ -80,10 +81,7 @@ def journal_spec(path: Path) -> StorageSpec:
 
 def file_spec(path: Path) -> StorageSpec:
     """The study file a ``--storage PATH`` option names: a journal by its ``.journal`` suffix, else SQLite."""
-    return journal_spec(path) if path.suffix == JOURNAL_SUFFIX else sqlite_spec(path)
-
-
-JOURNAL_SUFFIX = ".journal"
+    return journal_spec(path) if is_journal(path) else sqlite_spec(path)
 
 
 def resolve(setting: str, root: Path | None = None) -> StorageSpec:
@@ -97,7 +95,7 @@ def resolve(setting: str, root: Path | None = None) -> StorageSpec:
     if setting == "sqlite":
         return sqlite_spec(root / "study.db")
     if setting == "journal":
-        return journal_spec(root / f"study{JOURNAL_SUFFIX}")
+        return journal_spec(root / "study.journal")
     url = setting
     if setting.startswith("env:"):
         name = setting[4:]
@@ -169,8 +167,6 @@ def open_storage(spec: StorageSpec, retry_s: float = 0.0) -> optuna.storages.Bas
 
 def _journal(path: Path) -> optuna.storages.JournalStorage:
     """The journal at ``path``, replayed; a damaged one is one line naming it and the way back."""
-    from hpopipe.sweep.journal_file import open_journal, unreadable_line
-
     try:
         return open_journal(path.resolve())  # the storage object outlives any chdir
     except (ValueError, KeyError, TypeError) as err:  # a line that is no JSON, or no journal entry
@@ -220,9 +216,7 @@ def check_study_file(path: Path) -> None:
     """
     if not path.is_file() or path.stat().st_size == 0:
         return  # a new study: SQLite creates it
-    if path.suffix == JOURNAL_SUFFIX:
-        from hpopipe.sweep.journal_file import unreadable_line
-
+    if is_journal(path):
         problem = unreadable_line(path)
         if problem is not None:
             raise damaged(path, "journal", problem)
