@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.artifacts import sqlite_url
 from hpopipe.sweep import lifecycle
-from hpopipe.sweep.journal_file import open_journal
+from hpopipe.sweep.journal_file import is_journal, open_journal
 from hpopipe.sweep.recovery import INTERRUPTED
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
@@ -70,7 +70,7 @@ def study_storage(workdir: Path) -> optuna.storages.BaseStorage | str:
     what the stage processes wrote."""
     path = study_file(workdir)
     assert path.exists(), f"no study file in {path.parent}"
-    return open_journal(path) if path.suffix == ".journal" else sqlite_url(path)
+    return open_journal(path) if is_journal(path) else sqlite_url(path)
 
 
 def load(workdir: Path) -> optuna.Study:
@@ -83,7 +83,7 @@ def load(workdir: Path) -> optuna.Study:
 def _polling_storage(path: Path) -> optuna.storages.BaseStorage:
     """One storage (one engine) per study file for a poll loop: a new one per poll cost enough
     under load that a poll missed a trial's window."""
-    if path.suffix == ".journal":
+    if is_journal(path):
         return open_journal(path)
     return optuna.storages.RDBStorage(sqlite_url(path))
 
@@ -94,7 +94,7 @@ def _tables_made(db: Path) -> bool:
     creation (a UNIQUE constraint on alembic_version then killed the stage)."""
     if not db.exists():
         return False
-    if db.suffix == ".journal":
+    if is_journal(db):
         return db.stat().st_size > 0
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:

@@ -18,7 +18,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpopipe.errors import HpopipeError
-from hpopipe.sweep.journal_file import open_journal
+from hpopipe.sweep.journal_file import is_journal, open_journal
 from hpopipe.sweep.optuna_internals import trial_id
 from hpopipe.sweep.progress import ProgressReporter, format_duration
 from hpopipe.sweep.status import busy_seconds, format_status, latest_study, read_status
@@ -48,9 +48,7 @@ def trial(
 
 def storage(path: Path) -> optuna.storages.BaseStorage:
     """A study file's storage: a journal by its suffix (the default storage), else SQLite."""
-    return (
-        open_journal(path) if path.suffix == ".journal" else optuna.storages.RDBStorage(f"sqlite:///{path}")
-    )
+    return open_journal(path) if is_journal(path) else optuna.storages.RDBStorage(f"sqlite:///{path}")
 
 
 @pytest.fixture(params=["study.journal", "study.db"])

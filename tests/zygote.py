@@ -69,7 +69,7 @@ def _install(counter: _Counter) -> None:
 
     def appending(backend: journal_file.RepairingBackend, logs: list[dict[str, Any]]) -> None:
         def torn() -> None:  # half of the lines' bytes reach the file, then the process dies
-            text = ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
+            text = journal_file.encode(logs)
             with open(backend.path, "ab") as handle:
                 handle.write(text[: len(text) // 2])
 

@@ -82,7 +82,7 @@ class RepairingBackend(JournalFileBackend):
         self.path = path
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        text = ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
+        text = encode(logs)
         with self._flock, open(self.path, "a+b") as f:
             fd = f.fileno()
             size = os.fstat(fd).st_size
@@ -92,6 +92,11 @@ class RepairingBackend(JournalFileBackend):
             f.flush()
             if any(map(_durable_now, logs)):
                 os.fsync(fd)
+
+
+def encode(logs: list[dict[str, Any]]) -> bytes:
+    """Journal entries as the lines appended for them (Optuna's compact JSON, one per line)."""
+    return ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
 
 
 def _durable_now(entry: dict[str, Any]) -> bool:

@@ -93,9 +93,9 @@ def resolve(setting: str, root: Path | None = None) -> StorageSpec:
     """
     root = workspace.state_path(artifacts.HPO) if root is None else root
     if setting == "sqlite":
-        return sqlite_spec(root / "study.db")
+        return sqlite_spec(root / artifacts.STUDY_DB.name)
     if setting == "journal":
-        return journal_spec(root / "study.journal")
+        return journal_spec(root / artifacts.STUDY_JOURNAL.name)
     url = setting
     if setting.startswith("env:"):
         name = setting[4:]
@@ -215,7 +215,7 @@ def check_study_file(path: Path) -> None:
     journal's lines are parsed once (about 80 µs a trial); a torn last line is no damage.
     """
     if not path.is_file() or path.stat().st_size == 0:
-        return  # a new study: SQLite creates it
+        return  # a new study: the storage creates it
     if is_journal(path):
         problem = unreadable_line(path)
         if problem is not None:
