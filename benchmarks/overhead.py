@@ -64,7 +64,7 @@ from hpopipe.config import Params, load_params, parse_params
 from hpopipe.data import prepare, read_table, to_arrays
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import resolve as storage_spec
-from hpopipe.tracking import MlflowTracker, NullTracker
+from hpopipe.tracking import MlflowTracker, NullTracker, writer_for
 
 ROOT = common.ROOT
 # The "done when": sweep loop / bare loop on the default table and on 20k x 40.
@@ -172,7 +172,9 @@ def run_sweep(
         # chdir: MLflow's default artifact root is relative to the cwd; keep it out of the repo.
         with contextlib.chdir(workdir):
             start = time.perf_counter()
-            tracker = MlflowTracker(EXPERIMENT) if workload.tracking else NullTracker()
+            # The writer the hpo stage would take for this sweep (a process, on an idle core).
+            writer = writer_for(params.hpo.n_trials, params.hpo.n_workers)
+            tracker = MlflowTracker(EXPERIMENT, writer) if workload.tracking else NullTracker()
             setup_s = time.perf_counter() - start
             with timed(out):
                 if profile is not None:

@@ -19,7 +19,7 @@ def main() -> None:
     check_folds(y, schema, params.cv.folds, str(artifacts.TRAIN))
     ranked_file = read_ranked(artifacts.RANKED_JSON)
     task = task_of(schema.plain(), params.hpo.metric)
-    tracker = make_tracker()
+    tracker = make_tracker(nested_runs=params.cv.top_k * params.cv.folds, trainers=params.hpo.n_workers)
     study, ranked = ranked_file.study, ranked_file.trials
     settings = {"top_k": params.cv.top_k, "folds": params.cv.folds, "early_stop": params.cv.early_stop}
     with tracker.run(f"cv {study}", params=settings, tags={"stage": "cv", "study": study}):

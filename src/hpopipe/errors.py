@@ -39,6 +39,10 @@ class TaskFailed(RuntimeError):
         self.index, self.reason = index, reason
 
 
+class BackgroundFailed(RuntimeError):
+    """Work sent to a background process failed there, or the process died (raised by its drain)."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that is truncated, corrupt, or holds more than tensors and plain values."""
 

@@ -1,4 +1,4 @@
-"""Is a local process alive? Shared by the stale-worker check and the stale-MLflow-run check."""
+"""Local processes: is one alive (the stale-worker and stale-MLflow-run checks), how many cores are ours."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # it exists, it is just not ours
         return True
     return True
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, as ``taskset`` or a container sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

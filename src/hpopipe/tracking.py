@@ -14,10 +14,12 @@ every write goes through :meth:`MlflowTracker._writing`, which takes turns on a 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from hpopipe import workspace
-from hpopipe.background import InOrder, Pending
+from hpopipe.background import InOrder, InProcess
 from hpopipe.errors import HpopipeError
 from hpopipe.names import check_name
-from hpopipe.processes import pid_alive
+from hpopipe.processes import pid_alive, usable_cpus
 from hpopipe.redact import mask_url, register_url
 
 log = logging.getLogger(__name__)
@@ -203,12 +205,154 @@ def _requirements_known(modules: dict[str, str]) -> Iterator[None]:
         requirements_utils._PACKAGES_TO_MODULES = None
 
 
+@contextmanager
+def _turns(lock_path: Path | None) -> Iterator[None]:
+    """Take turns with other processes writing the same local SQLite store (None: a server, no turns).
+
+    Queued DVC experiments run at once (``--jobs 2``) and all write the workspace's
+    ``mlflow.db``: SQLite would make a second writer wait at most five seconds, then fail,
+    and two first runs would both create its tables. Each write here is one short batch.
+    """
+    if lock_path is None:
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_QUICK: set[str] = set()  # the SQLite stores whose connections get quick_commits' pragmas, in this process
+
+
+def quick_commits(db: Path) -> None:
+    """WAL and ``synchronous=NORMAL`` on every connection this process opens to the SQLite store ``db``.
+
+    MLflow's defaults (a rollback journal, full syncing) cost several ``fsync`` calls per commit and
+    seven commits per trial run: on a virtual disk that stole time from the training beside it
+    (measured: docs/benchmarks.md). The study's SQLite file has the same settings; a killed process
+    loses nothing, and an operating-system crash can lose the last commits, not the file. Listens
+    on every SQLAlchemy engine (MLflow makes its own) and acts on connections to ``db`` only. A
+    store that cannot switch to WAL now (another program holds it open) keeps its journal.
+    """
+    import sqlite3
+
+    import sqlalchemy.event
+    from sqlalchemy.engine import Engine
+
+    target = str(db.resolve())
+    if target in _QUICK:
+        return
+    _QUICK.add(target)
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        if not isinstance(connection, sqlite3.Connection):
+            return
+        files = {row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"}
+        if target not in files:
+            return
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as err:
+            log.debug("%s: journal mode unchanged (%s)", target, err)
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(Engine, "connect", pragmas)
+
+
+def _send_batch(client: Any, run_id: str, batch: _Batch) -> None:
+    """A run's params, metrics and tags in as few ``log_batch`` calls as MLflow's limits allow."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = _now_ms()
+    metrics = [Metric(k, v, now, step) for k, v, step in batch.metrics]
+    params = [Param(k, v) for k, v in batch.params.items()]
+    tags = [RunTag(k, v) for k, v in batch.tags.items()]
+    if params or tags or metrics:
+        client.log_batch(run_id, metrics=metrics[:1000], params=params, tags=tags)
+    for start in range(1000, len(metrics), 1000):  # MLflow's per-request limit
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+class TrialRunWriter:
+    """Writes nested runs (trials, CV folds) from commands that are plain data, in the order sent.
+
+    ``("create", key, experiment_id, start_ms, tags, name)`` creates a run; ``("end", key, batch,
+    status, end_ms)`` sends its batch and ends it, skipped when its create failed (that error is
+    already reported). The same writer runs on the tracker's background thread or, made from
+    ``(tracking URI, lock file)`` alone, in a writer process (:class:`hpopipe.background.InProcess`).
+    """
+
+    def __init__(self, setup: tuple[str, str | None], client: Any = None) -> None:
+        uri, lock = setup
+        self._lock = None if lock is None else Path(lock)
+        if client is None:  # in the writer process: its own client, the store opened now
+            import mlflow
+
+            db = local_sqlite_file(uri)
+            if db is not None:
+                quick_commits(db)
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            with _turns(self._lock):
+                client.search_experiments(max_results=1)
+        self._client = client
+        self._runs: dict[int, str] = {}
+
+    def __call__(self, command: tuple[Any, ...]) -> None:
+        if command[0] == "create":
+            _, key, experiment, started, tags, name = command
+            with _turns(self._lock):
+                run = self._client.create_run(experiment, start_time=started, tags=tags, run_name=name)
+            self._runs[key] = str(run.info.run_id)
+        elif command[0] == "end":
+            _, key, batch, status, ended = command
+            run_id = self._runs.pop(key, None)
+            if run_id is None:
+                return
+            with _turns(self._lock):
+                _send_batch(self._client, run_id, batch)
+                self._client.set_terminated(run_id, status=status, end_time=ended)
+        else:
+            raise ValueError(f"not a trial-run command: {command[0]!r}")
+
+
+WRITER_ENV = "HPOPIPE_TRACKING_WRITER"
+# From this many nested runs a writer process pays for its start-up (importing MLflow: about
+# 1.5 s of CPU, on a core the training leaves idle). With fewer, the sweep may end before the
+# process is ready, and the thread (about 30 ms of CPU a run) is the cheaper way.
+PROCESS_FROM_RUNS = 20
+
+
+def writer_for(nested_runs: int, trainers: int) -> str:
+    """How a tracker sends its nested runs: ``thread`` or ``process`` (see :mod:`hpopipe.background`).
+
+    ``HPOPIPE_TRACKING_WRITER`` (``auto``, ``thread`` or ``process``) decides; ``auto`` takes a
+    process when there are at least :data:`PROCESS_FROM_RUNS` runs to write (``nested_runs``) and
+    a core that the ``trainers`` (training processes on this machine) leave free. Always a thread
+    off the main thread: the child's parent-death signal follows the thread that started it.
+    """
+    chosen = os.environ.get(WRITER_ENV, "").strip().lower() or "auto"
+    if chosen not in ("auto", "thread", "process"):
+        raise HpopipeError(f"{WRITER_ENV}: {chosen!r} is not one of auto, thread, process")
+    if threading.current_thread() is not threading.main_thread():
+        return "thread"
+    if chosen != "auto":
+        return chosen
+    return "process" if nested_runs >= PROCESS_FROM_RUNS and usable_cpus() > trainers else "thread"
+
+
 class MlflowTracker(NullTracker):
-    """Tracks to MLflow: the tracking URI from the environment, else MLflow's default."""
+    """Tracks to MLflow: the tracking URI from the environment, else MLflow's default.
+
+    ``writer``: how nested runs reach the store, ``thread`` or ``process`` (:func:`writer_for`).
+    """
 
     enabled = True
 
-    def __init__(self, experiment: str | None = None) -> None:
+    def __init__(self, experiment: str | None = None, writer: str = "thread") -> None:
         import mlflow
 
         experiment = experiment_name() if experiment is None else check_name(experiment, "experiment")
@@ -225,15 +369,24 @@ class MlflowTracker(NullTracker):
         uri = mlflow.get_tracking_uri()
         db = local_sqlite_file(uri)
         self._lock_path = None if db is None else db.with_name(db.name + ".hpopipe-lock")
+        if db is not None:
+            quick_commits(db)
         self._pending: list[_Batch] = []
-        self._sender = InOrder("mlflow-trial-runs")
         self._context_tags: dict[str, str] | None = None
         self._parent_run = os.environ.get("HPOPIPE_PARENT_RUN_ID") or None  # see nest_under
+        self._keys = itertools.count()
         with self._writing():  # a new store's tables are created here, by one process only
             self._client = mlflow.MlflowClient()
             self._experiment = self._open_experiment(experiment, artifacts)
             log.info("MLflow tracking at %s", mask_url(uri))
             self._close_stale_runs()
+        setup = (uri, None if self._lock_path is None else str(self._lock_path))
+        self._sender: InOrder | InProcess
+        if writer == "process":
+            self._sender = InProcess("mlflow-trial-runs", (__name__, TrialRunWriter.__name__), setup)
+            log.info("MLflow trial runs are written by process %d", self._sender.pid)
+        else:
+            self._sender = InOrder("mlflow-trial-runs", TrialRunWriter(setup, self._client))
 
     def _open_experiment(self, name: str, artifacts: Path | None) -> Any:
         """Set the MLflow experiment, creating it with its artifacts in the workspace when it is new.
@@ -245,24 +398,9 @@ class MlflowTracker(NullTracker):
             self._client.create_experiment(name, artifact_location=str(artifacts))
         return self._mlflow.set_experiment(name)
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Take turns with other processes writing the same local SQLite store (a no-op for a server).
-
-        Queued DVC experiments run at once (``--jobs 2``) and all write the workspace's
-        ``mlflow.db``: SQLite would make a second writer wait at most five seconds, then fail,
-        and two first runs would both create its tables. Each write here is one short batch.
-        """
-        if self._lock_path is None:
-            yield
-            return
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _writing(self) -> Any:
+        """Turns on the local SQLite store's lock file (:func:`_turns`)."""
+        return _turns(self._lock_path)
 
     def _close_stale_runs(self) -> None:
         """Runs left RUNNING by a process that died on this host are marked KILLED.
@@ -315,7 +453,7 @@ class MlflowTracker(NullTracker):
                 self._sender.drain()  # its nested runs are all in the store before it ends
             finally:
                 with self._writing():
-                    self._flush(active.info.run_id, batch)
+                    _send_batch(self._client, active.info.run_id, batch)
                     mlflow.end_run(status=batch.status if status == "FINISHED" else status)
 
         with self._buffering(batch, end):
@@ -353,34 +491,15 @@ class MlflowTracker(NullTracker):
         tags = {**self._default_tags(), **tags, "mlflow.runName": name}
         if parent:
             tags["mlflow.parentRunId"] = parent
-        started = _now_ms()
-        experiment = self._experiment.experiment_id
-
-        def create() -> str:
-            with self._writing():
-                return str(
-                    self._client.create_run(
-                        experiment, start_time=started, tags=tags, run_name=name
-                    ).info.run_id
-                )
-
-        created = self._sender.submit(create)
+        key = next(self._keys)
+        self._sender.send(("create", key, self._experiment.experiment_id, _now_ms(), tags, name))
 
         def end(status: str) -> None:
-            ended = _now_ms()
-            self._sender.submit(lambda: self._end_run(created, batch, status, ended))
+            final = batch.status if status == "FINISHED" else status
+            self._sender.send(("end", key, batch, final, _now_ms()))
 
         with self._buffering(batch, end):
             yield
-
-    def _end_run(self, created: Pending, batch: _Batch, status: str, ended: int) -> None:
-        """Send a background run's batch and end it (not if its creation failed: that error is raised)."""
-        if created.error is not None:
-            return
-        with self._writing():
-            self._flush(created.value, batch)
-            final = batch.status if status == "FINISHED" else status
-            self._client.set_terminated(created.value, status=final, end_time=ended)
 
     def _default_tags(self) -> dict[str, str]:
         """The tags MLflow's ``start_run`` adds to every run (source, user, git commit), once a process."""
@@ -391,20 +510,8 @@ class MlflowTracker(NullTracker):
         return self._context_tags
 
     def drain(self) -> None:
-        """Wait until every nested run handed to the background thread is in the store."""
+        """Wait until every nested run handed to the background thread or process is in the store."""
         self._sender.drain()
-
-    def _flush(self, run_id: str, batch: _Batch) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v, step in batch.metrics]
-        params = [Param(k, v) for k, v in batch.params.items()]
-        tags = [RunTag(k, v) for k, v in batch.tags.items()]
-        if params or tags or metrics:
-            self._client.log_batch(run_id, metrics=metrics[:1000], params=params, tags=tags)
-        for start in range(1000, len(metrics), 1000):  # MLflow's per-request limit
-            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
     def log_history(self, history: list[dict[str, float]]) -> None:
         if self._pending:
@@ -536,12 +643,12 @@ class _MlflowTrialRun(TrialRun):
     def end(self, status: str = "FINISHED") -> None:
         tracker = self.tracker
         with tracker._writing():
-            tracker._flush(self.run_id, self.batch)
+            _send_batch(tracker._client, self.run_id, self.batch)
             tracker._client.set_terminated(self.run_id, status=status)
 
     def flush(self) -> None:
         with self.tracker._writing():
-            self.tracker._flush(self.run_id, self.batch)
+            _send_batch(self.tracker._client, self.run_id, self.batch)
         self.batch = _Batch({}, status=self.batch.status)  # sent: a second flush repeats nothing
 
     def detach(self) -> None:
@@ -656,17 +763,20 @@ def move_champion(root: Path, run_id: str) -> str | None:
     return f"{newest.name}@{newest.version}"
 
 
-def make_tracker(enabled: bool = True) -> NullTracker:
+def make_tracker(enabled: bool = True, *, nested_runs: int = 0, trainers: int = 1) -> NullTracker:
     """MLflow unless tracking is switched off (``HPOPIPE_TRACKING=off``).
 
-    A bad ``HPOPIPE_EXPERIMENT`` is refused even with tracking off: the stage
-    calls this before any training, and the mistake should not wait for the
-    day tracking is switched back on.
+    ``nested_runs`` (trials, CV folds) and ``trainers`` (training processes on this machine)
+    choose how the nested runs are written (:func:`writer_for`). A bad ``HPOPIPE_EXPERIMENT``
+    or ``HPOPIPE_TRACKING_WRITER`` is refused even with tracking off: the stage calls this
+    before any training, and the mistake should not wait for the day tracking is switched
+    back on.
     """
     experiment = experiment_name()
+    writer = writer_for(nested_runs, trainers)
     if not enabled or tracking_off():
         return NullTracker()
-    return MlflowTracker(experiment)
+    return MlflowTracker(experiment, writer)
 
 
 def check_several_writers_early(why: str) -> None:

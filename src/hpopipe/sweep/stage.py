@@ -34,7 +34,8 @@ def sweep_and_export(stop: Callable[[], bool], children: LocalWorkers | None = N
     """
     train, schema = artifacts.read_frame(artifacts.TRAIN), read_schema(artifacts.SCHEMA).plain()
     params = load_params().for_task(schema["task"])  # hpo.metric: auto follows the data
-    spec, tracker = resolve(params.hpo.storage), make_tracker()
+    spec = resolve(params.hpo.storage)
+    tracker = make_tracker(nested_runs=params.hpo.n_trials, trainers=params.hpo.n_workers)
     # The study stays locked until its exports are written (another DVC experiment may share it).
     with locked_sweep(params, train, schema, spec, tracker, stop, children) as run:
         study = within_budget(run, params.hpo.n_trials)  # never more than this run's budget
