@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,15 +16,26 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
 from hpopipe.config import parse_params
+from hpopipe.errors import HpopipeError
+from hpopipe.processes import usable_cpus
 from hpopipe.redact import mask_url
 from hpopipe.sweep.runner import sweep
 from hpopipe.sweep.storage import sqlite_spec
 from hpopipe.sweep.trial_steps import INTERMEDIATE, run_name, tracked_values
-from hpopipe.tracking import MlflowTracker, mlflow_run_ids
+from hpopipe.tracking import (
+    PROCESS_FROM_RUNS,
+    WRITER_ENV,
+    MlflowTracker,
+    local_sqlite_file,
+    make_tracker,
+    mlflow_run_ids,
+    writer_for,
+)
 from tests.conftest import REPO, TINY_PARAMS, subprocess_env
 
 CHILD = """
@@ -42,8 +56,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
-def test_nested_run_sends_params_metrics_and_tags_in_one_batch(store: str) -> None:
-    tracker = MlflowTracker("batch")
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_nested_run_sends_params_metrics_and_tags_in_one_batch(store: str, writer: str) -> None:
+    tracker = MlflowTracker("batch", writer)
     with (
         tracker.run("parent", tags={"stage": "hpo"}),
         tracker.run("trial-0", params={"lr": 0.1}, nested=True),
@@ -139,11 +154,12 @@ def test_processes_writing_one_fresh_sqlite_store_at_once_all_succeed(tmp_path: 
 # ---------------------------------------------------------------- what a sweep records
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["thread", "process"])
 def tracked_sweep(
-    prepared: tuple[Any, dict], tmp_path_factory: pytest.TempPathFactory
+    prepared: tuple[Any, dict], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> tuple[optuna.Study, dict[str, Any]]:
-    """A tiny real sweep (complete and pruned trials) tracked to a real SQLite MLflow store."""
+    """A tiny real sweep (complete and pruned trials) tracked to a real SQLite MLflow store, its trial
+    runs written by the tracker's background thread or by a writer process."""
     tmp = tmp_path_factory.mktemp("tracked")
     raw = yaml.safe_load(TINY_PARAMS)
     raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
@@ -153,7 +169,11 @@ def tracked_sweep(
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         study = sweep(
-            parse_params(raw), prepared[0], prepared[1], sqlite_spec(tmp / "s.db"), MlflowTracker("sweep")
+            parse_params(raw),
+            prepared[0],
+            prepared[1],
+            sqlite_spec(tmp / "s.db"),
+            MlflowTracker("sweep", request.param),
         )
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("sweep")
@@ -279,3 +299,109 @@ def test_the_requirement_check_gets_our_module_map_and_says_what_mlflow_s_own_ma
     theirs = warnings()  # MLflow builds its own map now
     assert scans == [1]
     assert ours == theirs and "scikit-learn (current: " in ours[0] and "numpy" not in ours[0]
+
+
+# ---------------------------------------------------------------- how trial runs are written
+
+
+def test_the_writer_is_a_process_for_a_long_enough_sweep_with_a_core_to_spare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cores = usable_cpus()
+    monkeypatch.delenv(WRITER_ENV, raising=False)
+    expected = "process" if cores > 1 else "thread"
+    assert writer_for(PROCESS_FROM_RUNS, 1) == expected  # the default sweep (30 trials) on a spare core
+    assert writer_for(PROCESS_FROM_RUNS - 1, 1) == "thread"  # done before a process would be ready
+    assert writer_for(1000, cores) == "thread"  # every core trains
+    found: list[str] = []
+    off_main = threading.Thread(target=lambda: found.append(writer_for(1000, 1)))
+    off_main.start()
+    off_main.join()
+    assert found == ["thread"]  # the parent-death signal follows the thread that starts the child
+    monkeypatch.setenv(WRITER_ENV, "Process")
+    assert writer_for(1, 1000) == "process"
+    monkeypatch.setenv(WRITER_ENV, "threads")
+    with pytest.raises(HpopipeError, match=r"^HPOPIPE_TRACKING_WRITER: 'threads' is not one of auto, thread"):
+        make_tracker(enabled=False)  # refused even with tracking off
+
+
+def test_the_local_store_commits_in_wal_mode_with_normal_syncing(store: str) -> None:
+    """Seven commits a trial run with a rollback journal and full syncing cost more than the run."""
+    MlflowTracker("wal")
+    db = local_sqlite_file(store)
+    assert db is not None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # kept in the file
+    engine = sqlalchemy.create_engine(store)  # any engine of this process, to this file
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    other = sqlalchemy.create_engine(f"sqlite:///{db.with_name('other.db')}")
+    with other.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: only MLflow's store
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+
+
+@pytest.mark.slow
+def test_the_hpo_stage_writes_trial_runs_from_a_process_that_dies_with_it(
+    tmp_path: Path, prepared_dir: Path
+) -> None:
+    """The default sweep's path: enough trials for a writer process. Every trial run arrives and
+    the writer exits with the stage; a SIGKILLed stage takes its writer with it."""
+    import shutil
+
+    from tests.sweeps import start
+
+    raw = yaml.safe_load(TINY_PARAMS)
+    raw["data"]["path"] = str(REPO / "data/raw/breast_cancer.csv")
+    raw["hpo"].update(n_trials=PROCESS_FROM_RUNS, pruner={"name": "hyperband"})
+    raw["train"].update(max_epochs=3)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"HPOPIPE_TRACKING": "on", "HPOPIPE_LOG_LEVEL": "INFO", "MLFLOW_TRACKING_URI": uri}
+
+    def project(name: str) -> Path:
+        workdir = tmp_path / name
+        workdir.mkdir()
+        (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
+        shutil.copytree(prepared_dir, workdir / "data/prepared")
+        return workdir
+
+    def writer_pid(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if found := re.search(r"MLflow trial runs are written by process (\d+)", line):
+                return int(found[1]), seen
+        raise AssertionError("".join(seen))
+
+    proc = start(project("whole"), HPOPIPE_TEST_DELAY="0", **env)
+    pid, _ = writer_pid(proc)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert _gone(pid), "the writer outlived the stage"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("hpopipe")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name.startswith("hpo ")]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in trials) == [run_name(n) for n in range(PROCESS_FROM_RUNS)]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all("value" in r.data.metrics or r.data.tags["state"] == "FAIL" for r in trials)
+
+    proc = start(project("killed"), **env)  # HPOPIPE_TEST_DELAY: slow enough to be killed mid-sweep
+    pid, _ = writer_pid(proc)
+    proc.kill()  # the stage alone, not its group
+    proc.communicate(timeout=60)
+    assert _gone(pid), "the writer outlived its SIGKILLed stage"
+
+
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
