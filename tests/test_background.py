@@ -87,6 +87,10 @@ def test_a_failed_command_is_raised_by_drain_once_and_later_commands_still_run(t
     assert [line[1] for line in _lines(out)] == ["after"]
     writer.send(("again",))
     writer.drain()  # raised once: a later drain has nothing to report
+    writer.send(("fail", "postgresql://hpo:pw-canary@db:5432/mlflow unreachable"))
+    with pytest.raises(BackgroundFailed) as raised:
+        writer.drain()
+    assert "pw-canary" not in str(raised.value) and "hpo:***@db" in str(raised.value)
     writer.close()
 
 

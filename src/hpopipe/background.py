@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
 from hpopipe.errors import BackgroundFailed
+from hpopipe.redact import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class InProcess:
         self._feeder = threading.Thread(target=self._feed, name=f"{name}-feeder", daemon=True)
         self._feeder.start()
         self._tokens = itertools.count()
-        self._sent = False  # nothing to drain until a command was sent
+        self._sent = False  # sent since the last drain
+        self._used = False  # ever sent a command
         self._closed = False
         atexit.register(self.close)
 
@@ -166,7 +168,7 @@ class InProcess:
 
     def send(self, command: tuple[Any, ...]) -> None:
         """Queue ``command`` for the child; returns at once."""
-        self._sent = True
+        self._sent = self._used = True
         self._outbox.put(command)
 
     def drain(self) -> None:
@@ -185,8 +187,8 @@ class InProcess:
             if kind == _DRAIN and answered == token:
                 break
         self._sent = False
-        if error is not None:
-            raise BackgroundFailed(f"{self.name}: {error}")
+        if error is not None:  # the child's message may quote a store's URL
+            raise BackgroundFailed(mask_url(f"{self.name}: {error}"))
 
     def close(self) -> None:
         """Drain (a failure is logged: at exit there is no one left to raise to), then stop the child.
@@ -203,7 +205,7 @@ class InProcess:
         self._outbox.put(None)
         self._feeder.join(timeout=5)
         self._conn.close()  # the child reads the end of its input and exits
-        if not self._sent:
+        if not self._used:
             self._proc.kill()
         try:
             self._proc.wait(timeout=10)
