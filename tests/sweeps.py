@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import subprocess
 import sys
@@ -104,21 +105,33 @@ def _tables_made(db: Path) -> bool:
 
 
 _joined: list[bool] = []  # this process has seen a second worker join (second_worker_joined)
+_STARTED = time.time()  # loaded by the sweep as it starts: older worker records are an earlier run's
 
 
 def second_worker_joined(study: optuna.Study, trial: FrozenTrial) -> None:
-    """An ``hpo.callbacks`` hook: a worker waits after its first trial until a second worker has joined.
+    """An ``hpo.callbacks`` hook: a worker waits after its first trial until another worker of this
+    run has taken a trial (or already exited).
 
     The hpo stage is a worker too, already imported: on small trials it would otherwise run them
-    all before the process beside it has started, and a test of two workers would see one.
+    all before the process beside it has started, and a test of two workers would see one. A worker
+    that has only joined may still lose every remaining trial to this one, and the records of an
+    earlier run's workers (an extended sweep) say "exited" from the start: neither counts.
     """
     if trial.user_attrs.get(INTERRUPTED):
         return  # this worker is stopping: nobody is left to wait for
+    mine = f":{os.getpid()}"  # the end of this worker's id, host:pid
     deadline = time.monotonic() + 120
     while not _joined and time.monotonic() < deadline:
-        states = [r.get("state") for r in lifecycle.workers(study).values()]
-        if sum(state != "exited" for state in states) >= 2 or "exited" in states:
-            _joined.append(True)  # two live, or one already gone: the sweep is past its start
+        theirs = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if not str(t.user_attrs.get("worker", "")).endswith(mine)
+        ]
+        taken = any(t.datetime_start and t.datetime_start.timestamp() >= _STARTED for t in theirs)
+        gone = [r for r in lifecycle.workers(study).values() if r.get("state") == "exited"]
+        exited = any(r.get("pid") != os.getpid() and float(r.get("heartbeat", 0)) >= _STARTED for r in gone)
+        if taken or exited:
+            _joined.append(True)  # the sweep is past its start
         else:
             time.sleep(0.1)
 
