@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,15 @@ refit:
 cleanup:
   keep_best: 1
 """
+
+
+def pid_gone(pid: int, within_s: float = 5.0) -> bool:
+    """Whether process ``pid`` is gone within ``within_s`` seconds (polled every 20 ms)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False

@@ -15,6 +15,7 @@ import pytest
 
 from hpopipe.background import InOrder, InProcess
 from hpopipe.errors import BackgroundFailed
+from tests.conftest import REPO, pid_gone, subprocess_env
 
 
 def test_jobs_run_in_order_off_the_callers_thread_and_drain_waits_for_them() -> None:
@@ -126,22 +127,9 @@ time.sleep(60)
 """
 
 
-def _gone(pid: int, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_the_writer_ignores_sigterm_and_dies_with_its_parent(tmp_path: Path) -> None:
     """A graceful stop (SIGTERM to the group) still drains the writer; a SIGKILLed parent leaves no
     writer behind, even one busy with a command: the kernel's parent-death signal, not the pipe."""
-    from tests.conftest import REPO, subprocess_env
-
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(tmp_path / "out.txt")],
         env=subprocess_env(PYTHONPATH=str(REPO)),
@@ -151,7 +139,7 @@ def test_the_writer_ignores_sigterm_and_dies_with_its_parent(tmp_path: Path) -> 
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     os.kill(child, signal.SIGTERM)
-    assert not _gone(child, 0.5), "the writer died of SIGTERM"
+    assert not pid_gone(child, 0.5), "the writer died of SIGTERM"
     parent.kill()
     parent.wait()
-    assert _gone(child, 5), "the writer outlived its SIGKILLed parent"
+    assert pid_gone(child), "the writer outlived its SIGKILLed parent"

@@ -36,7 +36,7 @@ from hpopipe.tracking import (
     mlflow_run_ids,
     writer_for,
 )
-from tests.conftest import REPO, TINY_PARAMS, subprocess_env
+from tests.conftest import REPO, TINY_PARAMS, pid_gone, subprocess_env
 
 CHILD = """
 import sys, time
@@ -378,7 +378,7 @@ def test_the_hpo_stage_writes_trial_runs_from_a_process_that_dies_with_it(
     pid, _ = writer_pid(proc)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    assert _gone(pid), "the writer outlived the stage"
+    assert pid_gone(pid), "the writer outlived the stage"
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("hpopipe")
     assert experiment is not None
@@ -393,15 +393,19 @@ def test_the_hpo_stage_writes_trial_runs_from_a_process_that_dies_with_it(
     pid, _ = writer_pid(proc)
     proc.kill()  # the stage alone, not its group
     proc.communicate(timeout=60)
-    assert _gone(pid), "the writer outlived its SIGKILLed stage"
+    assert pid_gone(pid), "the writer outlived its SIGKILLed stage"
 
 
-def _gone(pid: int, within_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.02)
-    return False
+def test_no_writer_process_to_be_had_means_the_thread_writes_the_runs(
+    store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "executable", "/nonexistent/python")  # the process cannot start
+        tracker = MlflowTracker("no-process", "process")
+    assert "no writer process" in caplog.text and "a thread writes them" in caplog.text
+    with tracker.run("parent"), tracker.run("trial-0000", nested=True):
+        tracker.log_metrics({"value": 0.5})
+    (status,) = mlflow.search_runs(
+        experiment_names=["no-process"], filter_string="tags.mlflow.runName = 'trial-0000'"
+    )["status"]
+    assert status == "FINISHED"

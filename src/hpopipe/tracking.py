@@ -381,12 +381,13 @@ class MlflowTracker(NullTracker):
             log.info("MLflow tracking at %s", mask_url(uri))
             self._close_stale_runs()
         setup = (uri, None if self._lock_path is None else str(self._lock_path))
-        self._sender: InOrder | InProcess
+        self._sender: InOrder | InProcess = InOrder("mlflow-trial-runs", TrialRunWriter(setup, self._client))
         if writer == "process":
-            self._sender = InProcess("mlflow-trial-runs", (__name__, TrialRunWriter.__name__), setup)
-            log.info("MLflow trial runs are written by process %d", self._sender.pid)
-        else:
-            self._sender = InOrder("mlflow-trial-runs", TrialRunWriter(setup, self._client))
+            try:
+                self._sender = InProcess("mlflow-trial-runs", (__name__, TrialRunWriter.__name__), setup)
+                log.info("MLflow trial runs are written by process %d", self._sender.pid)
+            except OSError as err:  # no process to be had (limits, memory): the thread writes them
+                log.warning("MLflow trial runs: no writer process (%s), a thread writes them", err)
 
     def _open_experiment(self, name: str, artifacts: Path | None) -> Any:
         """Set the MLflow experiment, creating it with its artifacts in the workspace when it is new.
