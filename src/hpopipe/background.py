@@ -32,7 +32,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
-from hpopipe.errors import BackgroundFailed
+from hpopipe.errors import BackgroundFailed, one_line
+from hpopipe.processes import exit_reason
 from hpopipe.redact import mask_url
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,6 @@ _CHILD = (
 )
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
-
-
 class InProcess:
     """Commands (tuples of plain data) handled in order by one child process, started at once.
 
@@ -182,7 +179,7 @@ class InProcess:
                 kind, answered, error = self._conn.recv()
             except (EOFError, OSError) as err:
                 self._closed = True
-                died = f"{self.name}: its process (pid {self.pid}) died: {self._death()}"
+                died = f"{self.name} (pid {self.pid}): {exit_reason(self._exit_code())}"
                 raise BackgroundFailed(died) from err
             if kind == _DRAIN and answered == token:
                 break
@@ -218,16 +215,12 @@ class InProcess:
             with contextlib.suppress(OSError):  # the child is gone: drain says so
                 self._conn.send(command)
 
-    def _death(self) -> str:
+    def _exit_code(self) -> int | None:
+        """The child's exit status once it is gone (its end of the pipe closes as it dies)."""
         try:
-            code: int | None = self._proc.wait(timeout=1)
+            return self._proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
-            code = None
-        if code is None:
-            return "it closed its end of the pipe"
-        if code < 0:
-            return f"killed by signal {-code}"
-        return f"exit status {code}"
+            return None
 
 
 def _die_with(parent: int) -> None:
@@ -261,7 +254,7 @@ def serve(make: Callable[[Any], Callable[[tuple[Any, ...]], None]]) -> None:
     except EOFError:
         os._exit(0)
     except Exception as err:  # every drain says so: no command can run
-        unready = _one_line(err)
+        unready = one_line(err)
     gc.freeze()
     gc.enable()
     while True:
@@ -276,7 +269,7 @@ def serve(make: Callable[[Any], Callable[[tuple[Any, ...]], None]]) -> None:
             try:
                 handle(command)
             except Exception as err:
-                first_error = first_error or _one_line(err)
+                first_error = first_error or one_line(err)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

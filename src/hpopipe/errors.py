@@ -98,3 +98,9 @@ class StorageReconnected(RuntimeError):
 
 class DiskFull(HpopipeError):
     """A write found no space left on the device: one line naming the path."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line, ``Type: message`` with its whitespace collapsed: what a worker or a
+    writer process sends back for its caller to report."""
+    return " ".join(f"{type(err).__name__}: {err}".split())

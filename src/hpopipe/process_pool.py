@@ -34,17 +34,14 @@ from collections.abc import Callable, Generator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar, cast
 
-from hpopipe.errors import TaskFailed
+from hpopipe.errors import TaskFailed, one_line
+from hpopipe.processes import exit_reason
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _serve(conn: Connection, fn: Callable[[Any, Any], Any], setup: Callable[[], None] | None) -> None:
@@ -77,7 +74,7 @@ def _serve_here(conn: Connection, fn: Callable[[Any, Any], Any], shared: Any, go
     try:
         _answer(conn, fn, shared)
     except BaseException as err:  # reported as the pipe's end, like a process's death
-        gone.append(f"this process's worker thread stopped: {_one_line(err)}")
+        gone.append(f"this process's worker thread stopped: {one_line(err)}")
     finally:
         conn.close()
 
@@ -96,24 +93,13 @@ def _answer(conn: Connection, fn: Callable[[Any, Any], Any], shared: Any) -> Non
         try:
             reply = (index, True, fn(shared, task))
         except Exception as err:
-            reply = (index, False, _one_line(err))
+            reply = (index, False, one_line(err))
         conn.send(reply)
 
 
 def _exit_with(sentinel: int) -> None:
     wait([sentinel])
     os._exit(1)
-
-
-def _death(code: int | None) -> str:
-    if code is None:
-        return "its process stopped answering"
-    if code < 0:
-        try:
-            return f"its process was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"its process was killed by signal {-code}"
-    return f"its process exited with status {code}"
 
 
 def ordered_map(
@@ -164,7 +150,7 @@ def _here(
         try:
             result = fn(shared, task)
         except Exception as err:
-            raise TaskFailed(index, _one_line(err)) from err
+            raise TaskFailed(index, one_line(err)) from err
         yield index, result
 
 
@@ -269,7 +255,7 @@ def _gone(proc: multiprocessing.process.BaseProcess | None, gone: list[str]) -> 
     if proc is None:
         return gone[0] if gone else "this process's worker thread stopped"
     proc.join(timeout=5)
-    return _death(proc.exitcode)
+    return exit_reason(proc.exitcode)
 
 
 def _close(

@@ -1,8 +1,10 @@
-"""Local processes: is one alive (the stale-worker and stale-MLflow-run checks), how many cores are ours."""
+"""Local processes: is one alive (the stale-worker and stale-MLflow-run checks), why one ended, how
+many cores are ours."""
 
 from __future__ import annotations
 
 import os
+import signal
 
 
 def pid_alive(pid: int) -> bool:
@@ -24,3 +26,15 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def exit_reason(code: int | None) -> str:
+    """Why a child process is gone, from its exit status (None: it is still there, but silent)."""
+    if code is None:
+        return "its process stopped answering"
+    if code < 0:
+        try:
+            return f"its process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"its process was killed by signal {-code}"
+    return f"its process exited with status {code}"
